@@ -1,0 +1,3 @@
+//! Image assembly: deterministic layers, config edits and manifests, as ko makes them.
+
+pub mod oci;

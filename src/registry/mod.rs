@@ -1,0 +1,1 @@
+//! Registry access: references, credentials, and an HTTP client with retries.
