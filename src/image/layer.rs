@@ -1,0 +1,207 @@
+//! ko's two layers, streamed: tar → sha256 (DiffID) → gzip level 1 → sha256 (digest) → file.
+//! Nothing is held in memory beyond a buffer, whatever the binary's size.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::tar::TarWriter;
+use crate::digest::{Digest, HashingWriter};
+
+/// Where ko puts the app and the kodata tree inside the image.
+pub const APP_DIR: &str = "/ko-app";
+pub const KODATA_PATH: &str = "/var/run/ko";
+
+/// A compressed layer written to `path`.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("kodata: {path} is a symlink to {target}, outside {root}: kodata symlinks must stay inside the kodata directory")]
+    SymlinkEscape { path: PathBuf, target: PathBuf, root: PathBuf },
+    #[error("kodata: cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write layer to {dir}: {source}")]
+    Write { dir: PathBuf, source: io::Error },
+}
+
+/// The tar stream, then gzip, hashed on both sides of the compressor.
+struct LayerWriter {
+    tar: TarWriter<HashingWriter<GzEncoder<HashingWriter<BufWriter<tempfile::NamedTempFile>>>>>,
+}
+
+impl LayerWriter {
+    fn create(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let tmp = tempfile::Builder::new().prefix(".layer-").tempfile_in(dir)?;
+        let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
+        // Level 1 is ko's (ggcr's) default; level and backend both decide the digest.
+        let gz = GzEncoder::new(compressed, Compression::fast());
+        Ok(LayerWriter { tar: TarWriter::new(HashingWriter::new(gz)) })
+    }
+
+    fn finish(self, dir: &Path) -> io::Result<Layer> {
+        let (gz, diff_id, _) = self.tar.finish()?.finish();
+        let (buf, digest, size) = gz.finish()?.finish();
+        let tmp = buf.into_inner().map_err(io::IntoInnerError::into_error)?;
+        tmp.as_file().sync_data()?;
+        let path = dir.join(digest.hex());
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(Layer { path, digest, size, diff_id })
+    }
+}
+
+/// The binary layer: directory `ko-app`, then `/ko-app/NAME` (mode 0555, mtime 0).
+pub fn binary_layer(binary: &Path, app_name: &str, out_dir: &Path) -> Result<Layer, LayerError> {
+    let werr = |source| LayerError::Write { dir: out_dir.to_path_buf(), source };
+    let rerr = |source| LayerError::Read { path: binary.to_path_buf(), source };
+    let mut file = File::open(binary).map_err(rerr)?;
+    let size = file.metadata().map_err(rerr)?.len();
+    let mut w = LayerWriter::create(out_dir).map_err(werr)?;
+    w.tar.dir(APP_DIR.trim_start_matches('/'), 0).map_err(werr)?;
+    w.tar
+        .file(&format!("{APP_DIR}/{app_name}"), size, 0, &[], &mut file)
+        .map_err(werr)?;
+    w.finish(out_dir).map_err(werr)
+}
+
+enum Entry {
+    Dir(String),
+    File { name: String, host: PathBuf, size: u64 },
+}
+
+/// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
+/// (sorted, symlinks followed but confined to the tree), all with mtime `epoch`.
+/// A missing `kodata` directory gives just the three directories, as ko does.
+pub fn kodata_layer(kodata: &Path, epoch: u64, out_dir: &Path) -> Result<Layer, LayerError> {
+    let mut entries = vec![
+        Entry::Dir("/var".into()),
+        Entry::Dir("/var/run".into()),
+        Entry::Dir(KODATA_PATH.into()),
+    ];
+    if kodata.is_dir() {
+        let root = kodata
+            .canonicalize()
+            .map_err(|source| LayerError::Read { path: kodata.to_path_buf(), source })?;
+        walk(&root, &root, KODATA_PATH, &mut entries)?;
+    }
+    let werr = |source| LayerError::Write { dir: out_dir.to_path_buf(), source };
+    let mut w = LayerWriter::create(out_dir).map_err(werr)?;
+    for e in entries {
+        match e {
+            Entry::Dir(name) => w.tar.dir(&name, epoch).map_err(werr)?,
+            Entry::File { name, host, size } => {
+                let mut f = File::open(&host).map_err(|source| LayerError::Read { path: host.clone(), source })?;
+                w.tar.file(&name, size, epoch, &[], &mut f).map_err(werr)?;
+            }
+        }
+    }
+    w.finish(out_dir).map_err(werr)
+}
+
+// Depth first, names sorted bytewise within each directory, as Go's filepath.Walk.
+fn walk(root: &Path, dir: &Path, in_image: &str, out: &mut Vec<Entry>) -> Result<(), LayerError> {
+    let rerr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LayerError::Read { path, source }
+    };
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(rerr(dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(rerr(dir))?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let host = dir.join(&name);
+        let image_path = format!("{in_image}/{}", name.to_string_lossy());
+        let real = host.canonicalize().map_err(rerr(&host))?;
+        if !real.starts_with(root) {
+            return Err(LayerError::SymlinkEscape { path: host, target: real, root: root.to_path_buf() });
+        }
+        let meta = fs::metadata(&real).map_err(rerr(&host))?;
+        if meta.is_dir() {
+            out.push(Entry::Dir(image_path.clone()));
+            walk(root, &real, &image_path, out)?;
+        } else {
+            out.push(Entry::File { name: image_path, host: real, size: meta.len() });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    // Golden DiffIDs from ko-image-format.md §8.4 (Go archive/tar with ko's header rules).
+    #[test]
+    fn empty_kodata_matches_ko() {
+        let out = tempfile::tempdir().unwrap();
+        let l = kodata_layer(Path::new("/nonexistent"), 0, out.path()).unwrap();
+        assert_eq!(
+            l.diff_id.as_str(),
+            "sha256:ffe56a1c5f3878e9b5f803842adb9e2ce81584b6bd027e8599582aefe14a975b"
+        );
+        let l = kodata_layer(Path::new("/nonexistent"), 1_700_000_000, out.path()).unwrap();
+        assert_eq!(
+            l.diff_id.as_str(),
+            "sha256:b51381ac64a4033cff00bdced914587d3def0bbd97dd95c182d3a16dc2e86d80"
+        );
+    }
+
+    #[test]
+    fn ko_test_kodata_matches_ko() {
+        let src = tempfile::tempdir().unwrap();
+        let k = src.path().join("kodata");
+        fs::create_dir_all(k.join("subdir")).unwrap();
+        fs::write(k.join("a"), "hello\n").unwrap();
+        symlink("a", k.join("b")).unwrap();
+        fs::write(k.join("kenobi"), "Hello there\n").unwrap();
+        fs::write(k.join("subdir/file.txt"), "subdir file content\n").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let l = kodata_layer(&k, 0, out.path()).unwrap();
+        assert_eq!(
+            l.diff_id.as_str(),
+            "sha256:b8efb7f2d64dc1a4876e559d489a4711505279c134c1e254fa1164e3d59e3b66"
+        );
+    }
+
+    #[test]
+    fn binary_layer_matches_ko() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        fs::write(&bin, "hello").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let l = binary_layer(&bin, "app", out.path()).unwrap();
+        assert_eq!(
+            l.diff_id.as_str(),
+            "sha256:ae2ceceff525f99138968ae262272285e6539a4203babb3acdcca061de0d83f7"
+        );
+        let bytes = fs::read(&l.path).unwrap();
+        assert_eq!(Digest::of(&bytes), l.digest);
+        assert_eq!(bytes.len() as u64, l.size);
+        assert_eq!(&bytes[..10], b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff");
+    }
+
+    #[test]
+    fn symlinks_out_of_kodata_are_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let k = src.path().join("kodata");
+        fs::create_dir_all(&k).unwrap();
+        fs::write(src.path().join("secret"), "x").unwrap();
+        symlink("../secret", k.join("leak")).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let err = kodata_layer(&k, 0, out.path()).unwrap_err().to_string();
+        assert!(err.contains("outside"), "{err}");
+    }
+}
