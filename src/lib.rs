@@ -4,8 +4,19 @@
 //! environment) → [`gobuild`] → [`image`] (layers, config, manifest) → [`publish`]
 //! (registry, OCI layout, OCI archive) → [`report`].
 
+pub mod base;
+pub mod cli;
 pub mod digest;
+pub mod error;
+pub mod gobuild;
 pub mod gojson;
 pub mod image;
+pub mod pipeline;
+pub mod plan;
+pub mod platform;
+pub mod publish;
 pub mod registry;
+pub mod report;
 pub mod time;
+
+pub use error::Error;

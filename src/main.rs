@@ -1,1 +1,46 @@
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kobuild::cli::{Cli, Command};
+use kobuild::plan::{Env, Plan};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), kobuild::Error> {
+    let env = Env::from_process();
+    let cwd = std::env::current_dir().map_err(|e| kobuild::Error::Config(format!("current directory: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| kobuild::Error::Internal(format!("tokio runtime: {e}")))?;
+    match cli.command {
+        Command::Build(args) => {
+            let plan = Plan::new(&args, &env, cwd)?;
+            let artifacts = runtime.block_on(kobuild::pipeline::build(&plan))?;
+            let mut out = std::io::stdout().lock();
+            for a in artifacts {
+                // A closed stdout (e.g. `| head`) is not a build failure.
+                let _ = writeln!(out, "{}", a.tag);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Image assembly: deterministic layers, config edits and manifests, as ko makes them.
 
+pub mod assemble;
 pub mod layer;
 pub mod oci;
-mod tar;
+pub(crate) mod tar;

@@ -1,1 +1,21 @@
-//! Registry access: references, credentials, and an HTTP client with retries.
+//! Registry access: image references, credentials, and an OCI distribution client.
+//!
+//! The client is kobuild's own rather than oci-client's, for what pushing in CI needs:
+//! retries with backoff (honouring `Retry-After`), uploads streamed from files in one PUT,
+//! cross-repository mounts that may be declined (202), bearer tokens with several scopes,
+//! identity tokens, and errors that say what to do. It never panics on what a registry
+//! answers and never logs credentials.
+
+mod auth;
+mod challenge;
+mod client;
+mod error;
+mod reference;
+mod retry;
+mod transport;
+
+pub use auth::{AuthError, Credential, Keychain};
+pub use client::{Client, ClientOptions, Fetched};
+pub use error::RegistryError;
+pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
+pub use retry::RetryPolicy;

@@ -1,0 +1,95 @@
+//! Command-line arguments. Parsing only: turning them into a plan is `plan`'s job.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "kobuild", version, about = "Build Go apps into reproducible, ko-compatible OCI images")]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build images and push them (or write an OCI layout or archive); prints one ref per image.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct BuildArgs {
+    /// What to build: a directory with a Go main package, ko://import/path, or ./... (default: .)
+    pub targets: Vec<String>,
+
+    /// Repository to push to; the image name is appended (env KOBUILD_DEFAULT_REPO).
+    #[arg(long = "default-repo", visible_alias = "repo", value_name = "REPO")]
+    pub default_repo: Option<String>,
+
+    /// Image name under the repository (default: last element of the import path).
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+
+    /// Tag to push (repeatable; default latest).
+    #[arg(short = 't', long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Base image: a registry reference, scratch, or oci-layout:PATH[:TAG|@DIGEST].
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+
+    /// Platform to build for, os/arch[/variant] (default linux/amd64).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
+    /// Push to the registry (--push=false to only write a layout or archive).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub push: Option<bool>,
+
+    /// Also write the image into this OCI layout directory.
+    #[arg(long, value_name = "DIR")]
+    pub oci_layout_path: Option<PathBuf>,
+
+    /// Also write the image as an OCI archive (a tar of a layout) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub oci_archive: Option<PathBuf>,
+
+    /// Write Skaffold's artifacts.json here after everything is published.
+    #[arg(long, value_name = "FILE")]
+    pub file_output: Option<PathBuf>,
+
+    /// Extra `go build` flag (repeatable).
+    #[arg(long = "flags", value_name = "FLAG", allow_hyphen_values = true)]
+    pub flags: Vec<String>,
+
+    /// Linker flag, joined into one -ldflags (repeatable).
+    #[arg(long = "ldflags", value_name = "FLAG", allow_hyphen_values = true)]
+    pub ldflags: Vec<String>,
+
+    /// Environment for `go build`, KEY=VALUE (repeatable; wins over the inherited one).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Image config label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Manifest annotation, KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+
+    /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Extra CA certificate (PEM) to trust for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+
+    /// Cache directory for binaries and layers (env KOBUILD_CACHE_DIR; default ~/.cache/kobuild).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}

@@ -1,0 +1,42 @@
+//! The library's error, and which exit code each kind maps to.
+
+use crate::base::BaseError;
+use crate::gobuild::GoError;
+use crate::image::layer::LayerError;
+use crate::plan::PlanError;
+use crate::publish::PublishError;
+use crate::registry::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Go(#[from] GoError),
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// 2: the configuration or command line is wrong; 1: a build or push failed.
+    pub fn exit_code(&self) -> i32 {
+        let config = match self {
+            Error::Plan(_) | Error::Config(_) => true,
+            Error::Go(e) => e.is_config(),
+            Error::Base(e) => e.is_config(),
+            Error::Layer(e) => matches!(e, LayerError::SymlinkEscape { .. }),
+            _ => false,
+        };
+        if config { 2 } else { 1 }
+    }
+}

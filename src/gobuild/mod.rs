@@ -1,0 +1,28 @@
+//! `go list` to resolve what to build, `go build` to build it.
+
+mod resolve;
+mod build;
+
+pub use build::{GoBuild, build, output_path};
+pub use resolve::{Package, resolve};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoError {
+    #[error("cannot run {go}: {source} (is Go installed and on PATH?)")]
+    Spawn { go: String, source: std::io::Error },
+    #[error("{target}: {message}")]
+    Resolve { target: String, message: String },
+    #[error("go build of {import_path} for {platform} failed:\n{output}")]
+    Build { import_path: String, platform: String, output: String },
+    #[error("cannot prepare build output {path}: {source}")]
+    Output { path: PathBuf, source: std::io::Error },
+}
+
+impl GoError {
+    /// Resolution problems are the user's input; compile errors are build failures.
+    pub fn is_config(&self) -> bool {
+        matches!(self, GoError::Resolve { .. })
+    }
+}

@@ -1,0 +1,104 @@
+//! Targets (a directory, `ko://import/path`, or `./...`) → exactly one `package main`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use super::GoError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub import_path: String,
+    pub dir: PathBuf,
+}
+
+impl Package {
+    /// ko's binary name: the last element of the import path (`ko-app` if there is none).
+    pub fn app_name(&self) -> &str {
+        match self.import_path.rsplit('/').next() {
+            Some(n) if !n.is_empty() && n != "." => n,
+            _ => "ko-app",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listed {
+    import_path: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    dir: PathBuf,
+}
+
+/// Resolve `target` relative to `cwd` with `go list`.
+pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoError> {
+    let resolve_err = |message: String| GoError::Resolve { target: target.to_string(), message };
+    let (dir, pattern) = if let Some(ip) = target.strip_prefix("ko://") {
+        if ip.is_empty() {
+            return Err(resolve_err("empty import path after ko://".into()));
+        }
+        (cwd.to_path_buf(), ip.to_string())
+    } else if target == "./..." || target.ends_with("/...") {
+        (cwd.to_path_buf(), target.to_string())
+    } else {
+        let dir = cwd.join(target);
+        if !dir.is_dir() {
+            return Err(resolve_err(format!(
+                "no such directory {}: give a directory with a Go main package, or ko://import/path",
+                dir.display()
+            )));
+        }
+        (dir, ".".to_string())
+    };
+    let out = Command::new(go)
+        .args(["list", "-json=ImportPath,Name,Dir", "--", &pattern])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| GoError::Spawn { go: go.to_string(), source })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("go list failed");
+        return Err(resolve_err(format!("go list: {}", first.trim())));
+    }
+    let listed: Vec<Listed> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| resolve_err(format!("unreadable go list output: {e}")))?;
+    let mains: Vec<&Listed> = listed.iter().filter(|p| p.name == "main").collect();
+    match (mains.as_slice(), listed.as_slice()) {
+        ([one], _) => Ok(Package { import_path: one.import_path.clone(), dir: one.dir.clone() }),
+        ([], []) => Err(resolve_err("matched no Go packages".into())),
+        ([], [lib]) => Err(resolve_err(format!(
+            "{} is package {}, a library: kobuild needs a package main",
+            lib.import_path, lib.name
+        ))),
+        ([], _) => Err(resolve_err(format!(
+            "matched {} packages and none is a package main",
+            listed.len()
+        ))),
+        (several, _) => Err(resolve_err(format!(
+            "matched {} main packages ({}): name one of them",
+            several.len(),
+            several.iter().map(|p| p.import_path.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_follow_ko() {
+        let p = |ip: &str| Package { import_path: ip.into(), dir: PathBuf::new() };
+        assert_eq!(p("github.com/google/ko").app_name(), "ko");
+        assert_eq!(p("github.com/foo/bar/v2").app_name(), "v2");
+        assert_eq!(p("hello").app_name(), "hello");
+    }
+}

@@ -1,0 +1,22 @@
+//! A snapshot of the process environment, taken once, so tests can inject their own.
+
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env(std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect())
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+}

@@ -1,0 +1,133 @@
+//! Platforms as users write them (`os/arch[/variant][:osversion]`), matching against image
+//! platforms, and the Go environment each one builds with.
+
+use std::fmt;
+
+use crate::image::oci;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: String,
+    pub os_version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid platform {0:?}: expected os/arch[/variant][:osversion], e.g. linux/amd64 or linux/arm/v7")]
+pub struct InvalidPlatform(pub String);
+
+impl Platform {
+    pub fn parse(s: &str) -> Result<Self, InvalidPlatform> {
+        let bad = || InvalidPlatform(s.to_string());
+        let (main, os_version) = match s.split_once(':') {
+            Some((m, v)) if !v.is_empty() => (m, v),
+            Some(_) => return Err(bad()),
+            None => (s, ""),
+        };
+        let parts: Vec<&str> = main.split('/').collect();
+        let valid = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        if parts.len() > 3 || !parts.iter().all(|p| valid(p)) {
+            return Err(bad());
+        }
+        let get = |i: usize| parts.get(i).map(|p| p.to_string()).unwrap_or_default();
+        Ok(Platform { os: get(0), arch: get(1), variant: get(2), os_version: os_version.to_string() })
+    }
+
+    pub fn linux_amd64() -> Self {
+        Platform { os: "linux".into(), arch: "amd64".into(), variant: String::new(), os_version: String::new() }
+    }
+
+    /// Empty fields of `self` match anything, so `linux/arm64` matches `linux/arm64/v8`.
+    pub fn matches(&self, p: &oci::Platform) -> bool {
+        let field = |want: &str, have: &str| want.is_empty() || want == have;
+        field(&self.os, &p.os)
+            && field(&self.arch, &p.architecture)
+            && field(&self.variant, &p.variant)
+            && field(&self.os_version, &p.os_version)
+    }
+
+    pub fn to_oci(&self) -> oci::Platform {
+        oci::Platform {
+            architecture: self.arch.clone(),
+            os: self.os.clone(),
+            os_version: self.os_version.clone(),
+            variant: self.variant.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// GOOS, GOARCH and the variant's GOARM/GOAMD64, as ko maps them.
+    pub fn go_env(&self) -> Result<Vec<(String, String)>, InvalidPlatform> {
+        let mut env = vec![("GOOS".to_string(), self.os.clone()), ("GOARCH".to_string(), self.arch.clone())];
+        if self.variant.is_empty() {
+            return Ok(env);
+        }
+        match self.arch.as_str() {
+            "arm" => {
+                let n: u32 = self
+                    .variant
+                    .strip_prefix('v')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| InvalidPlatform(self.to_string()))?;
+                if n >= 5 {
+                    env.push(("GOARM".into(), n.min(7).to_string()));
+                }
+            }
+            "amd64" => env.push(("GOAMD64".into(), self.variant.clone())),
+            _ => {}
+        }
+        Ok(env)
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        if !self.os_version.is_empty() {
+            write!(f, ":{}", self.os_version)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        Platform::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_and_prints() {
+        for s in ["linux/amd64", "linux/arm/v7", "windows/amd64:10.0.17763", "linux"] {
+            assert_eq!(p(s).to_string().trim_end_matches('/'), s);
+        }
+        for bad in ["", "linux//amd64", "a/b/c/d", "linux/amd64:", "linux/am d64"] {
+            assert!(Platform::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn empty_fields_are_wildcards() {
+        let arm64v8 = oci::Platform { os: "linux".into(), architecture: "arm64".into(), variant: "v8".into(), ..Default::default() };
+        assert!(p("linux/arm64").matches(&arm64v8));
+        assert!(!p("linux/arm64/v9").matches(&arm64v8));
+        assert!(!p("linux/amd64").matches(&arm64v8));
+    }
+
+    #[test]
+    fn variants_map_to_go_env_like_ko() {
+        let env = |s: &str| p(s).go_env().unwrap();
+        assert!(env("linux/arm/v7").contains(&("GOARM".into(), "7".into())));
+        assert!(env("linux/arm/v8").contains(&("GOARM".into(), "7".into())));
+        assert!(!env("linux/arm/v4").iter().any(|(k, _)| k == "GOARM"));
+        assert!(env("linux/amd64/v3").contains(&("GOAMD64".into(), "v3".into())));
+        assert_eq!(env("linux/arm64/v8").len(), 2);
+        assert!(p("linux/arm/x").go_env().is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! OCI image layout directories and OCI archives (a tar of a layout), for builds without
+//! a registry. Each tag becomes an index entry with `org.opencontainers.image.ref.name`.
+
+use std::fs;
+use std::path::Path;
+
+use super::{PublishError, blobs, io_err, local_blob, write_atomic};
+use crate::base::BlobStore;
+use crate::digest::Digest;
+use crate::image::assemble::BuiltImage;
+use crate::image::oci::{self, Descriptor, Index};
+use crate::image::tar::TarWriter;
+use crate::registry::Client;
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Add the image to the layout at `dir` (created if missing), one entry per tag.
+pub async fn write_layout(
+    client: &Client,
+    image: &BuiltImage,
+    base: &BlobStore,
+    dir: &Path,
+    tags: &[String],
+    cache: &Path,
+) -> Result<Digest, PublishError> {
+    let index_path = dir.join("index.json");
+    let mut index = if index_path.exists() {
+        let bytes = fs::read(&index_path).map_err(io_err(&index_path))?;
+        serde_json::from_slice::<Index>(&bytes)
+            .map_err(|e| PublishError::NotALayout { path: dir.to_path_buf(), reason: format!("index.json: {e}") })?
+    } else if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
+        return Err(PublishError::NotALayout {
+            path: dir.to_path_buf(),
+            reason: "it has files but no index.json; choose an empty or new directory".into(),
+        });
+    } else {
+        Index {
+            schema_version: 2,
+            media_type: oci::OCI_INDEX.into(),
+            manifests: Vec::new(),
+            annotations: Default::default(),
+            subject: None,
+        }
+    };
+    let blob_dir = dir.join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
+    write_atomic(&dir.join("oci-layout"), LAYOUT_FILE)?;
+
+    write_blob(&blob_dir, &image.config_descriptor.digest, &image.config)?;
+    for (digest, _, source) in blobs(image).skip(1) {
+        let dest = blob_dir.join(digest.hex());
+        if dest.exists() {
+            continue;
+        }
+        let source = source.expect("only the config has no layer source");
+        let src = local_blob(client, digest, source, base, cache).await?;
+        copy_atomic(&src, &dest)?;
+    }
+    write_blob(&blob_dir, &image.digest, &image.manifest)?;
+
+    let tags: Vec<&str> = if tags.is_empty() { vec!["latest"] } else { tags.iter().map(String::as_str).collect() };
+    index.manifests.retain(|m| !m.annotations.get(REF_NAME).is_some_and(|t| tags.contains(&t.as_str())));
+    for tag in tags {
+        let mut d = Descriptor::new(&image.media_type, image.manifest.len() as u64, image.digest.clone());
+        d.annotations.insert(REF_NAME.into(), tag.into());
+        index.manifests.push(d);
+    }
+    // The index goes last: until it is renamed into place, the layout does not name the image.
+    write_atomic(&index_path, &crate::gojson::to_vec(&index))?;
+    Ok(image.digest.clone())
+}
+
+fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), PublishError> {
+    let dest = blob_dir.join(digest.hex());
+    if dest.exists() { Ok(()) } else { write_atomic(&dest, bytes) }
+}
+
+fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    fs::copy(src, tmp.path()).map_err(io_err(src))?;
+    tmp.persist(dest).map_err(|e| PublishError::Io { path: dest.to_path_buf(), source: e.error })?;
+    Ok(())
+}
+
+/// An OCI archive: the layout as a tar file, written next to `file` and renamed into place.
+pub async fn write_archive(
+    client: &Client,
+    image: &BuiltImage,
+    base: &BlobStore,
+    file: &Path,
+    tags: &[String],
+    cache: &Path,
+) -> Result<Digest, PublishError> {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let staging = tempfile::Builder::new().prefix(".kobuild-archive-").tempdir_in(dir).map_err(io_err(dir))?;
+    let digest = write_layout(client, image, base, staging.path(), tags, cache).await?;
+
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let mut tar = TarWriter::new(std::io::BufWriter::new(tmp));
+    let root = staging.path();
+    for name in ["oci-layout", "index.json"] {
+        append_file(&mut tar, root, name)?;
+    }
+    tar.dir("blobs", 0).map_err(io_err(file))?;
+    tar.dir("blobs/sha256", 0).map_err(io_err(file))?;
+    let mut names: Vec<String> = fs::read_dir(root.join("blobs/sha256"))
+        .map_err(io_err(root))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(root))?;
+    names.sort();
+    for n in names {
+        append_file(&mut tar, root, &format!("blobs/sha256/{n}"))?;
+    }
+    let tmp = tar
+        .finish()
+        .map_err(io_err(file))?
+        .into_inner()
+        .map_err(|e| PublishError::Io { path: file.to_path_buf(), source: e.into_error() })?;
+    tmp.persist(file).map_err(|e| PublishError::Io { path: file.to_path_buf(), source: e.error })?;
+    Ok(digest)
+}
+
+fn append_file<W: std::io::Write>(tar: &mut TarWriter<W>, root: &Path, name: &str) -> Result<(), PublishError> {
+    let path = root.join(name);
+    let mut f = fs::File::open(&path).map_err(io_err(&path))?;
+    let size = f.metadata().map_err(io_err(&path))?.len();
+    tar.file(name, size, 0, &[], &mut f).map_err(io_err(&path))
+}

@@ -1,0 +1,90 @@
+//! Sinks for a built image: a registry, an OCI layout directory, an OCI archive file.
+
+mod layout;
+mod registry;
+
+pub use layout::{write_archive, write_layout};
+pub use registry::push;
+
+use std::path::{Path, PathBuf};
+
+use crate::base::BlobStore;
+use crate::digest::Digest;
+use crate::image::assemble::{BuiltImage, LayerSource};
+use crate::registry::{Client, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("push to {repo}: {source}")]
+    Registry { repo: String, source: RegistryError },
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} exists and is not an OCI image layout: {reason}")]
+    NotALayout { path: PathBuf, reason: String },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
+    move |source| PublishError::Io { path: path.to_path_buf(), source }
+}
+
+/// A blob of the image and where its bytes can be had locally, fetching base layers
+/// from their registry into the cache when needed.
+pub(crate) async fn local_blob(
+    client: &Client,
+    digest: &Digest,
+    source: &LayerSource,
+    base: &BlobStore,
+    cache: &Path,
+) -> Result<PathBuf, PublishError> {
+    match (source, base) {
+        (LayerSource::File(p), _) => Ok(p.clone()),
+        (LayerSource::Base, BlobStore::Layout(dir)) => Ok(dir.join("blobs/sha256").join(digest.hex())),
+        (LayerSource::Base, BlobStore::Registry(repo)) => {
+            let path = blob_cache_path(cache, digest);
+            if !path.exists() {
+                let parent = path.parent().unwrap_or(cache);
+                tokio::fs::create_dir_all(parent).await.map_err(io_err(parent))?;
+                client
+                    .download_blob(repo, digest, &path)
+                    .await
+                    .map_err(|source| PublishError::Registry { repo: repo.to_string(), source })?;
+            }
+            Ok(path)
+        }
+        (LayerSource::Base, BlobStore::None) => Err(PublishError::Io {
+            path: blob_cache_path(cache, digest),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "base layer without a source"),
+        }),
+    }
+}
+
+/// Downloaded and generated blobs live in the cache, named by digest.
+pub fn blob_cache_path(cache: &Path, digest: &Digest) -> PathBuf {
+    cache.join("blobs/sha256").join(digest.hex())
+}
+
+/// Write `bytes` to the blob cache (atomically) and return the path.
+pub(crate) fn cache_bytes(cache: &Path, bytes: &[u8]) -> Result<PathBuf, PublishError> {
+    let path = blob_cache_path(cache, &Digest::of(bytes));
+    if !path.exists() {
+        write_atomic(&path, bytes)?;
+    }
+    Ok(path)
+}
+
+/// Temp file in the same directory, then rename: readers never see a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| PublishError::Io { path: path.to_path_buf(), source: e.error })?;
+    Ok(())
+}
+
+/// Every blob of the image with its digest, size and local source, config first.
+pub(crate) fn blobs(image: &BuiltImage) -> impl Iterator<Item = (&Digest, u64, Option<&LayerSource>)> {
+    std::iter::once((&image.config_descriptor.digest, image.config_descriptor.size, None))
+        .chain(image.layers.iter().map(|(d, s)| (&d.digest, d.size, Some(s))))
+}

@@ -1,0 +1,90 @@
+//! Push: blobs (HEAD first, mount base layers, else upload), the manifest by digest, then
+//! the tags, so no tag ever points at something incomplete.
+
+use std::path::Path;
+use std::time::Instant;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::{PublishError, blobs, cache_bytes, local_blob};
+use crate::base::BlobStore;
+use crate::digest::Digest;
+use crate::image::assemble::{BuiltImage, LayerSource};
+use crate::registry::{Client, RegistryError, Repository};
+
+const PARALLEL_UPLOADS: usize = 4;
+
+pub async fn push(
+    client: &Client,
+    image: &BuiltImage,
+    base: &BlobStore,
+    repo: &Repository,
+    tags: &[String],
+    cache: &Path,
+) -> Result<Digest, PublishError> {
+    let reg_err = |source: RegistryError| PublishError::Registry { repo: repo.to_string(), source };
+    let config_path = cache_bytes(cache, &image.config)?;
+    stream::iter(blobs(image))
+        .map(|(digest, size, source)| {
+            let config_path = &config_path;
+            async move {
+                let source = source.cloned().unwrap_or_else(|| LayerSource::File(config_path.clone()));
+                ensure_blob(client, repo, digest, size, &source, base, cache).await
+            }
+        })
+        .buffer_unordered(PARALLEL_UPLOADS)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    client
+        .put_manifest(repo, image.digest.as_str(), &image.media_type, &image.manifest)
+        .await
+        .map_err(reg_err)?;
+    for tag in tags {
+        let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
+        if current.as_ref().map(|(d, _, _)| d) == Some(&image.digest) {
+            tracing::info!("{repo}:{tag} already points at {}", image.digest);
+            continue;
+        }
+        client
+            .put_manifest(repo, tag, &image.media_type, &image.manifest)
+            .await
+            .map_err(reg_err)?;
+    }
+    Ok(image.digest.clone())
+}
+
+async fn ensure_blob(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    size: u64,
+    source: &LayerSource,
+    base: &BlobStore,
+    cache: &Path,
+) -> Result<(), PublishError> {
+    let reg_err = |source: RegistryError| PublishError::Registry { repo: repo.to_string(), source };
+    let short = &digest.hex()[..12];
+    if client.blob_exists(repo, digest).await.map_err(reg_err)? {
+        tracing::info!("blob {short} exists in {repo}");
+        return Ok(());
+    }
+    if let (LayerSource::Base, BlobStore::Registry(from)) = (source, base) {
+        if from.registry == repo.registry && from != repo {
+            if client.mount_blob(repo, digest, from).await.map_err(reg_err)? {
+                tracing::info!("blob {short} mounted from {from}");
+                return Ok(());
+            }
+            tracing::info!("blob {short}: {} declined the mount from {from}, uploading", repo.registry);
+        }
+    }
+    let path = local_blob(client, digest, source, base, cache).await?;
+    let start = Instant::now();
+    client.upload_blob(repo, digest, size, &path).await.map_err(reg_err)?;
+    tracing::info!(
+        "blob {short} pushed ({:.1} MB in {:.1}s)",
+        size as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

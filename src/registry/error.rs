@@ -1,0 +1,311 @@
+//! Registry errors: one line each, naming the registry and repository and what to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::auth::AuthError;
+use super::reference::ReferenceError;
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "authentication to {registry} failed for {repository}: check the credentials \
+         (docker login {registry}, or --username/--password)"
+    )]
+    Unauthorized {
+        registry: String,
+        repository: String,
+    },
+
+    #[error(
+        "{registry}/{repository} needs credentials: run docker login {registry}, \
+         or pass --username/--password"
+    )]
+    CredentialsRequired {
+        registry: String,
+        repository: String,
+    },
+
+    #[error(
+        "access to {registry}/{repository} denied{detail}: check that these credentials may {access} there"
+    )]
+    Denied {
+        registry: String,
+        repository: String,
+        access: &'static str,
+        detail: String,
+    },
+
+    /// `name` is what was looked for, e.g. `reg/repo:tag` or `reg/repo@sha256:…`.
+    #[error("{name} not found")]
+    NotFound { name: String },
+
+    #[error(
+        "cannot reach registry {registry} ({reason}): is it running, and is the address right?"
+    )]
+    Unreachable { registry: String, reason: String },
+
+    #[error(
+        "TLS certificate of {registry} is not trusted: pass its CA with --registry-ca FILE \
+         (or --insecure-registry {registry})"
+    )]
+    UntrustedCertificate { registry: String },
+
+    #[error(
+        "{action} in {registry}/{repository} failed: connection lost ({reason}); check the network and try again"
+    )]
+    Connection {
+        registry: String,
+        repository: String,
+        action: String,
+        reason: String,
+    },
+
+    /// An unexpected status; `detail` holds the registry's error codes and messages.
+    #[error("{action} in {registry}/{repository} failed: HTTP {status}{detail}{}", hint(*status, detail))]
+    Status {
+        registry: String,
+        repository: String,
+        action: String,
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error(
+        "digest mismatch for {what} in {registry}/{repository}: expected {expected}, got {actual}; \
+         the content changed or was corrupted on the way, try again"
+    )]
+    DigestMismatch {
+        registry: String,
+        repository: String,
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    /// The registry answered something a registry should not.
+    #[error("{registry}/{repository}: {message}")]
+    Protocol {
+        registry: String,
+        repository: String,
+        message: String,
+    },
+
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The client could not be set up (bad CA file, TLS setup).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl RegistryError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+
+    /// Worth another attempt: connection trouble, timeouts, overload, gateway errors.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } | RegistryError::Connection { .. } => true,
+            RegistryError::Status { status, .. } => {
+                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Classifies a failed send or body read.
+    pub(crate) fn from_transport(
+        registry: &str,
+        repository: &str,
+        action: &str,
+        e: &reqwest::Error,
+    ) -> Self {
+        if is_certificate_error(e) {
+            return RegistryError::UntrustedCertificate {
+                registry: registry.into(),
+            };
+        }
+        let reason = root_cause(e);
+        if e.is_connect() {
+            RegistryError::Unreachable {
+                registry: registry.into(),
+                reason,
+            }
+        } else {
+            RegistryError::Connection {
+                registry: registry.into(),
+                repository: repository.into(),
+                action: action.into(),
+                reason,
+            }
+        }
+    }
+}
+
+/// What to do about a failed status, from the registry's error codes.
+fn hint(status: u16, detail: &str) -> &'static str {
+    let has = |code: &str| detail.contains(code);
+    if has("MANIFEST_BLOB_UNKNOWN") || (has("BLOB_UNKNOWN") && status == 400) {
+        " (push the blobs and manifests it references first)"
+    } else if has("DIGEST_INVALID") {
+        " (the uploaded bytes do not match their digest: the local file may have changed)"
+    } else if has("MANIFEST_INVALID") || has("UNSUPPORTED") {
+        " (the registry rejects this manifest or its media type)"
+    } else if has("NAME_INVALID") {
+        " (the registry rejects this repository name)"
+    } else if status == 429 || has("TOOMANYREQUESTS") {
+        " (rate limited: try again later, or log in for a higher limit)"
+    } else if status >= 500 {
+        " (the registry kept failing: try again later)"
+    } else {
+        ""
+    }
+}
+
+/// The innermost cause, e.g. "Connection refused (os error 111)" rather than reqwest's
+/// "error sending request for url".
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = next_cause(current) {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// `io::Error::source()` skips the error it wraps, so look inside explicitly.
+fn next_cause<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    e.source().or_else(|| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static))
+    })
+}
+
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(rustls::Error::InvalidCertificate(_)) =
+                inner.downcast_ref::<rustls::Error>()
+            {
+                return true;
+            }
+        }
+        current = next_cause(err);
+    }
+    false
+}
+
+/// The registry's `{"errors":[{"code","message"}]}` as `: CODE: message; …`, else the
+/// start of a text body; always one line.
+pub(crate) fn describe_body(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let text = match serde_json::from_slice::<Errors>(body) {
+        Ok(parsed) if !parsed.errors.is_empty() => parsed
+            .errors
+            .iter()
+            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => format!("{}: {}", e.code, e.message),
+                (false, true) => e.code.clone(),
+                _ => e.message.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::from_utf8_lossy(body).chars().take(200).collect(),
+    };
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        line
+    } else {
+        format!(": {line}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_error_bodies() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:x"}]}"#,
+             ": MANIFEST_BLOB_UNKNOWN: blob unknown to registry"),
+            (br#"{"errors":[{"code":"A","message":"x"},{"code":"B"}]}"#, ": A: x; B"),
+            (b"404 page not found\n", ": 404 page not found"),
+            (b"", ""),
+            (b"line one\nline two", ": line one line two"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(describe_body(body), want);
+        }
+    }
+
+    #[test]
+    fn status_messages_say_what_to_do() {
+        let status = |status: u16, detail: &str| RegistryError::Status {
+            registry: "r.io".into(),
+            repository: "a/b".into(),
+            action: "push of manifest v1".into(),
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        };
+        let e = status(400, ": MANIFEST_BLOB_UNKNOWN: blob unknown to registry").to_string();
+        assert_eq!(
+            e,
+            "push of manifest v1 in r.io/a/b failed: HTTP 400: MANIFEST_BLOB_UNKNOWN: blob unknown to registry \
+             (push the blobs and manifests it references first)"
+        );
+        assert!(
+            status(400, ": DIGEST_INVALID: x")
+                .to_string()
+                .contains("local file may have changed")
+        );
+        assert!(
+            status(503, "")
+                .to_string()
+                .ends_with("HTTP 503 (the registry kept failing: try again later)")
+        );
+        assert!(status(503, "").is_retryable() && status(429, "").is_retryable());
+        assert!(!status(400, "").is_retryable() && !status(501, "").is_retryable());
+    }
+}

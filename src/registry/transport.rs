@@ -1,0 +1,670 @@
+//! One authorised HTTP request to a registry: the scheme decided once per registry, the
+//! auth challenge from `GET /v2/`, Basic or Bearer credentials, and cached tokens.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Certificate, Method, Response, StatusCode};
+use tokio::sync::OnceCell;
+use tokio_util::io::ReaderStream;
+
+use super::auth::{Credential, Keychain};
+use super::challenge::{Challenge, Scope};
+use super::error::{RegistryError, describe_body, root_cause};
+use super::reference::Repository;
+use super::retry::{RetryPolicy, parse_retry_after, retrying};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per read, not per request: a large upload may take long, a silent peer may not.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// A loopback or insecure registry answers an HTTPS probe at once or not at all.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Token lifetime when the token endpoint does not say.
+const DEFAULT_TOKEN_SECS: u64 = 60;
+
+/// A registry as discovered by `GET /v2/`.
+pub(crate) struct Endpoint {
+    pub(crate) registry: String,
+    /// `https://host[:port]` or `http://host[:port]`.
+    base: String,
+    /// Certificates are not verified (`--insecure-registry`).
+    insecure: bool,
+    challenge: Challenge,
+    credential: Credential,
+}
+
+impl Endpoint {
+    pub(crate) fn url(&self, repository: &str, tail: &str) -> String {
+        format!("{}/v2/{repository}/{tail}", self.base)
+    }
+}
+
+pub(crate) enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// Streamed from the file, which is opened anew for every send.
+    File {
+        path: &'a Path,
+        size: u64,
+    },
+}
+
+pub(crate) struct Request<'a> {
+    method: Method,
+    url: String,
+    repository: &'a str,
+    scope: &'a Scope,
+    /// For error messages, e.g. "push of manifest v1".
+    action: &'a str,
+    headers: Vec<(HeaderName, String)>,
+    body: Payload<'a>,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(
+        method: Method,
+        url: String,
+        repository: &'a str,
+        scope: &'a Scope,
+        action: &'a str,
+    ) -> Self {
+        Request {
+            method,
+            url,
+            repository,
+            scope,
+            action,
+            headers: Vec::new(),
+            body: Payload::Empty,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn body(mut self, body: Payload<'a>) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+pub(crate) struct Transport {
+    verified: reqwest::Client,
+    /// For `--insecure-registry` hosts only: accepts any certificate.
+    unverified: reqwest::Client,
+    keychain: Keychain,
+    insecure_registries: Vec<String>,
+    pub(crate) retry: RetryPolicy,
+    endpoints: Mutex<HashMap<String, Arc<OnceCell<Arc<Endpoint>>>>>,
+    /// Keyed by (registry, scope).
+    tokens: Mutex<HashMap<(String, String), Token>>,
+}
+
+struct Auth {
+    header: String,
+    from_cache: bool,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        keychain: Keychain,
+        insecure_registries: Vec<String>,
+        certs: Vec<Certificate>,
+        user_agent: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self, RegistryError> {
+        let build = |accept_invalid: bool| {
+            reqwest::Client::builder()
+                .user_agent(user_agent)
+                // Redirects are followed by hand so that credentials stay with the registry.
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .tls_certs_merge(certs.iter().cloned())
+                .tls_danger_accept_invalid_certs(accept_invalid)
+                .build()
+                .map_err(|e| {
+                    RegistryError::Setup(format!(
+                        "cannot set up the HTTP client: {}",
+                        root_cause(&e)
+                    ))
+                })
+        };
+        Ok(Transport {
+            verified: build(false)?,
+            unverified: build(true)?,
+            keychain,
+            insecure_registries,
+            retry,
+            endpoints: Mutex::default(),
+            tokens: Mutex::default(),
+        })
+    }
+
+    /// The registry's endpoint, discovered on first use; `repo` names the first user in errors.
+    pub(crate) async fn endpoint(&self, repo: &Repository) -> Result<Arc<Endpoint>, RegistryError> {
+        let cell = lock(&self.endpoints)
+            .entry(repo.registry.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.discover(repo)).await.cloned()
+    }
+
+    async fn discover(&self, repo: &Repository) -> Result<Arc<Endpoint>, RegistryError> {
+        let registry = repo.registry.as_str();
+        let credential = self.keychain.resolve(registry).await?;
+        let insecure = self.is_insecure(registry);
+        let https = format!("https://{registry}");
+        let (base, resp) = if insecure || is_loopback(registry) {
+            // Plain HTTP only if the port does not speak TLS; an untrusted certificate stays an error.
+            let once = RetryPolicy {
+                attempts: 1,
+                ..self.retry.clone()
+            };
+            match self
+                .ping(repo, &https, insecure, &once, Some(PROBE_TIMEOUT))
+                .await
+            {
+                Ok(resp) => (https, resp),
+                Err(e @ RegistryError::UntrustedCertificate { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::debug!("{registry}: no HTTPS ({e}); trying plain HTTP");
+                    let http = format!("http://{registry}");
+                    let resp = self.ping(repo, &http, insecure, &self.retry, None).await?;
+                    (http, resp)
+                }
+            }
+        } else {
+            let resp = self.ping(repo, &https, false, &self.retry, None).await?;
+            (https, resp)
+        };
+        let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
+            Challenge::parse(
+                resp.headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            )
+        } else {
+            Challenge::None
+        };
+        if let Challenge::Unsupported(scheme) = &challenge {
+            return Err(RegistryError::Protocol {
+                registry: registry.into(),
+                repository: repo.name.clone(),
+                message: format!(
+                    "the registry asks for an unsupported authentication scheme ({scheme})"
+                ),
+            });
+        }
+        tracing::debug!("{registry}: using {base}, authentication {challenge:?}");
+        Ok(Arc::new(Endpoint {
+            registry: registry.into(),
+            base,
+            insecure,
+            challenge,
+            credential,
+        }))
+    }
+
+    async fn ping(
+        &self,
+        repo: &Repository,
+        base: &str,
+        insecure: bool,
+        policy: &RetryPolicy,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RegistryError> {
+        let client = if insecure {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        let url = format!("{base}/v2/");
+        let action = "the API check (GET /v2/)";
+        retrying(policy, "GET", &repo.to_string(), || async {
+            let mut rb = client.get(&url);
+            if let Some(t) = timeout {
+                rb = rb.timeout(t);
+            }
+            let resp = rb.send().await.map_err(|e| {
+                RegistryError::from_transport(&repo.registry, &repo.name, action, &e)
+            })?;
+            tracing::debug!("GET {url} -> {}", resp.status().as_u16());
+            match resp.status() {
+                StatusCode::OK | StatusCode::UNAUTHORIZED => Ok(resp),
+                status => Err(RegistryError::Status {
+                    registry: repo.registry.clone(),
+                    repository: repo.name.clone(),
+                    action: action.into(),
+                    status: status.as_u16(),
+                    retry_after: retry_after(&resp),
+                    detail: describe_body(&resp.bytes().await.unwrap_or_default()),
+                }),
+            }
+        })
+        .await
+    }
+
+    fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure_registries
+            .iter()
+            .any(|r| r == registry || r == host_of(registry))
+    }
+
+    /// Sends `req` with credentials (only to the registry's own origin). A 401 on a cached
+    /// token gets one retry with a fresh token: it may have expired or been revoked early.
+    pub(crate) async fn send(
+        &self,
+        ep: &Endpoint,
+        req: &Request<'_>,
+    ) -> Result<Response, RegistryError> {
+        let own_origin = same_origin(&req.url, &ep.base);
+        let auth = if own_origin {
+            self.authorization(ep, req, false).await?
+        } else {
+            None
+        };
+        let resp = self.send_raw(ep, req, own_origin, auth.as_ref()).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED && auth.as_ref().is_some_and(|a| a.from_cache)
+        {
+            let fresh = self.authorization(ep, req, true).await?;
+            return self.send_raw(ep, req, own_origin, fresh.as_ref()).await;
+        }
+        Ok(resp)
+    }
+
+    async fn send_raw(
+        &self,
+        ep: &Endpoint,
+        req: &Request<'_>,
+        own_origin: bool,
+        auth: Option<&Auth>,
+    ) -> Result<Response, RegistryError> {
+        let client = if ep.insecure && own_origin {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        let mut rb = client.request(req.method.clone(), &req.url);
+        for (name, value) in &req.headers {
+            rb = rb.header(name, value);
+        }
+        if let Some(auth) = auth {
+            let mut value =
+                HeaderValue::from_str(&auth.header).map_err(|_| RegistryError::Protocol {
+                    registry: ep.registry.clone(),
+                    repository: req.repository.into(),
+                    message: "the credentials contain characters that HTTP headers cannot carry"
+                        .into(),
+                })?;
+            value.set_sensitive(true);
+            rb = rb.header(AUTHORIZATION, value);
+        }
+        rb = match &req.body {
+            Payload::Empty => rb,
+            Payload::Bytes(bytes) => rb.body(bytes.to_vec()),
+            Payload::File { path, size } => {
+                let file =
+                    tokio::fs::File::open(path)
+                        .await
+                        .map_err(|source| RegistryError::Io {
+                            action: "cannot read",
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                rb.header(CONTENT_LENGTH, *size)
+                    .body(reqwest::Body::wrap_stream(ReaderStream::new(file)))
+            }
+        };
+        let path = url_path(&req.url);
+        match rb.send().await {
+            Ok(resp) => {
+                tracing::debug!("{} {path} -> {}", req.method, resp.status().as_u16());
+                Ok(resp)
+            }
+            Err(e) => {
+                tracing::debug!("{} {path} failed: {}", req.method, root_cause(&e));
+                Err(RegistryError::from_transport(
+                    &ep.registry,
+                    req.repository,
+                    req.action,
+                    &e,
+                ))
+            }
+        }
+    }
+
+    async fn authorization(
+        &self,
+        ep: &Endpoint,
+        req: &Request<'_>,
+        refresh: bool,
+    ) -> Result<Option<Auth>, RegistryError> {
+        match (&ep.challenge, &ep.credential) {
+            (Challenge::Basic, Credential::Basic { username, password }) => Ok(Some(Auth {
+                header: format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{username}:{password}"))
+                ),
+                from_cache: false,
+            })),
+            (Challenge::Bearer { realm, service }, _) => {
+                let key = (ep.registry.clone(), req.scope.joined());
+                if !refresh {
+                    let cached = lock(&self.tokens)
+                        .get(&key)
+                        .filter(|t| t.expires > Instant::now())
+                        .cloned();
+                    if let Some(token) = cached {
+                        return Ok(Some(Auth {
+                            header: format!("Bearer {}", token.value),
+                            from_cache: true,
+                        }));
+                    }
+                }
+                let token = self.fetch_token(ep, realm, service.as_deref(), req).await?;
+                let header = format!("Bearer {}", token.value);
+                lock(&self.tokens).insert(key, token);
+                Ok(Some(Auth {
+                    header,
+                    from_cache: false,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The token dance: GET realm?service&scope with Basic credentials (or none), or the
+    /// OAuth2 refresh-token POST for identity tokens.
+    async fn fetch_token(
+        &self,
+        ep: &Endpoint,
+        realm: &str,
+        service: Option<&str>,
+        req: &Request<'_>,
+    ) -> Result<Token, RegistryError> {
+        let client = if ep.insecure {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        let action = format!("token request for {}", req.action);
+        let mut params: Vec<(&str, &str)> = service.map(|s| ("service", s)).into_iter().collect();
+        let rb = match &ep.credential {
+            Credential::IdentityToken(refresh_token) => {
+                let scope = req.scope.joined();
+                params.extend([
+                    ("scope", scope.as_str()),
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.as_str()),
+                    ("client_id", "kobuild"),
+                ]);
+                client
+                    .post(realm)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form_encode(&params))
+            }
+            credential => {
+                params.extend(req.scope.items().iter().map(|s| ("scope", s.as_str())));
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                let rb = client.get(format!("{realm}{sep}{}", form_encode(&params)));
+                match credential {
+                    Credential::Basic { username, password } => {
+                        rb.basic_auth(username, Some(password))
+                    }
+                    _ => rb,
+                }
+            }
+        };
+        let resp = rb.send().await.map_err(|e| {
+            RegistryError::from_transport(&ep.registry, req.repository, &action, &e)
+        })?;
+        tracing::debug!(
+            "token endpoint {} -> {}",
+            url_path(realm),
+            resp.status().as_u16()
+        );
+        if resp.status() != StatusCode::OK {
+            let token_req = Request::new(
+                Method::GET,
+                realm.into(),
+                req.repository,
+                req.scope,
+                &action,
+            );
+            return Err(status_error(ep, &token_req, resp, realm).await);
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            RegistryError::from_transport(&ep.registry, req.repository, &action, &e)
+        })?;
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+        let (value, expires_in) = parsed
+            .and_then(|t| {
+                let expires_in = t.expires_in;
+                t.token
+                    .or(t.access_token)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (v, expires_in))
+            })
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: ep.registry.clone(),
+                repository: req.repository.into(),
+                message: format!(
+                    "the token endpoint {} answered without a token",
+                    url_path(realm)
+                ),
+            })?;
+        // Renew a little early, so that a token does not run out on the way.
+        let lifetime = Duration::from_secs(expires_in.unwrap_or(DEFAULT_TOKEN_SECS)).mul_f64(0.9);
+        Ok(Token {
+            value,
+            expires: Instant::now() + lifetime,
+        })
+    }
+}
+
+/// The error for a response with an unexpected status; `not_found` names what a 404 lacks.
+pub(crate) async fn status_error(
+    ep: &Endpoint,
+    req: &Request<'_>,
+    resp: Response,
+    not_found: &str,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let retry_after = retry_after(&resp);
+    let detail = describe_body(&resp.bytes().await.unwrap_or_default());
+    let (registry, repository) = (ep.registry.clone(), req.repository.to_string());
+    match status {
+        401 if ep.credential.is_anonymous() => RegistryError::CredentialsRequired {
+            registry,
+            repository,
+        },
+        401 => RegistryError::Unauthorized {
+            registry,
+            repository,
+        },
+        403 => {
+            let access = if req.scope.is_push() { "push" } else { "pull" };
+            RegistryError::Denied {
+                registry,
+                repository,
+                access,
+                detail,
+            }
+        }
+        404 => RegistryError::NotFound {
+            name: not_found.into(),
+        },
+        _ => RegistryError::Status {
+            registry,
+            repository,
+            action: req.action.into(),
+            status,
+            detail,
+            retry_after,
+        },
+    }
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    parse_retry_after(
+        resp.headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `host` of `host:port` (IPv6 stays bracketed).
+fn host_of(registry: &str) -> &str {
+    match registry.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => registry,
+    }
+}
+
+/// localhost, 127.0.0.0/8 and [::1]: tried over HTTPS first, then plain HTTP, as Docker does.
+fn is_loopback(registry: &str) -> bool {
+    let host = host_of(registry);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn same_origin(url: &str, base: &str) -> bool {
+    match (reqwest::Url::parse(url), reqwest::Url::parse(base)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
+/// The path of a URL, for logs: the query may carry upload state.
+fn url_path(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default()
+}
+
+/// Resolves a `Location` header against the URL that answered with it.
+pub(crate) fn resolve_location(base: &str, location: &str) -> Option<String> {
+    reqwest::Url::parse(base)
+        .ok()?
+        .join(location)
+        .ok()
+        .map(String::from)
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn form_encode(params: &[(&str, &str)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_hosts() {
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]",
+            "[::1]:5000",
+            "LOCALHOST:1",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[::2]:5000",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+        assert_eq!(host_of("reg.local:5000"), "reg.local");
+        assert_eq!(host_of("[::1]:5000"), "[::1]");
+        assert_eq!(host_of("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn origins_and_locations() {
+        let base = "http://127.0.0.1:5000";
+        assert!(same_origin("http://127.0.0.1:5000/v2/a/blobs/x", base));
+        assert!(!same_origin("http://localhost:5000/v2/", base));
+        assert!(!same_origin("https://127.0.0.1:5000/v2/", base));
+        assert!(!same_origin("http://127.0.0.1:5001/v2/", base));
+        assert!(same_origin("https://r.io:443/x", "https://r.io"));
+        assert!(!same_origin("not a url", base));
+        let post = "http://127.0.0.1:5000/v2/a/blobs/uploads/";
+        assert_eq!(
+            resolve_location(post, "/v2/a/blobs/uploads/u1?_state=s%3D").as_deref(),
+            Some("http://127.0.0.1:5000/v2/a/blobs/uploads/u1?_state=s%3D")
+        );
+        assert_eq!(
+            resolve_location(post, "https://s3.example/up?x=1").as_deref(),
+            Some("https://s3.example/up?x=1")
+        );
+    }
+
+    #[test]
+    fn encodes_forms() {
+        assert_eq!(escape("sha256:ab"), "sha256%3Aab");
+        assert_eq!(
+            form_encode(&[("scope", "repository:a/b:pull,push"), ("service", "r.io")]),
+            "scope=repository%3Aa%2Fb%3Apull%2Cpush&service=r.io"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Results for users and tools: one ref per line on stdout, Skaffold's artifacts.json.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::publish::{PublishError, write_atomic};
+
+/// One built image, as Skaffold's `graph.Artifact` names it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Artifact {
+    #[serde(rename = "imageName")]
+    pub image_name: String,
+    pub tag: String,
+}
+
+#[derive(Serialize)]
+struct BuildOutput<'a> {
+    builds: &'a [Artifact],
+}
+
+/// Skaffold's `{{json .}}` form: compact, no HTML escaping, no trailing newline.
+pub fn artifacts_json(artifacts: &[Artifact]) -> Vec<u8> {
+    serde_json::to_vec(&BuildOutput { builds: artifacts }).expect("plain data serializes")
+}
+
+pub fn write_artifacts(path: &Path, artifacts: &[Artifact]) -> Result<(), PublishError> {
+    write_atomic(path, &artifacts_json(artifacts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_skaffold_shape() {
+        let a = [Artifact { image_name: "ko://example.com/a&b".into(), tag: "r/a:t@sha256:00".into() }];
+        assert_eq!(
+            String::from_utf8(artifacts_json(&a)).unwrap(),
+            r#"{"builds":[{"imageName":"ko://example.com/a&b","tag":"r/a:t@sha256:00"}]}"#
+        );
+    }
+}
