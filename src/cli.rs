@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "kobuild", version, about = "Build Go apps into reproducible, ko-compatible OCI images")]
+#[command(
+    name = "kobuild",
+    version,
+    about = "Build Go apps into reproducible, ko-compatible OCI images"
+)]
 pub struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = ArgAction::Count)]

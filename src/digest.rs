@@ -87,7 +87,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     pub fn finish(self) -> (W, Digest, u64) {
@@ -126,7 +130,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        for bad in ["", "sha256:abc", "md5:00", &format!("sha256:{}", "A".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:abc",
+            "md5:00",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

@@ -29,8 +29,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), kobuild::Error> {
     let env = Env::from_process();
-    let cwd = std::env::current_dir().map_err(|e| kobuild::Error::Config(format!("current directory: {e}")))?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| kobuild::Error::Internal(format!("tokio runtime: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| kobuild::Error::Config(format!("current directory: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| kobuild::Error::Internal(format!("tokio runtime: {e}")))?;
     match cli.command {
         Command::Build(args) => {
             let plan = Plan::new(&args, &env, cwd)?;

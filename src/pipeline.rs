@@ -17,7 +17,9 @@ use crate::report::{self, Artifact};
 pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
     let client = Arc::new(client(plan)?);
     if plan.image_name.is_some() && plan.targets.len() > 1 {
-        return Err(Error::Config("--image names one image, but several targets were given".into()));
+        return Err(Error::Config(
+            "--image names one image, but several targets were given".into(),
+        ));
     }
     let mut packages = Vec::new();
     for t in &plan.targets {
@@ -33,7 +35,10 @@ pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
         let image = build_one(plan, pkg, &base).await?;
         let reference = publish_one(plan, &client, pkg, &base, &image).await?;
         artifacts.push(Artifact {
-            image_name: plan.image_name.clone().unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
+            image_name: plan
+                .image_name
+                .clone()
+                .unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
             tag: reference,
         });
     }
@@ -99,15 +104,27 @@ async fn publish_one(
     base: &ResolvedBase,
     image: &BuiltImage,
 ) -> Result<String, Error> {
-    let name = plan.image_name.clone().unwrap_or_else(|| pkg.app_name().to_lowercase());
+    let name = plan
+        .image_name
+        .clone()
+        .unwrap_or_else(|| pkg.app_name().to_lowercase());
     let tag = &plan.tags[0];
     let mut reference = None;
     if let Some(archive) = &plan.outputs.oci_archive {
-        let d = publish::write_archive(client, image, &base.blobs, archive, &plan.tags, &plan.cache_dir).await?;
+        let d = publish::write_archive(
+            client,
+            image,
+            &base.blobs,
+            archive,
+            &plan.tags,
+            &plan.cache_dir,
+        )
+        .await?;
         reference = Some(format!("oci-archive:{}@{d}", archive.display()));
     }
     if let Some(dir) = &plan.outputs.oci_layout {
-        let d = publish::write_layout(client, image, &base.blobs, dir, &plan.tags, &plan.cache_dir).await?;
+        let d = publish::write_layout(client, image, &base.blobs, dir, &plan.tags, &plan.cache_dir)
+            .await?;
         if plan.outputs.default_layout {
             tracing::warn!(
                 "no registry configured (--default-repo or KOBUILD_DEFAULT_REPO): wrote an OCI layout to {}",
@@ -119,7 +136,15 @@ async fn publish_one(
     if let Some(repo) = &plan.outputs.repo {
         let target = Repository::parse(&format!("{repo}/{name}"))
             .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?;
-        let d = publish::push(client, image, &base.blobs, &target, &plan.tags, &plan.cache_dir).await?;
+        let d = publish::push(
+            client,
+            image,
+            &base.blobs,
+            &target,
+            &plan.tags,
+            &plan.cache_dir,
+        )
+        .await?;
         reference = Some(format!("{target}:{tag}@{d}"));
     }
     reference.ok_or_else(|| Error::Internal("the plan has no output".into()))

@@ -14,7 +14,9 @@ pub struct Platform {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid platform {0:?}: expected os/arch[/variant][:osversion], e.g. linux/amd64 or linux/arm/v7")]
+#[error(
+    "invalid platform {0:?}: expected os/arch[/variant][:osversion], e.g. linux/amd64 or linux/arm/v7"
+)]
 pub struct InvalidPlatform(pub String);
 
 impl Platform {
@@ -26,16 +28,30 @@ impl Platform {
             None => (s, ""),
         };
         let parts: Vec<&str> = main.split('/').collect();
-        let valid = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        let valid = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        };
         if parts.len() > 3 || !parts.iter().all(|p| valid(p)) {
             return Err(bad());
         }
         let get = |i: usize| parts.get(i).map(|p| p.to_string()).unwrap_or_default();
-        Ok(Platform { os: get(0), arch: get(1), variant: get(2), os_version: os_version.to_string() })
+        Ok(Platform {
+            os: get(0),
+            arch: get(1),
+            variant: get(2),
+            os_version: os_version.to_string(),
+        })
     }
 
     pub fn linux_amd64() -> Self {
-        Platform { os: "linux".into(), arch: "amd64".into(), variant: String::new(), os_version: String::new() }
+        Platform {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: String::new(),
+            os_version: String::new(),
+        }
     }
 
     /// Empty fields of `self` match anything, so `linux/arm64` matches `linux/arm64/v8`.
@@ -59,7 +75,10 @@ impl Platform {
 
     /// GOOS, GOARCH and the variant's GOARM/GOAMD64, as ko maps them.
     pub fn go_env(&self) -> Result<Vec<(String, String)>, InvalidPlatform> {
-        let mut env = vec![("GOOS".to_string(), self.os.clone()), ("GOARCH".to_string(), self.arch.clone())];
+        let mut env = vec![
+            ("GOOS".to_string(), self.os.clone()),
+            ("GOARCH".to_string(), self.arch.clone()),
+        ];
         if self.variant.is_empty() {
             return Ok(env);
         }
@@ -104,17 +123,33 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        for s in ["linux/amd64", "linux/arm/v7", "windows/amd64:10.0.17763", "linux"] {
+        for s in [
+            "linux/amd64",
+            "linux/arm/v7",
+            "windows/amd64:10.0.17763",
+            "linux",
+        ] {
             assert_eq!(p(s).to_string().trim_end_matches('/'), s);
         }
-        for bad in ["", "linux//amd64", "a/b/c/d", "linux/amd64:", "linux/am d64"] {
+        for bad in [
+            "",
+            "linux//amd64",
+            "a/b/c/d",
+            "linux/amd64:",
+            "linux/am d64",
+        ] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn empty_fields_are_wildcards() {
-        let arm64v8 = oci::Platform { os: "linux".into(), architecture: "arm64".into(), variant: "v8".into(), ..Default::default() };
+        let arm64v8 = oci::Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: "v8".into(),
+            ..Default::default()
+        };
         assert!(p("linux/arm64").matches(&arm64v8));
         assert!(!p("linux/arm64/v9").matches(&arm64v8));
         assert!(!p("linux/amd64").matches(&arm64v8));

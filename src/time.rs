@@ -43,7 +43,13 @@ pub fn normalize(s: &str) -> Option<String> {
         return None;
     }
     let digits = |r: std::ops::Range<usize>| s[r].bytes().all(|c| c.is_ascii_digit());
-    if !(digits(0..4) && digits(5..7) && digits(8..10) && digits(11..13) && digits(14..16) && digits(17..19)) {
+    if !(digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+        && digits(11..13)
+        && digits(14..16)
+        && digits(17..19))
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -64,11 +70,19 @@ pub fn normalize(s: &str) -> Option<String> {
             && digits(s.len() - 5..s.len() - 3)
             && digits(s.len() - 2..s.len()) =>
         {
-            if &z[1..] == "00:00" { "Z".to_string() } else { z.to_string() }
+            if &z[1..] == "00:00" {
+                "Z".to_string()
+            } else {
+                z.to_string()
+            }
         }
         _ => return None,
     };
-    let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
     Some(format!("{}T{}{frac}{zone}", &s[..10], &s[11..19]))
 }
 
@@ -86,11 +100,26 @@ mod tests {
 
     #[test]
     fn normalizes_like_go() {
-        assert_eq!(normalize("2023-01-02T03:04:05Z").unwrap(), "2023-01-02T03:04:05Z");
-        assert_eq!(normalize("2023-01-02T03:04:05.120000Z").unwrap(), "2023-01-02T03:04:05.12Z");
-        assert_eq!(normalize("2023-01-02T03:04:05.000Z").unwrap(), "2023-01-02T03:04:05Z");
-        assert_eq!(normalize("2023-01-02T03:04:05+00:00").unwrap(), "2023-01-02T03:04:05Z");
-        assert_eq!(normalize("2023-01-02T03:04:05-05:00").unwrap(), "2023-01-02T03:04:05-05:00");
+        assert_eq!(
+            normalize("2023-01-02T03:04:05Z").unwrap(),
+            "2023-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            normalize("2023-01-02T03:04:05.120000Z").unwrap(),
+            "2023-01-02T03:04:05.12Z"
+        );
+        assert_eq!(
+            normalize("2023-01-02T03:04:05.000Z").unwrap(),
+            "2023-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            normalize("2023-01-02T03:04:05+00:00").unwrap(),
+            "2023-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            normalize("2023-01-02T03:04:05-05:00").unwrap(),
+            "2023-01-02T03:04:05-05:00"
+        );
         assert!(normalize("yesterday").is_none());
         assert!(normalize("2023-01-02T03:04:05").is_none());
     }

@@ -14,7 +14,10 @@ use crate::registry::{Client, Reference, RegistryError, Repository};
 pub enum BaseSpec {
     Scratch,
     Registry(Reference),
-    Layout { dir: PathBuf, selector: LayoutSelector },
+    Layout {
+        dir: PathBuf,
+        selector: LayoutSelector,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,11 +50,25 @@ pub enum BaseError {
     #[error("base {base}: {reason}")]
     Layout { base: String, reason: String },
     #[error("base {base} has no image for {wanted}; it offers: {offered}")]
-    NoPlatform { base: String, wanted: String, offered: String },
-    #[error("base {base} is for {have}, not {wanted}: pick a base for {wanted} or change --platform")]
-    WrongPlatform { base: String, have: String, wanted: String },
+    NoPlatform {
+        base: String,
+        wanted: String,
+        offered: String,
+    },
+    #[error(
+        "base {base} is for {have}, not {wanted}: pick a base for {wanted} or change --platform"
+    )]
+    WrongPlatform {
+        base: String,
+        have: String,
+        wanted: String,
+    },
     #[error("base {base}: {what} is not valid: {reason}")]
-    Invalid { base: String, what: String, reason: String },
+    Invalid {
+        base: String,
+        what: String,
+        reason: String,
+    },
 }
 
 const LAYOUT_PREFIX: &str = "oci-layout:";
@@ -59,13 +76,19 @@ const LAYOUT_PREFIX: &str = "oci-layout:";
 impl BaseError {
     /// Errors in what the user asked for, as opposed to failures reaching the base.
     pub fn is_config(&self) -> bool {
-        matches!(self, BaseError::Spec { .. } | BaseError::NoPlatform { .. } | BaseError::WrongPlatform { .. })
+        matches!(
+            self,
+            BaseError::Spec { .. } | BaseError::NoPlatform { .. } | BaseError::WrongPlatform { .. }
+        )
     }
 }
 
 impl BaseSpec {
     pub fn parse(input: &str) -> Result<Self, BaseError> {
-        let spec_err = |reason: String| BaseError::Spec { input: input.to_string(), reason };
+        let spec_err = |reason: String| BaseError::Spec {
+            input: input.to_string(),
+            reason,
+        };
         if input == "scratch" {
             return Ok(BaseSpec::Scratch);
         }
@@ -75,14 +98,21 @@ impl BaseSpec {
                 (d, LayoutSelector::Digest(digest))
             } else {
                 match rest.rsplit_once(':') {
-                    Some((d, tag)) if !tag.is_empty() && !tag.contains('/') => (d, LayoutSelector::Tag(tag.into())),
+                    Some((d, tag)) if !tag.is_empty() && !tag.contains('/') => {
+                        (d, LayoutSelector::Tag(tag.into()))
+                    }
                     _ => (rest, LayoutSelector::Only),
                 }
             };
             if dir.is_empty() {
-                return Err(spec_err("expected oci-layout:PATH[:TAG|@sha256:DIGEST]".into()));
+                return Err(spec_err(
+                    "expected oci-layout:PATH[:TAG|@sha256:DIGEST]".into(),
+                ));
             }
-            return Ok(BaseSpec::Layout { dir: PathBuf::from(dir), selector });
+            return Ok(BaseSpec::Layout {
+                dir: PathBuf::from(dir),
+                selector,
+            });
         }
         Reference::parse(input)
             .map(BaseSpec::Registry)
@@ -92,14 +122,21 @@ impl BaseSpec {
 
 /// Resolve `spec` to the image for `platform`: an index yields its matching child (the
 /// first in the base's order), a single image must itself be for `platform`.
-pub async fn resolve(spec: &BaseSpec, platform: &Platform, client: &Client) -> Result<ResolvedBase, BaseError> {
+pub async fn resolve(
+    spec: &BaseSpec,
+    platform: &Platform,
+    client: &Client,
+) -> Result<ResolvedBase, BaseError> {
     match spec {
         BaseSpec::Scratch => Ok(ResolvedBase {
             image: crate::image::assemble::scratch(platform),
             blobs: BlobStore::None,
         }),
         BaseSpec::Registry(r) => {
-            let source = Source::Registry { client, reference: r };
+            let source = Source::Registry {
+                client,
+                reference: r,
+            };
             resolve_from(&source, platform).await
         }
         BaseSpec::Layout { dir, selector } => {
@@ -110,8 +147,14 @@ pub async fn resolve(spec: &BaseSpec, platform: &Platform, client: &Client) -> R
 }
 
 enum Source<'a> {
-    Registry { client: &'a Client, reference: &'a Reference },
-    Layout { dir: &'a Path, selector: &'a LayoutSelector },
+    Registry {
+        client: &'a Client,
+        reference: &'a Reference,
+    },
+    Layout {
+        dir: &'a Path,
+        selector: &'a LayoutSelector,
+    },
 }
 
 impl Source<'_> {
@@ -140,14 +183,20 @@ impl Source<'_> {
     async fn top(&self) -> Result<(Vec<u8>, String, Digest), BaseError> {
         match self {
             Source::Registry { client, reference } => {
-                let f = client.get_manifest(reference).await.map_err(|source| self.reg_err(source))?;
+                let f = client
+                    .get_manifest(reference)
+                    .await
+                    .map_err(|source| self.reg_err(source))?;
                 Ok((f.bytes, f.media_type, f.digest))
             }
             Source::Layout { dir, selector } => {
                 let index_path = dir.join("index.json");
-                let bytes = fs::read(&index_path).map_err(|e| self.layout_err(format!("cannot read {}: {e}", index_path.display())))?;
-                let index: Index = serde_json::from_slice(&bytes)
-                    .map_err(|e| self.layout_err(format!("{} is not an OCI index: {e}", index_path.display())))?;
+                let bytes = fs::read(&index_path).map_err(|e| {
+                    self.layout_err(format!("cannot read {}: {e}", index_path.display()))
+                })?;
+                let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+                    self.layout_err(format!("{} is not an OCI index: {e}", index_path.display()))
+                })?;
                 let desc = pick_layout_entry(&index, selector).map_err(|r| self.layout_err(r))?;
                 let bytes = self.blob(&desc.digest).await?;
                 let media_type = media_type_of(&desc.media_type, &bytes_media_type(&bytes));
@@ -161,7 +210,10 @@ impl Source<'_> {
             Source::Registry { client, reference } => {
                 let mut r = (*reference).clone();
                 r.digest = Some(digest.clone());
-                let f = client.get_manifest(&r).await.map_err(|source| self.reg_err(source))?;
+                let f = client
+                    .get_manifest(&r)
+                    .await
+                    .map_err(|source| self.reg_err(source))?;
                 Ok((f.bytes, f.media_type))
             }
             Source::Layout { .. } => {
@@ -180,9 +232,12 @@ impl Source<'_> {
                 .map_err(|source| self.reg_err(source)),
             Source::Layout { dir, .. } => {
                 let path = dir.join("blobs/sha256").join(digest.hex());
-                let bytes = fs::read(&path).map_err(|e| self.layout_err(format!("cannot read blob {}: {e}", path.display())))?;
+                let bytes = fs::read(&path).map_err(|e| {
+                    self.layout_err(format!("cannot read blob {}: {e}", path.display()))
+                })?;
                 if Digest::of(&bytes) != *digest {
-                    return Err(self.layout_err(format!("blob {} does not match its digest", path.display())));
+                    return Err(self
+                        .layout_err(format!("blob {} does not match its digest", path.display())));
                 }
                 Ok(bytes)
             }
@@ -190,23 +245,39 @@ impl Source<'_> {
     }
 
     fn reg_err(&self, source: RegistryError) -> BaseError {
-        BaseError::Registry { base: self.name(), source }
+        BaseError::Registry {
+            base: self.name(),
+            source,
+        }
     }
 
     fn layout_err(&self, reason: String) -> BaseError {
-        BaseError::Layout { base: self.name(), reason }
+        BaseError::Layout {
+            base: self.name(),
+            reason,
+        }
     }
 
     fn invalid(&self, what: &str, reason: impl ToString) -> BaseError {
-        BaseError::Invalid { base: self.name(), what: what.into(), reason: reason.to_string() }
+        BaseError::Invalid {
+            base: self.name(),
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 
-fn pick_layout_entry<'a>(index: &'a Index, selector: &LayoutSelector) -> Result<&'a oci::Descriptor, String> {
+fn pick_layout_entry<'a>(
+    index: &'a Index,
+    selector: &LayoutSelector,
+) -> Result<&'a oci::Descriptor, String> {
     const REF_NAME: &str = "org.opencontainers.image.ref.name";
     let found = match selector {
         LayoutSelector::Digest(d) => index.manifests.iter().find(|m| &m.digest == d),
-        LayoutSelector::Tag(t) => index.manifests.iter().find(|m| m.annotations.get(REF_NAME) == Some(t)),
+        LayoutSelector::Tag(t) => index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get(REF_NAME) == Some(t)),
         LayoutSelector::Only if index.manifests.len() == 1 => index.manifests.first(),
         LayoutSelector::Only => {
             return Err(format!(
@@ -216,8 +287,20 @@ fn pick_layout_entry<'a>(index: &'a Index, selector: &LayoutSelector) -> Result<
         }
     };
     found.ok_or_else(|| {
-        let tags: Vec<&str> = index.manifests.iter().filter_map(|m| m.annotations.get(REF_NAME)).map(String::as_str).collect();
-        format!("no such image in the layout (tags: {})", if tags.is_empty() { "none".into() } else { tags.join(", ") })
+        let tags: Vec<&str> = index
+            .manifests
+            .iter()
+            .filter_map(|m| m.annotations.get(REF_NAME))
+            .map(String::as_str)
+            .collect();
+        format!(
+            "no such image in the layout (tags: {})",
+            if tags.is_empty() {
+                "none".into()
+            } else {
+                tags.join(", ")
+            }
+        )
     })
 }
 
@@ -228,30 +311,43 @@ struct MediaTypeOnly {
 }
 
 fn bytes_media_type(bytes: &[u8]) -> String {
-    serde_json::from_slice::<MediaTypeOnly>(bytes).map(|m| m.media_type).unwrap_or_default()
+    serde_json::from_slice::<MediaTypeOnly>(bytes)
+        .map(|m| m.media_type)
+        .unwrap_or_default()
 }
 
 fn media_type_of(declared: &str, in_body: &str) -> String {
-    if in_body.is_empty() { declared.to_string() } else { in_body.to_string() }
+    if in_body.is_empty() {
+        declared.to_string()
+    } else {
+        in_body.to_string()
+    }
 }
 
 async fn resolve_from(source: &Source<'_>, platform: &Platform) -> Result<ResolvedBase, BaseError> {
     let name = source.name();
     let (bytes, media_type, digest) = source.top().await?;
     let (bytes, media_type, digest) = if oci::is_index(&media_type) {
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| source.invalid("index", e))?;
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| source.invalid("index", e))?;
         let child = select_child(&index, platform, &name)?;
         let (b, mt) = source.manifest(&child.digest).await?;
-        (b, media_type_of(&child.media_type, &mt), child.digest.clone())
+        (
+            b,
+            media_type_of(&child.media_type, &mt),
+            child.digest.clone(),
+        )
     } else {
         (bytes, media_type, digest)
     };
     if !oci::is_image_manifest(&media_type) {
         return Err(source.invalid("manifest", format!("unsupported media type {media_type:?}")));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| source.invalid("manifest", e))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| source.invalid("manifest", e))?;
     let config_bytes = source.blob(&manifest.config.digest).await?;
-    let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| source.invalid("config", e))?;
+    let config: ConfigFile =
+        serde_json::from_slice(&config_bytes).map_err(|e| source.invalid("config", e))?;
     let have = oci::Platform {
         architecture: config.architecture.clone(),
         os: config.os.clone(),
@@ -260,10 +356,19 @@ async fn resolve_from(source: &Source<'_>, platform: &Platform) -> Result<Resolv
         ..Default::default()
     };
     if !platform.matches(&have) {
-        return Err(BaseError::WrongPlatform { base: name, have: show(&have), wanted: platform.to_string() });
+        return Err(BaseError::WrongPlatform {
+            base: name,
+            have: show(&have),
+            wanted: platform.to_string(),
+        });
     }
     Ok(ResolvedBase {
-        image: BaseImage { reference: Some((name, digest)), media_type, manifest, config },
+        image: BaseImage {
+            reference: Some((name, digest)),
+            media_type,
+            manifest,
+            config,
+        },
         blobs: source.blob_store(),
     })
 }
@@ -280,7 +385,11 @@ fn show(p: &oci::Platform) -> String {
 }
 
 /// The first child of `index` for `platform`, skipping attestation (`unknown/unknown`) entries.
-pub fn select_child<'a>(index: &'a Index, platform: &Platform, base: &str) -> Result<&'a oci::Descriptor, BaseError> {
+pub fn select_child<'a>(
+    index: &'a Index,
+    platform: &Platform,
+    base: &str,
+) -> Result<&'a oci::Descriptor, BaseError> {
     let mut offered = Vec::new();
     for m in &index.manifests {
         if oci::is_index(&m.media_type) {
@@ -302,7 +411,11 @@ pub fn select_child<'a>(index: &'a Index, platform: &Platform, base: &str) -> Re
     Err(BaseError::NoPlatform {
         base: base.into(),
         wanted: platform.to_string(),
-        offered: if offered.is_empty() { "nothing".into() } else { offered.join(", ") },
+        offered: if offered.is_empty() {
+            "nothing".into()
+        } else {
+            offered.join(", ")
+        },
     })
 }
 
@@ -315,20 +428,32 @@ mod tests {
         assert_eq!(BaseSpec::parse("scratch").unwrap(), BaseSpec::Scratch);
         assert_eq!(
             BaseSpec::parse("oci-layout:./base:v1").unwrap(),
-            BaseSpec::Layout { dir: "./base".into(), selector: LayoutSelector::Tag("v1".into()) }
+            BaseSpec::Layout {
+                dir: "./base".into(),
+                selector: LayoutSelector::Tag("v1".into())
+            }
         );
         assert_eq!(
             BaseSpec::parse("oci-layout:/tmp/x").unwrap(),
-            BaseSpec::Layout { dir: "/tmp/x".into(), selector: LayoutSelector::Only }
+            BaseSpec::Layout {
+                dir: "/tmp/x".into(),
+                selector: LayoutSelector::Only
+            }
         );
         let d = Digest::of(b"x");
         assert_eq!(
             BaseSpec::parse(&format!("oci-layout:/tmp/x@{d}")).unwrap(),
-            BaseSpec::Layout { dir: "/tmp/x".into(), selector: LayoutSelector::Digest(d) }
+            BaseSpec::Layout {
+                dir: "/tmp/x".into(),
+                selector: LayoutSelector::Digest(d)
+            }
         );
         assert!(BaseSpec::parse("oci-layout:").is_err());
         assert!(BaseSpec::parse("oci-layout:/x@sha256:zz").is_err());
-        assert!(matches!(BaseSpec::parse("alpine").unwrap(), BaseSpec::Registry(_)));
+        assert!(matches!(
+            BaseSpec::parse("alpine").unwrap(),
+            BaseSpec::Registry(_)
+        ));
         assert!(BaseSpec::parse("UPPER/case").is_err());
     }
 
@@ -345,7 +470,9 @@ mod tests {
             c = Digest::of(b"c")
         ))
         .unwrap();
-        let pick = |p: &str| select_child(&idx, &Platform::parse(p).unwrap(), "b").map(|d| d.digest.clone());
+        let pick = |p: &str| {
+            select_child(&idx, &Platform::parse(p).unwrap(), "b").map(|d| d.digest.clone())
+        };
         assert_eq!(pick("linux/arm64").unwrap(), Digest::of(b"b"));
         assert_eq!(pick("linux/amd64").unwrap(), Digest::of(b"c"));
         let err = pick("linux/s390x").unwrap_err().to_string();

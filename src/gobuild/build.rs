@@ -20,7 +20,10 @@ pub struct GoBuild<'a> {
 }
 
 pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
-    let out_err = |source| GoError::Output { path: b.output.clone(), source };
+    let out_err = |source| GoError::Output {
+        path: b.output.clone(),
+        source,
+    };
     if let Some(parent) = b.output.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(out_err)?;
     }
@@ -36,7 +39,10 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
         .envs(b.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     tracing::debug!(import_path = %b.package.import_path, platform = %b.platform, "go build");
-    let out = cmd.output().await.map_err(|source| GoError::Spawn { go: b.go.to_string(), source })?;
+    let out = cmd.output().await.map_err(|source| GoError::Spawn {
+        go: b.go.to_string(),
+        source,
+    })?;
     if !out.status.success() {
         let mut output = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
         if output.is_empty() {
@@ -52,7 +58,15 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
 }
 
 /// `<cache>/bin/<import path>/<os>-<arch>[-<variant>]/<app>`.
-pub fn output_path(cache: &Path, package: &Package, platform: &crate::platform::Platform) -> PathBuf {
+pub fn output_path(
+    cache: &Path,
+    package: &Package,
+    platform: &crate::platform::Platform,
+) -> PathBuf {
     let plat = platform.to_string().replace(['/', ':'], "-");
-    cache.join("bin").join(&package.import_path).join(plat).join(package.app_name())
+    cache
+        .join("bin")
+        .join(&package.import_path)
+        .join(plat)
+        .join(package.app_name())
 }

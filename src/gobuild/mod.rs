@@ -1,7 +1,7 @@
 //! `go list` to resolve what to build, `go build` to build it.
 
-mod resolve;
 mod build;
+mod resolve;
 
 pub use build::{GoBuild, build, output_path};
 pub use resolve::{Package, resolve};
@@ -15,9 +15,16 @@ pub enum GoError {
     #[error("{target}: {message}")]
     Resolve { target: String, message: String },
     #[error("go build of {import_path} for {platform} failed:\n{output}")]
-    Build { import_path: String, platform: String, output: String },
+    Build {
+        import_path: String,
+        platform: String,
+        output: String,
+    },
     #[error("cannot prepare build output {path}: {source}")]
-    Output { path: PathBuf, source: std::io::Error },
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl GoError {

@@ -36,7 +36,10 @@ struct Listed {
 
 /// Resolve `target` relative to `cwd` with `go list`.
 pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoError> {
-    let resolve_err = |message: String| GoError::Resolve { target: target.to_string(), message };
+    let resolve_err = |message: String| GoError::Resolve {
+        target: target.to_string(),
+        message,
+    };
     let (dir, pattern) = if let Some(ip) = target.strip_prefix("ko://") {
         if ip.is_empty() {
             return Err(resolve_err("empty import path after ko://".into()));
@@ -60,11 +63,26 @@ pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoEr
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| GoError::Spawn { go: go.to_string(), source })?;
+        .map_err(|source| GoError::Spawn {
+            go: go.to_string(),
+            source,
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("go list failed");
-        return Err(resolve_err(format!("go list: {}", first.trim())));
+        // Progress lines ("go: finding module ...") say nothing about what is wrong.
+        let message: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty() && !l.starts_with("go: finding") && !l.starts_with("go: downloading")
+            })
+            .collect();
+        let message = if message.is_empty() {
+            "failed".to_string()
+        } else {
+            message.join(" ")
+        };
+        return Err(resolve_err(format!("go list: {message}")));
     }
     let listed: Vec<Listed> = serde_json::Deserializer::from_slice(&out.stdout)
         .into_iter()
@@ -72,7 +90,10 @@ pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoEr
         .map_err(|e| resolve_err(format!("unreadable go list output: {e}")))?;
     let mains: Vec<&Listed> = listed.iter().filter(|p| p.name == "main").collect();
     match (mains.as_slice(), listed.as_slice()) {
-        ([one], _) => Ok(Package { import_path: one.import_path.clone(), dir: one.dir.clone() }),
+        ([one], _) => Ok(Package {
+            import_path: one.import_path.clone(),
+            dir: one.dir.clone(),
+        }),
         ([], []) => Err(resolve_err("matched no Go packages".into())),
         ([], [lib]) => Err(resolve_err(format!(
             "{} is package {}, a library: kobuild needs a package main",
@@ -85,7 +106,11 @@ pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoEr
         (several, _) => Err(resolve_err(format!(
             "matched {} main packages ({}): name one of them",
             several.len(),
-            several.iter().map(|p| p.import_path.as_str()).collect::<Vec<_>>().join(", ")
+            several
+                .iter()
+                .map(|p| p.import_path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -96,7 +121,10 @@ mod tests {
 
     #[test]
     fn app_names_follow_ko() {
-        let p = |ip: &str| Package { import_path: ip.into(), dir: PathBuf::new() };
+        let p = |ip: &str| Package {
+            import_path: ip.into(),
+            dir: PathBuf::new(),
+        };
         assert_eq!(p("github.com/google/ko").app_name(), "ko");
         assert_eq!(p("github.com/foo/bar/v2").app_name(), "v2");
         assert_eq!(p("hello").app_name(), "hello");

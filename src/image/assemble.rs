@@ -51,7 +51,11 @@ pub struct BuiltImage {
 
 /// ko's layer media type follows the base manifest's: OCI or Docker.
 pub fn layer_media_type(manifest_media_type: &str) -> &'static str {
-    if manifest_media_type == oci::DOCKER_MANIFEST { oci::DOCKER_LAYER_GZIP } else { oci::OCI_LAYER_GZIP }
+    if manifest_media_type == oci::DOCKER_MANIFEST {
+        oci::DOCKER_LAYER_GZIP
+    } else {
+        oci::OCI_LAYER_GZIP
+    }
 }
 
 pub fn assemble(base: &BaseImage, kodata: &Layer, binary: &Layer, r: &Recipe) -> BuiltImage {
@@ -67,8 +71,11 @@ pub fn assemble(base: &BaseImage, kodata: &Layer, binary: &Layer, r: &Recipe) ->
     }
     manifest.config = cfg_desc.clone();
 
-    let mut layers: Vec<(Descriptor, LayerSource)> =
-        manifest.layers.iter().map(|d| (d.clone(), LayerSource::Base)).collect();
+    let mut layers: Vec<(Descriptor, LayerSource)> = manifest
+        .layers
+        .iter()
+        .map(|d| (d.clone(), LayerSource::Base))
+        .collect();
     let media = layer_media_type(&base.media_type);
     for l in [kodata, binary] {
         let d = Descriptor::new(media, l.size, l.digest.clone());
@@ -77,10 +84,16 @@ pub fn assemble(base: &BaseImage, kodata: &Layer, binary: &Layer, r: &Recipe) ->
     }
 
     if let Some((name, digest)) = &base.reference {
-        manifest.annotations.insert(ANNOTATION_BASE_NAME.into(), name.clone());
-        manifest.annotations.insert(ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+        manifest
+            .annotations
+            .insert(ANNOTATION_BASE_NAME.into(), name.clone());
+        manifest
+            .annotations
+            .insert(ANNOTATION_BASE_DIGEST.into(), digest.to_string());
     }
-    manifest.annotations.extend(r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    manifest
+        .annotations
+        .extend(r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
 
     let bytes = crate::gojson::to_vec(&manifest);
     BuiltImage {
@@ -103,7 +116,9 @@ fn edit_config(mut c: ConfigFile, kodata: &Layer, binary: &Layer, r: &Recipe) ->
     }
     c.config.env.push(format!("KO_DATA_PATH={KODATA_PATH}"));
     c.author = AUTHOR.into();
-    c.config.labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    c.config
+        .labels
+        .extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(epoch) = r.source_date_epoch {
         c.created = Time(Some(crate::time::format_unix(epoch)));
     }
@@ -138,7 +153,10 @@ pub fn scratch(platform: &crate::platform::Platform) -> BaseImage {
         os: platform.os.clone(),
         variant: platform.variant.clone(),
         os_version: platform.os_version.clone(),
-        rootfs: oci::RootFs { kind: "layers".into(), diff_ids: Vec::new() },
+        rootfs: oci::RootFs {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        },
         ..Default::default()
     };
     let bytes = crate::gojson::to_vec(&config);
@@ -178,7 +196,11 @@ mod tests {
                 "history":[{"created":"2024-01-02T03:04:05Z","created_by":"base"}]}"#,
         )
         .unwrap();
-        let mt = if docker { oci::DOCKER_MANIFEST } else { oci::OCI_MANIFEST };
+        let mt = if docker {
+            oci::DOCKER_MANIFEST
+        } else {
+            oci::OCI_MANIFEST
+        };
         let manifest: Manifest = serde_json::from_str(&format!(
             r#"{{"schemaVersion":2,"mediaType":"{mt}","config":{{"mediaType":"x","size":1,"digest":"{}"}},
                 "layers":[{{"mediaType":"base-layer","size":5,"digest":"{}"}}]}}"#,
@@ -194,7 +216,10 @@ mod tests {
         }
     }
 
-    fn recipe<'a>(labels: &'a BTreeMap<String, String>, ann: &'a BTreeMap<String, String>) -> Recipe<'a> {
+    fn recipe<'a>(
+        labels: &'a BTreeMap<String, String>,
+        ann: &'a BTreeMap<String, String>,
+    ) -> Recipe<'a> {
         Recipe {
             import_path: "example.com/hello",
             app_name: "hello",
@@ -211,13 +236,23 @@ mod tests {
         let ann = BTreeMap::new();
         let img = assemble(&base(false), &layer(1), &layer(2), &recipe(&labels, &ann));
         let c: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
-        assert_eq!(c["config"]["Entrypoint"], serde_json::json!(["/ko-app/hello"]));
+        assert_eq!(
+            c["config"]["Entrypoint"],
+            serde_json::json!(["/ko-app/hello"])
+        );
         assert!(c["config"].get("Cmd").is_none());
         assert_eq!(
             c["config"]["Env"],
-            serde_json::json!(["PATH=/usr/bin:/bin:/ko-app", "A=1", "KO_DATA_PATH=/var/run/ko"])
+            serde_json::json!([
+                "PATH=/usr/bin:/bin:/ko-app",
+                "A=1",
+                "KO_DATA_PATH=/var/run/ko"
+            ])
         );
-        assert_eq!(c["config"]["Labels"], serde_json::json!({"base": "yes", "l": "v"}));
+        assert_eq!(
+            c["config"]["Labels"],
+            serde_json::json!({"base": "yes", "l": "v"})
+        );
         assert_eq!(c["config"]["User"], "65532");
         assert_eq!(c["created"], "2023-11-14T22:13:20Z");
         assert_eq!(c["author"], AUTHOR);
@@ -231,17 +266,27 @@ mod tests {
 
     #[test]
     fn manifest_appends_layers_with_base_media_types_and_annotations() {
-        let (l, a) = (BTreeMap::new(), BTreeMap::from([("k".to_string(), "v".to_string())]));
+        let (l, a) = (
+            BTreeMap::new(),
+            BTreeMap::from([("k".to_string(), "v".to_string())]),
+        );
         for docker in [false, true] {
             let img = assemble(&base(docker), &layer(1), &layer(2), &recipe(&l, &a));
             let m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
             let layers = m["layers"].as_array().unwrap();
             assert_eq!(layers.len(), 3);
             assert_eq!(layers[0]["mediaType"], "base-layer");
-            let want = if docker { oci::DOCKER_LAYER_GZIP } else { oci::OCI_LAYER_GZIP };
+            let want = if docker {
+                oci::DOCKER_LAYER_GZIP
+            } else {
+                oci::OCI_LAYER_GZIP
+            };
             assert_eq!(layers[2]["mediaType"], want);
             assert_eq!(m["config"]["digest"], Digest::of(&img.config).as_str());
-            assert_eq!(m["annotations"][ANNOTATION_BASE_NAME], "registry.test/base:1");
+            assert_eq!(
+                m["annotations"][ANNOTATION_BASE_NAME],
+                "registry.test/base:1"
+            );
             assert_eq!(m["annotations"]["k"], "v");
             assert_eq!(img.digest, Digest::of(&img.manifest));
         }
@@ -250,9 +295,17 @@ mod tests {
     #[test]
     fn no_path_gets_one() {
         let (l, a) = (BTreeMap::new(), BTreeMap::new());
-        let img = assemble(&scratch(&crate::platform::Platform::linux_amd64()), &layer(1), &layer(2), &recipe(&l, &a));
+        let img = assemble(
+            &scratch(&crate::platform::Platform::linux_amd64()),
+            &layer(1),
+            &layer(2),
+            &recipe(&l, &a),
+        );
         let c: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
-        assert_eq!(c["config"]["Env"], serde_json::json!(["PATH=/ko-app", "KO_DATA_PATH=/var/run/ko"]));
+        assert_eq!(
+            c["config"]["Env"],
+            serde_json::json!(["PATH=/ko-app", "KO_DATA_PATH=/var/run/ko"])
+        );
         assert_eq!(c["architecture"], "amd64");
         let m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
         assert!(m.get("annotations").is_none());

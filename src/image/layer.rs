@@ -26,8 +26,14 @@ pub struct Layer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("kodata: {path} is a symlink to {target}, outside {root}: kodata symlinks must stay inside the kodata directory")]
-    SymlinkEscape { path: PathBuf, target: PathBuf, root: PathBuf },
+    #[error(
+        "kodata: {path} is a symlink to {target}, outside {root}: kodata symlinks must stay inside the kodata directory"
+    )]
+    SymlinkEscape {
+        path: PathBuf,
+        target: PathBuf,
+        root: PathBuf,
+    },
     #[error("kodata: cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write layer to {dir}: {source}")]
@@ -42,11 +48,15 @@ struct LayerWriter {
 impl LayerWriter {
     fn create(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let tmp = tempfile::Builder::new().prefix(".layer-").tempfile_in(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(dir)?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
         // Level 1 is ko's (ggcr's) default; level and backend both decide the digest.
         let gz = GzEncoder::new(compressed, Compression::fast());
-        Ok(LayerWriter { tar: TarWriter::new(HashingWriter::new(gz)) })
+        Ok(LayerWriter {
+            tar: TarWriter::new(HashingWriter::new(gz)),
+        })
     }
 
     fn finish(self, dir: &Path) -> io::Result<Layer> {
@@ -56,18 +66,31 @@ impl LayerWriter {
         tmp.as_file().sync_data()?;
         let path = dir.join(digest.hex());
         tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(Layer { path, digest, size, diff_id })
+        Ok(Layer {
+            path,
+            digest,
+            size,
+            diff_id,
+        })
     }
 }
 
 /// The binary layer: directory `ko-app`, then `/ko-app/NAME` (mode 0555, mtime 0).
 pub fn binary_layer(binary: &Path, app_name: &str, out_dir: &Path) -> Result<Layer, LayerError> {
-    let werr = |source| LayerError::Write { dir: out_dir.to_path_buf(), source };
-    let rerr = |source| LayerError::Read { path: binary.to_path_buf(), source };
+    let werr = |source| LayerError::Write {
+        dir: out_dir.to_path_buf(),
+        source,
+    };
+    let rerr = |source| LayerError::Read {
+        path: binary.to_path_buf(),
+        source,
+    };
     let mut file = File::open(binary).map_err(rerr)?;
     let size = file.metadata().map_err(rerr)?.len();
     let mut w = LayerWriter::create(out_dir).map_err(werr)?;
-    w.tar.dir(APP_DIR.trim_start_matches('/'), 0).map_err(werr)?;
+    w.tar
+        .dir(APP_DIR.trim_start_matches('/'), 0)
+        .map_err(werr)?;
     w.tar
         .file(&format!("{APP_DIR}/{app_name}"), size, 0, &[], &mut file)
         .map_err(werr)?;
@@ -76,7 +99,11 @@ pub fn binary_layer(binary: &Path, app_name: &str, out_dir: &Path) -> Result<Lay
 
 enum Entry {
     Dir(String),
-    File { name: String, host: PathBuf, size: u64 },
+    File {
+        name: String,
+        host: PathBuf,
+        size: u64,
+    },
 }
 
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
@@ -89,18 +116,25 @@ pub fn kodata_layer(kodata: &Path, epoch: u64, out_dir: &Path) -> Result<Layer, 
         Entry::Dir(KODATA_PATH.into()),
     ];
     if kodata.is_dir() {
-        let root = kodata
-            .canonicalize()
-            .map_err(|source| LayerError::Read { path: kodata.to_path_buf(), source })?;
+        let root = kodata.canonicalize().map_err(|source| LayerError::Read {
+            path: kodata.to_path_buf(),
+            source,
+        })?;
         walk(&root, &root, KODATA_PATH, &mut entries)?;
     }
-    let werr = |source| LayerError::Write { dir: out_dir.to_path_buf(), source };
+    let werr = |source| LayerError::Write {
+        dir: out_dir.to_path_buf(),
+        source,
+    };
     let mut w = LayerWriter::create(out_dir).map_err(werr)?;
     for e in entries {
         match e {
             Entry::Dir(name) => w.tar.dir(&name, epoch).map_err(werr)?,
             Entry::File { name, host, size } => {
-                let mut f = File::open(&host).map_err(|source| LayerError::Read { path: host.clone(), source })?;
+                let mut f = File::open(&host).map_err(|source| LayerError::Read {
+                    path: host.clone(),
+                    source,
+                })?;
                 w.tar.file(&name, size, epoch, &[], &mut f).map_err(werr)?;
             }
         }
@@ -125,14 +159,22 @@ fn walk(root: &Path, dir: &Path, in_image: &str, out: &mut Vec<Entry>) -> Result
         let image_path = format!("{in_image}/{}", name.to_string_lossy());
         let real = host.canonicalize().map_err(rerr(&host))?;
         if !real.starts_with(root) {
-            return Err(LayerError::SymlinkEscape { path: host, target: real, root: root.to_path_buf() });
+            return Err(LayerError::SymlinkEscape {
+                path: host,
+                target: real,
+                root: root.to_path_buf(),
+            });
         }
         let meta = fs::metadata(&real).map_err(rerr(&host))?;
         if meta.is_dir() {
             out.push(Entry::Dir(image_path.clone()));
             walk(root, &real, &image_path, out)?;
         } else {
-            out.push(Entry::File { name: image_path, host: real, size: meta.len() });
+            out.push(Entry::File {
+                name: image_path,
+                host: real,
+                size: meta.len(),
+            });
         }
     }
     Ok(())

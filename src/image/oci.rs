@@ -32,7 +32,11 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub os_version: String,
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
@@ -56,7 +60,11 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
-    #[serde(rename = "artifactType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub artifact_type: String,
 }
 
@@ -79,7 +87,11 @@ impl Descriptor {
 pub struct Manifest {
     #[serde(rename = "schemaVersion")]
     pub schema_version: i64,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     pub config: Descriptor,
     #[serde(default)]
@@ -94,7 +106,11 @@ pub struct Manifest {
 pub struct Index {
     #[serde(rename = "schemaVersion")]
     pub schema_version: i64,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
@@ -180,23 +196,43 @@ pub struct RunConfig {
     pub attach_stdin: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach_stdout: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable_vec")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable_vec"
+    )]
     pub cmd: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domainname: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nullable_vec")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nullable_vec"
+    )]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub on_build: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open_stdin: bool,
@@ -206,11 +242,19 @@ pub struct RunConfig {
     pub tty: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub volumes: Set,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub working_dir: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub exposed_ports: Set,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_escaped: bool,
@@ -220,7 +264,11 @@ pub struct RunConfig {
     pub mac_address: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stop_signal: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub shell: Vec<String>,
 }
 
@@ -237,7 +285,11 @@ pub struct ConfigFile {
     pub created: Time,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub docker_version: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub history: Vec<History>,
     #[serde(default)]
     pub os: String,
@@ -245,11 +297,20 @@ pub struct ConfigFile {
     pub rootfs: RootFs,
     #[serde(default, deserialize_with = "null_as_default")]
     pub config: RunConfig,
-    #[serde(rename = "os.version", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub os_version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub variant: String,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub os_features: Vec<String>,
 }
 

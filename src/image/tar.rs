@@ -62,13 +62,23 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
-    fn header(&mut self, name: &str, kind: Kind, mtime: u64, pax: &[(&str, &[u8])]) -> io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        mtime: u64,
+        pax: &[(&str, &[u8])],
+    ) -> io::Result<()> {
         let (typeflag, size) = match kind {
             Kind::Dir => (b'5', 0),
             Kind::File { size } => (b'0', size),
         };
         let fits_v7 = name.is_ascii() && name.len() <= NAME_LEN;
-        let split = if fits_v7 { None } else { split_ustar_path(name) };
+        let split = if fits_v7 {
+            None
+        } else {
+            split_ustar_path(name)
+        };
         let mut records: Vec<(&str, &[u8])> = pax.to_vec();
         if !fits_v7 && split.is_none() {
             records.push(("path", name.as_bytes()));
@@ -153,7 +163,11 @@ fn to_ascii(s: &str) -> String {
 }
 
 fn path_join(dir: &str, rest: &str) -> String {
-    if dir.is_empty() { rest.to_string() } else { format!("{}/{rest}", dir.trim_end_matches('/')) }
+    if dir.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{}/{rest}", dir.trim_end_matches('/'))
+    }
 }
 
 // Go's splitUSTARPath: a long ASCII name split at a '/' into a prefix (<=155) and name (<=100).

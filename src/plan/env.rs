@@ -13,7 +13,10 @@ impl Env {
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     pub fn get(&self, key: &str) -> Option<String> {

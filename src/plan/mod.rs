@@ -23,7 +23,10 @@ pub struct PlanError {
 }
 
 fn err(field: &str, reason: impl ToString) -> PlanError {
-    PlanError { field: field.to_string(), reason: reason.to_string() }
+    PlanError {
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Where the images go.
@@ -64,21 +67,43 @@ pub struct Plan {
 impl Plan {
     pub fn new(args: &BuildArgs, env: &Env, cwd: PathBuf) -> Result<Plan, PlanError> {
         let platform = match &args.platform {
-            Some(p) => Platform::parse(p).map_err(|e| err("--platform", e))?,
+            Some(p) => {
+                let platform = Platform::parse(p).map_err(|e| err("--platform", e))?;
+                if platform.arch.is_empty() {
+                    return Err(err(
+                        "--platform",
+                        format!(
+                            "{p:?} has no architecture: write os/arch, e.g. linux/{}",
+                            "amd64"
+                        ),
+                    ));
+                }
+                platform
+            }
             None => Platform::linux_amd64(),
         };
-        let base_input = args.base.clone().unwrap_or_else(|| DEFAULT_BASE.to_string());
+        let base_input = args
+            .base
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BASE.to_string());
         let base = BaseSpec::parse(&base_input).map_err(|e| err("--base", e))?;
 
-        let repo_input = args.default_repo.clone().or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
+        let repo_input = args
+            .default_repo
+            .clone()
+            .or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
         let push = args.push.unwrap_or(true);
         let repo = match (&repo_input, push) {
             (Some(r), true) => Some(Repository::parse(r).map_err(|e| err("--default-repo", e))?),
             _ => None,
         };
-        let default_layout = repo.is_none() && args.oci_layout_path.is_none() && args.oci_archive.is_none();
+        let default_layout =
+            repo.is_none() && args.oci_layout_path.is_none() && args.oci_archive.is_none();
         if default_layout && !push {
-            return Err(err("--push=false", "nothing to write: add --oci-layout-path DIR or --oci-archive FILE"));
+            return Err(err(
+                "--push=false",
+                "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
+            ));
         }
         let oci_layout = match &args.oci_layout_path {
             Some(p) => Some(cwd.join(p)),
@@ -89,7 +114,12 @@ impl Plan {
         let mut tags = Vec::new();
         for t in &args.tags {
             if !valid_tag(t) {
-                return Err(err("--tag", format!("{t:?} is not a valid tag: use letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-')")));
+                return Err(err(
+                    "--tag",
+                    format!(
+                        "{t:?} is not a valid tag: use letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-')"
+                    ),
+                ));
             }
             if !tags.contains(t) {
                 tags.push(t.clone());
@@ -128,11 +158,20 @@ impl Plan {
 
         Ok(Plan {
             go: env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()),
-            targets: if args.targets.is_empty() { vec![".".into()] } else { args.targets.clone() },
+            targets: if args.targets.is_empty() {
+                vec![".".into()]
+            } else {
+                args.targets.clone()
+            },
             image_name: args.image.clone(),
             platform,
             base,
-            outputs: Outputs { repo, oci_layout, oci_archive: args.oci_archive.as_ref().map(|p| cwd.join(p)), default_layout },
+            outputs: Outputs {
+                repo,
+                oci_layout,
+                oci_archive: args.oci_archive.as_ref().map(|p| cwd.join(p)),
+                default_layout,
+            },
             tags,
             file_output: args.file_output.as_ref().map(|p| cwd.join(p)),
             go_env,
@@ -156,7 +195,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn key_value(field: &str, kv: &str) -> Result<(String, String), PlanError> {
@@ -174,10 +214,12 @@ fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {
     match env.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) => v
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| err(name, format!("{v:?} is not a whole number of seconds since 1970"))),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            err(
+                name,
+                format!("{v:?} is not a whole number of seconds since 1970"),
+            )
+        }),
     }
 }
 
@@ -197,7 +239,10 @@ mod tests {
         assert_eq!(p.tags, vec!["latest"]);
         assert!(p.go_env.contains(&("CGO_ENABLED".into(), "0".into())));
         assert!(p.outputs.default_layout);
-        assert_eq!(p.outputs.oci_layout, Some(PathBuf::from("/work/.kobuild/oci")));
+        assert_eq!(
+            p.outputs.oci_layout,
+            Some(PathBuf::from("/work/.kobuild/oci"))
+        );
         assert_eq!(p.cache_dir, PathBuf::from("/home/u/.cache/kobuild"));
         assert!(matches!(p.base, BaseSpec::Registry(_)));
     }
@@ -205,27 +250,91 @@ mod tests {
     #[test]
     fn environment_is_read_here() {
         let p = plan(
-            BuildArgs { env: vec!["GOFLAGS=-mod=vendor".into()], ..Default::default() },
-            &[("CGO_ENABLED", "1"), ("KOBUILD_DEFAULT_REPO", "127.0.0.1:5000/apps"), ("SOURCE_DATE_EPOCH", "5000")],
+            BuildArgs {
+                env: vec!["GOFLAGS=-mod=vendor".into()],
+                ..Default::default()
+            },
+            &[
+                ("CGO_ENABLED", "1"),
+                ("KOBUILD_DEFAULT_REPO", "127.0.0.1:5000/apps"),
+                ("SOURCE_DATE_EPOCH", "5000"),
+            ],
         )
         .unwrap();
         assert!(!p.go_env.iter().any(|(k, _)| k == "CGO_ENABLED"));
-        assert_eq!(p.go_env.last().unwrap(), &("GOFLAGS".into(), "-mod=vendor".into()));
+        assert_eq!(
+            p.go_env.last().unwrap(),
+            &("GOFLAGS".into(), "-mod=vendor".into())
+        );
         assert_eq!(p.outputs.repo.unwrap().to_string(), "127.0.0.1:5000/apps");
         assert_eq!(p.source_date_epoch, Some(5000));
     }
 
     #[test]
     fn bad_input_names_the_field() {
-        let cases: Vec<(BuildArgs, &[(&str, &str)], &str)> = vec![
-            (BuildArgs { platform: Some("linux".into() ), ..Default::default() }, &[], "--platform"),
-            (BuildArgs { platform: Some("a/b/c/d".into()), ..Default::default() }, &[], "--platform"),
-            (BuildArgs { tags: vec!["-bad".into()], ..Default::default() }, &[], "--tag"),
-            (BuildArgs { labels: vec!["novalue".into()], ..Default::default() }, &[], "--label"),
-            (BuildArgs { base: Some("UPPER:x".into()), ..Default::default() }, &[], "--base"),
-            (BuildArgs { default_repo: Some("Bad Repo".into()), ..Default::default() }, &[], "--default-repo"),
-            (BuildArgs { push: Some(false), ..Default::default() }, &[], "--push=false"),
-            (BuildArgs::default(), &[("SOURCE_DATE_EPOCH", "yesterday")], "SOURCE_DATE_EPOCH"),
+        type Case<'a> = (BuildArgs, &'a [(&'a str, &'a str)], &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                BuildArgs {
+                    platform: Some("linux".into()),
+                    ..Default::default()
+                },
+                &[],
+                "--platform",
+            ),
+            (
+                BuildArgs {
+                    platform: Some("a/b/c/d".into()),
+                    ..Default::default()
+                },
+                &[],
+                "--platform",
+            ),
+            (
+                BuildArgs {
+                    tags: vec!["-bad".into()],
+                    ..Default::default()
+                },
+                &[],
+                "--tag",
+            ),
+            (
+                BuildArgs {
+                    labels: vec!["novalue".into()],
+                    ..Default::default()
+                },
+                &[],
+                "--label",
+            ),
+            (
+                BuildArgs {
+                    base: Some("UPPER:x".into()),
+                    ..Default::default()
+                },
+                &[],
+                "--base",
+            ),
+            (
+                BuildArgs {
+                    default_repo: Some("Bad Repo".into()),
+                    ..Default::default()
+                },
+                &[],
+                "--default-repo",
+            ),
+            (
+                BuildArgs {
+                    push: Some(false),
+                    ..Default::default()
+                },
+                &[],
+                "--push=false",
+            ),
+            (
+                BuildArgs::default(),
+                &[("SOURCE_DATE_EPOCH", "yesterday")],
+                "SOURCE_DATE_EPOCH",
+            ),
         ];
         for (args, env, field) in cases {
             let e = plan(args, env).unwrap_err();

@@ -27,8 +27,10 @@ pub async fn write_layout(
     let index_path = dir.join("index.json");
     let mut index = if index_path.exists() {
         let bytes = fs::read(&index_path).map_err(io_err(&index_path))?;
-        serde_json::from_slice::<Index>(&bytes)
-            .map_err(|e| PublishError::NotALayout { path: dir.to_path_buf(), reason: format!("index.json: {e}") })?
+        serde_json::from_slice::<Index>(&bytes).map_err(|e| PublishError::NotALayout {
+            path: dir.to_path_buf(),
+            reason: format!("index.json: {e}"),
+        })?
     } else if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
         return Err(PublishError::NotALayout {
             path: dir.to_path_buf(),
@@ -59,10 +61,22 @@ pub async fn write_layout(
     }
     write_blob(&blob_dir, &image.digest, &image.manifest)?;
 
-    let tags: Vec<&str> = if tags.is_empty() { vec!["latest"] } else { tags.iter().map(String::as_str).collect() };
-    index.manifests.retain(|m| !m.annotations.get(REF_NAME).is_some_and(|t| tags.contains(&t.as_str())));
+    let tags: Vec<&str> = if tags.is_empty() {
+        vec!["latest"]
+    } else {
+        tags.iter().map(String::as_str).collect()
+    };
+    index.manifests.retain(|m| {
+        !m.annotations
+            .get(REF_NAME)
+            .is_some_and(|t| tags.contains(&t.as_str()))
+    });
     for tag in tags {
-        let mut d = Descriptor::new(&image.media_type, image.manifest.len() as u64, image.digest.clone());
+        let mut d = Descriptor::new(
+            &image.media_type,
+            image.manifest.len() as u64,
+            image.digest.clone(),
+        );
         d.annotations.insert(REF_NAME.into(), tag.into());
         index.manifests.push(d);
     }
@@ -73,14 +87,24 @@ pub async fn write_layout(
 
 fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), PublishError> {
     let dest = blob_dir.join(digest.hex());
-    if dest.exists() { Ok(()) } else { write_atomic(&dest, bytes) }
+    if dest.exists() {
+        Ok(())
+    } else {
+        write_atomic(&dest, bytes)
+    }
 }
 
 fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     fs::copy(src, tmp.path()).map_err(io_err(src))?;
-    tmp.persist(dest).map_err(|e| PublishError::Io { path: dest.to_path_buf(), source: e.error })?;
+    tmp.persist(dest).map_err(|e| PublishError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -93,12 +117,21 @@ pub async fn write_archive(
     tags: &[String],
     cache: &Path,
 ) -> Result<Digest, PublishError> {
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let staging = tempfile::Builder::new().prefix(".kobuild-archive-").tempdir_in(dir).map_err(io_err(dir))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".kobuild-archive-")
+        .tempdir_in(dir)
+        .map_err(io_err(dir))?;
     let digest = write_layout(client, image, base, staging.path(), tags, cache).await?;
 
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     let mut tar = TarWriter::new(std::io::BufWriter::new(tmp));
     let root = staging.path();
     for name in ["oci-layout", "index.json"] {
@@ -119,12 +152,22 @@ pub async fn write_archive(
         .finish()
         .map_err(io_err(file))?
         .into_inner()
-        .map_err(|e| PublishError::Io { path: file.to_path_buf(), source: e.into_error() })?;
-    tmp.persist(file).map_err(|e| PublishError::Io { path: file.to_path_buf(), source: e.error })?;
+        .map_err(|e| PublishError::Io {
+            path: file.to_path_buf(),
+            source: e.into_error(),
+        })?;
+    tmp.persist(file).map_err(|e| PublishError::Io {
+        path: file.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(digest)
 }
 
-fn append_file<W: std::io::Write>(tar: &mut TarWriter<W>, root: &Path, name: &str) -> Result<(), PublishError> {
+fn append_file<W: std::io::Write>(
+    tar: &mut TarWriter<W>,
+    root: &Path,
+    name: &str,
+) -> Result<(), PublishError> {
     let path = root.join(name);
     let mut f = fs::File::open(&path).map_err(io_err(&path))?;
     let size = f.metadata().map_err(io_err(&path))?.len();

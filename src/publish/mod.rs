@@ -18,13 +18,19 @@ pub enum PublishError {
     #[error("push to {repo}: {source}")]
     Registry { repo: String, source: RegistryError },
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} exists and is not an OCI image layout: {reason}")]
     NotALayout { path: PathBuf, reason: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
-    move |source| PublishError::Io { path: path.to_path_buf(), source }
+    move |source| PublishError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A blob of the image and where its bytes can be had locally, fetching base layers
@@ -38,22 +44,32 @@ pub(crate) async fn local_blob(
 ) -> Result<PathBuf, PublishError> {
     match (source, base) {
         (LayerSource::File(p), _) => Ok(p.clone()),
-        (LayerSource::Base, BlobStore::Layout(dir)) => Ok(dir.join("blobs/sha256").join(digest.hex())),
+        (LayerSource::Base, BlobStore::Layout(dir)) => {
+            Ok(dir.join("blobs/sha256").join(digest.hex()))
+        }
         (LayerSource::Base, BlobStore::Registry(repo)) => {
             let path = blob_cache_path(cache, digest);
             if !path.exists() {
                 let parent = path.parent().unwrap_or(cache);
-                tokio::fs::create_dir_all(parent).await.map_err(io_err(parent))?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(io_err(parent))?;
                 client
                     .download_blob(repo, digest, &path)
                     .await
-                    .map_err(|source| PublishError::Registry { repo: repo.to_string(), source })?;
+                    .map_err(|source| PublishError::Registry {
+                        repo: repo.to_string(),
+                        source,
+                    })?;
             }
             Ok(path)
         }
         (LayerSource::Base, BlobStore::None) => Err(PublishError::Io {
             path: blob_cache_path(cache, digest),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "base layer without a source"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "base layer without a source",
+            ),
         }),
     }
 }
@@ -75,16 +91,36 @@ pub(crate) fn cache_bytes(cache: &Path, bytes: &[u8]) -> Result<PathBuf, Publish
 /// Temp file in the same directory, then rename: readers never see a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| PublishError::Io { path: path.to_path_buf(), source: e.error })?;
+    tmp.persist(path).map_err(|e| PublishError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
 /// Every blob of the image with its digest, size and local source, config first.
-pub(crate) fn blobs(image: &BuiltImage) -> impl Iterator<Item = (&Digest, u64, Option<&LayerSource>)> {
-    std::iter::once((&image.config_descriptor.digest, image.config_descriptor.size, None))
-        .chain(image.layers.iter().map(|(d, s)| (&d.digest, d.size, Some(s))))
+pub(crate) fn blobs(
+    image: &BuiltImage,
+) -> impl Iterator<Item = (&Digest, u64, Option<&LayerSource>)> {
+    std::iter::once((
+        &image.config_descriptor.digest,
+        image.config_descriptor.size,
+        None,
+    ))
+    .chain(
+        image
+            .layers
+            .iter()
+            .map(|(d, s)| (&d.digest, d.size, Some(s))),
+    )
 }

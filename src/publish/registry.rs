@@ -22,13 +22,18 @@ pub async fn push(
     tags: &[String],
     cache: &Path,
 ) -> Result<Digest, PublishError> {
-    let reg_err = |source: RegistryError| PublishError::Registry { repo: repo.to_string(), source };
+    let reg_err = |source: RegistryError| PublishError::Registry {
+        repo: repo.to_string(),
+        source,
+    };
     let config_path = cache_bytes(cache, &image.config)?;
     stream::iter(blobs(image))
         .map(|(digest, size, source)| {
             let config_path = &config_path;
             async move {
-                let source = source.cloned().unwrap_or_else(|| LayerSource::File(config_path.clone()));
+                let source = source
+                    .cloned()
+                    .unwrap_or_else(|| LayerSource::File(config_path.clone()));
                 ensure_blob(client, repo, digest, size, &source, base, cache).await
             }
         })
@@ -37,7 +42,12 @@ pub async fn push(
         .await?;
 
     client
-        .put_manifest(repo, image.digest.as_str(), &image.media_type, &image.manifest)
+        .put_manifest(
+            repo,
+            image.digest.as_str(),
+            &image.media_type,
+            &image.manifest,
+        )
         .await
         .map_err(reg_err)?;
     for tag in tags {
@@ -63,24 +73,38 @@ async fn ensure_blob(
     base: &BlobStore,
     cache: &Path,
 ) -> Result<(), PublishError> {
-    let reg_err = |source: RegistryError| PublishError::Registry { repo: repo.to_string(), source };
+    let reg_err = |source: RegistryError| PublishError::Registry {
+        repo: repo.to_string(),
+        source,
+    };
     let short = &digest.hex()[..12];
     if client.blob_exists(repo, digest).await.map_err(reg_err)? {
         tracing::info!("blob {short} exists in {repo}");
         return Ok(());
     }
-    if let (LayerSource::Base, BlobStore::Registry(from)) = (source, base) {
-        if from.registry == repo.registry && from != repo {
-            if client.mount_blob(repo, digest, from).await.map_err(reg_err)? {
-                tracing::info!("blob {short} mounted from {from}");
-                return Ok(());
-            }
-            tracing::info!("blob {short}: {} declined the mount from {from}, uploading", repo.registry);
+    if let (LayerSource::Base, BlobStore::Registry(from)) = (source, base)
+        && from.registry == repo.registry
+        && from != repo
+    {
+        if client
+            .mount_blob(repo, digest, from)
+            .await
+            .map_err(reg_err)?
+        {
+            tracing::info!("blob {short} mounted from {from}");
+            return Ok(());
         }
+        tracing::info!(
+            "blob {short}: {} declined the mount from {from}, uploading",
+            repo.registry
+        );
     }
     let path = local_blob(client, digest, source, base, cache).await?;
     let start = Instant::now();
-    client.upload_blob(repo, digest, size, &path).await.map_err(reg_err)?;
+    client
+        .upload_blob(repo, digest, size, &path)
+        .await
+        .map_err(reg_err)?;
     tracing::info!(
         "blob {short} pushed ({:.1} MB in {:.1}s)",
         size as f64 / 1e6,

@@ -185,13 +185,12 @@ impl Keychain {
             .auths
             .as_ref()
             .and_then(|a| lookup_entry(a, registry, &key))
-        {
-            if let Some(credential) = entry.credential().map_err(|reason| AuthError::Config {
+            && let Some(credential) = entry.credential().map_err(|reason| AuthError::Config {
                 path: path.clone(),
                 reason: format!("auths[{name:?}]: {reason}"),
-            })? {
-                return Ok(credential);
-            }
+            })?
+        {
+            return Ok(credential);
         }
         match config.creds_store.as_deref() {
             Some(store) if !store.is_empty() => self.run_helper(store, server).await,

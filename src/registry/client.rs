@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::Keychain;
 use super::challenge::Scope;
-use super::error::{RegistryError, root_cause};
+use super::error::{ErrorKind, RegistryError, root_cause};
 use super::reference::{Reference, Repository, check_manifest_ref};
 use super::retry::{RetryPolicy, retrying};
 use super::transport::{
@@ -56,23 +56,24 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut certs = Vec::new();
         for path in &opts.extra_ca_files {
-            let pem = std::fs::read(path).map_err(|source| RegistryError::Io {
+            let pem = std::fs::read(path).map_err(|source| ErrorKind::Io {
                 action: "cannot read the CA file",
                 path: path.clone(),
                 source,
             })?;
             let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Setup(format!(
+                ErrorKind::Setup(format!(
                     "{}: not a PEM certificate: {}",
                     path.display(),
                     root_cause(&e)
                 ))
             })?;
             if found.is_empty() {
-                return Err(RegistryError::Setup(format!(
+                return Err(ErrorKind::Setup(format!(
                     "{}: no PEM certificate in it",
                     path.display()
-                )));
+                ))
+                .into());
             }
             certs.extend(found);
         }
@@ -121,13 +122,14 @@ impl Client {
         if let Some(expected) = &reference.digest
             && *expected != digest
         {
-            return Err(RegistryError::DigestMismatch {
+            return Err(ErrorKind::DigestMismatch {
                 registry: repo.registry,
                 repository: repo.name,
                 what: "manifest".into(),
                 expected: expected.clone(),
                 actual: digest,
-            });
+            }
+            .into());
         }
         #[derive(serde::Deserialize)]
         struct MediaType {
@@ -258,7 +260,7 @@ impl Client {
         };
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
-            move |source| RegistryError::Io {
+            move |source| ErrorKind::Io {
                 action,
                 path,
                 source,
@@ -295,7 +297,7 @@ impl Client {
             drop(file);
             let (_, actual, _) = hasher.finish();
             check_digest(repo, "blob", digest, actual)?;
-            tmp.persist(dest).map_err(|e| RegistryError::Io {
+            tmp.persist(dest).map_err(|e| ErrorKind::Io {
                 action: "cannot write",
                 path: dest.into(),
                 source: e.error,
@@ -364,20 +366,21 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let actual = tokio::fs::metadata(path)
             .await
-            .map_err(|source| RegistryError::Io {
+            .map_err(|source| ErrorKind::Io {
                 action: "cannot read",
                 path: path.into(),
                 source,
             })?
             .len();
         if actual != size {
-            return Err(RegistryError::Io {
+            return Err(ErrorKind::Io {
                 action: "cannot upload",
                 path: path.into(),
                 source: std::io::Error::other(format!(
                     "the file has {actual} bytes, expected {size}"
                 )),
-            });
+            }
+            .into());
         }
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
@@ -392,7 +395,7 @@ impl Client {
             }
             let location = header(&resp, LOCATION)
                 .and_then(|l| resolve_location(&url, &l))
-                .ok_or_else(|| RegistryError::Protocol {
+                .ok_or_else(|| ErrorKind::Protocol {
                     registry: repo.registry.clone(),
                     repository: repo.name.clone(),
                     message: "the registry started an upload without a usable Location header"
@@ -468,11 +471,12 @@ impl Client {
                 _ => return Ok(resp),
             }
         }
-        Err(RegistryError::Protocol {
+        Err(ErrorKind::Protocol {
             registry: repo.registry.clone(),
             repository: repo.name.clone(),
             message: format!("more than {MAX_REDIRECTS} redirects for blob {digest}"),
-        })
+        }
+        .into())
     }
 }
 
@@ -508,13 +512,14 @@ fn check_digest(
     if *expected == actual {
         return Ok(());
     }
-    Err(RegistryError::DigestMismatch {
+    Err(ErrorKind::DigestMismatch {
         registry: repo.registry.clone(),
         repository: repo.name.clone(),
         what: what.into(),
         expected: expected.clone(),
         actual,
-    })
+    }
+    .into())
 }
 
 /// `repo` plus a tag or digest as a [`Reference`].

@@ -7,8 +7,15 @@ use super::auth::AuthError;
 use super::reference::ReferenceError;
 use crate::digest::Digest;
 
+/// A registry operation failed; [`RegistryError::kind`] says how. Boxed, so that the
+/// errors wrapping it stay small.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+#[error(transparent)]
+pub struct RegistryError(Box<ErrorKind>);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
     #[error(
         "authentication to {registry} failed for {repository}: check the credentials \
          (docker login {registry}, or --username/--password)"
@@ -85,7 +92,7 @@ pub enum RegistryError {
         actual: Digest,
     },
 
-    /// The registry answered something a registry should not.
+    /// The registry answered something unusable, or a request could not be formed.
     #[error("{registry}/{repository}: {message}")]
     Protocol {
         registry: String,
@@ -111,25 +118,33 @@ pub enum RegistryError {
     Setup(String),
 }
 
+impl<E: Into<ErrorKind>> From<E> for RegistryError {
+    fn from(kind: E) -> Self {
+        RegistryError(Box::new(kind.into()))
+    }
+}
+
 impl RegistryError {
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
     pub fn is_not_found(&self) -> bool {
-        matches!(self, RegistryError::NotFound { .. })
+        matches!(*self.0, ErrorKind::NotFound { .. })
     }
 
     /// Worth another attempt: connection trouble, timeouts, overload, gateway errors.
     pub(crate) fn is_retryable(&self) -> bool {
-        match self {
-            RegistryError::Unreachable { .. } | RegistryError::Connection { .. } => true,
-            RegistryError::Status { status, .. } => {
-                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-            }
+        match *self.0 {
+            ErrorKind::Unreachable { .. } | ErrorKind::Connection { .. } => true,
+            ErrorKind::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {
-        match self {
-            RegistryError::Status { retry_after, .. } => *retry_after,
+        match *self.0 {
+            ErrorKind::Status { retry_after, .. } => retry_after,
             _ => None,
         }
     }
@@ -142,23 +157,39 @@ impl RegistryError {
         e: &reqwest::Error,
     ) -> Self {
         if is_certificate_error(e) {
-            return RegistryError::UntrustedCertificate {
+            return ErrorKind::UntrustedCertificate {
                 registry: registry.into(),
-            };
+            }
+            .into();
         }
         let reason = root_cause(e);
+        if e.is_builder() {
+            // Not worth a retry: the URL or a header value cannot be sent at all.
+            let message = format!("cannot make the request for {action}: {reason}");
+            let (registry, repository) = (registry.into(), repository.into());
+            return ErrorKind::Protocol {
+                registry,
+                repository,
+                message,
+            }
+            .into();
+        }
         if e.is_connect() {
-            RegistryError::Unreachable {
+            ErrorKind::Unreachable {
                 registry: registry.into(),
                 reason,
             }
+            .into()
         } else {
-            RegistryError::Connection {
-                registry: registry.into(),
-                repository: repository.into(),
-                action: action.into(),
+            let (registry, repository, action) =
+                (registry.into(), repository.into(), action.into());
+            ErrorKind::Connection {
+                registry,
+                repository,
+                action,
                 reason,
             }
+            .into()
         }
     }
 }
@@ -207,18 +238,8 @@ fn next_cause<'a>(
 fn is_certificate_error(e: &reqwest::Error) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
-        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref() {
             return true;
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(rustls::Error::InvalidCertificate(_)) =
-                inner.downcast_ref::<rustls::Error>()
-            {
-                return true;
-            }
         }
         current = next_cause(err);
     }
@@ -281,13 +302,16 @@ mod tests {
 
     #[test]
     fn status_messages_say_what_to_do() {
-        let status = |status: u16, detail: &str| RegistryError::Status {
-            registry: "r.io".into(),
-            repository: "a/b".into(),
-            action: "push of manifest v1".into(),
-            status,
-            detail: detail.into(),
-            retry_after: None,
+        let status = |status: u16, detail: &str| -> RegistryError {
+            ErrorKind::Status {
+                registry: "r.io".into(),
+                repository: "a/b".into(),
+                action: "push of manifest v1".into(),
+                status,
+                detail: detail.into(),
+                retry_after: None,
+            }
+            .into()
         };
         let e = status(400, ": MANIFEST_BLOB_UNKNOWN: blob unknown to registry").to_string();
         assert_eq!(

@@ -16,6 +16,6 @@ mod transport;
 
 pub use auth::{AuthError, Credential, Keychain};
 pub use client::{Client, ClientOptions, Fetched};
-pub use error::RegistryError;
+pub use error::{ErrorKind, RegistryError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
 pub use retry::RetryPolicy;

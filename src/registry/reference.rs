@@ -274,10 +274,12 @@ mod tests {
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    /// input, registry, repository, tag, has a digest, name()
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, bool, String);
+
     #[test]
     fn parses_and_normalises() {
-        // input, registry, repository, tag, digest, name()
-        let cases: &[(&str, &str, &str, Option<&str>, bool, String)] = &[
+        let cases: &[Case] = &[
             (
                 "alpine",
                 DOCKER_HUB,

@@ -88,6 +88,7 @@ pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::error::ErrorKind;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
@@ -136,7 +137,7 @@ mod tests {
     }
 
     fn unavailable() -> RegistryError {
-        RegistryError::Status {
+        ErrorKind::Status {
             registry: "r".into(),
             repository: "a".into(),
             action: "x".into(),
@@ -144,6 +145,7 @@ mod tests {
             detail: String::new(),
             retry_after: None,
         }
+        .into()
     }
 
     #[tokio::test]
@@ -175,9 +177,10 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let result: Result<(), _> = retrying(&policy(), "GET", "r/a", || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err(RegistryError::NotFound {
+            Err(ErrorKind::NotFound {
                 name: "r/a:x".into(),
-            })
+            }
+            .into())
         })
         .await;
         assert!(result.unwrap_err().is_not_found());

@@ -19,7 +19,7 @@ use tokio_util::io::ReaderStream;
 
 use super::auth::{Credential, Keychain};
 use super::challenge::{Challenge, Scope};
-use super::error::{RegistryError, describe_body, root_cause};
+use super::error::{ErrorKind, RegistryError, describe_body, root_cause};
 use super::reference::Repository;
 use super::retry::{RetryPolicy, parse_retry_after, retrying};
 
@@ -28,8 +28,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// A loopback or insecure registry answers an HTTPS probe at once or not at all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Token lifetime when the token endpoint does not say.
+/// Token lifetime when the token endpoint does not say, and the most we believe.
 const DEFAULT_TOKEN_SECS: u64 = 60;
+const MAX_TOKEN_SECS: u64 = 24 * 3600;
 
 /// A registry as discovered by `GET /v2/`.
 pub(crate) struct Endpoint {
@@ -141,10 +142,7 @@ impl Transport {
                 .tls_danger_accept_invalid_certs(accept_invalid)
                 .build()
                 .map_err(|e| {
-                    RegistryError::Setup(format!(
-                        "cannot set up the HTTP client: {}",
-                        root_cause(&e)
-                    ))
+                    ErrorKind::Setup(format!("cannot set up the HTTP client: {}", root_cause(&e)))
                 })
         };
         Ok(Transport {
@@ -183,7 +181,9 @@ impl Transport {
                 .await
             {
                 Ok(resp) => (https, resp),
-                Err(e @ RegistryError::UntrustedCertificate { .. }) => return Err(e),
+                Err(e) if matches!(e.kind(), ErrorKind::UntrustedCertificate { .. }) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::debug!("{registry}: no HTTPS ({e}); trying plain HTTP");
                     let http = format!("http://{registry}");
@@ -206,13 +206,14 @@ impl Transport {
             Challenge::None
         };
         if let Challenge::Unsupported(scheme) = &challenge {
-            return Err(RegistryError::Protocol {
+            return Err(ErrorKind::Protocol {
                 registry: registry.into(),
                 repository: repo.name.clone(),
                 message: format!(
                     "the registry asks for an unsupported authentication scheme ({scheme})"
                 ),
-            });
+            }
+            .into());
         }
         tracing::debug!("{registry}: using {base}, authentication {challenge:?}");
         Ok(Arc::new(Endpoint {
@@ -250,14 +251,15 @@ impl Transport {
             tracing::debug!("GET {url} -> {}", resp.status().as_u16());
             match resp.status() {
                 StatusCode::OK | StatusCode::UNAUTHORIZED => Ok(resp),
-                status => Err(RegistryError::Status {
+                status => Err(ErrorKind::Status {
                     registry: repo.registry.clone(),
                     repository: repo.name.clone(),
                     action: action.into(),
                     status: status.as_u16(),
                     retry_after: retry_after(&resp),
                     detail: describe_body(&resp.bytes().await.unwrap_or_default()),
-                }),
+                }
+                .into()),
             }
         })
         .await
@@ -309,7 +311,7 @@ impl Transport {
         }
         if let Some(auth) = auth {
             let mut value =
-                HeaderValue::from_str(&auth.header).map_err(|_| RegistryError::Protocol {
+                HeaderValue::from_str(&auth.header).map_err(|_| ErrorKind::Protocol {
                     registry: ep.registry.clone(),
                     repository: req.repository.into(),
                     message: "the credentials contain characters that HTTP headers cannot carry"
@@ -322,14 +324,13 @@ impl Transport {
             Payload::Empty => rb,
             Payload::Bytes(bytes) => rb.body(bytes.to_vec()),
             Payload::File { path, size } => {
-                let file =
-                    tokio::fs::File::open(path)
-                        .await
-                        .map_err(|source| RegistryError::Io {
-                            action: "cannot read",
-                            path: path.to_path_buf(),
-                            source,
-                        })?;
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|source| ErrorKind::Io {
+                        action: "cannot read",
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 rb.header(CONTENT_LENGTH, *size)
                     .body(reqwest::Body::wrap_stream(ReaderStream::new(file)))
             }
@@ -470,7 +471,7 @@ impl Transport {
                     .filter(|v| !v.is_empty())
                     .map(|v| (v, expires_in))
             })
-            .ok_or_else(|| RegistryError::Protocol {
+            .ok_or_else(|| ErrorKind::Protocol {
                 registry: ep.registry.clone(),
                 repository: req.repository.into(),
                 message: format!(
@@ -479,7 +480,8 @@ impl Transport {
                 ),
             })?;
         // Renew a little early, so that a token does not run out on the way.
-        let lifetime = Duration::from_secs(expires_in.unwrap_or(DEFAULT_TOKEN_SECS)).mul_f64(0.9);
+        let secs = expires_in.unwrap_or(DEFAULT_TOKEN_SECS).min(MAX_TOKEN_SECS);
+        let lifetime = Duration::from_secs(secs).mul_f64(0.9);
         Ok(Token {
             value,
             expires: Instant::now() + lifetime,
@@ -499,34 +501,39 @@ pub(crate) async fn status_error(
     let detail = describe_body(&resp.bytes().await.unwrap_or_default());
     let (registry, repository) = (ep.registry.clone(), req.repository.to_string());
     match status {
-        401 if ep.credential.is_anonymous() => RegistryError::CredentialsRequired {
+        401 if ep.credential.is_anonymous() => ErrorKind::CredentialsRequired {
             registry,
             repository,
-        },
-        401 => RegistryError::Unauthorized {
+        }
+        .into(),
+        401 => ErrorKind::Unauthorized {
             registry,
             repository,
-        },
+        }
+        .into(),
         403 => {
             let access = if req.scope.is_push() { "push" } else { "pull" };
-            RegistryError::Denied {
+            ErrorKind::Denied {
                 registry,
                 repository,
                 access,
                 detail,
             }
+            .into()
         }
-        404 => RegistryError::NotFound {
+        404 => ErrorKind::NotFound {
             name: not_found.into(),
-        },
-        _ => RegistryError::Status {
+        }
+        .into(),
+        _ => ErrorKind::Status {
             registry,
             repository,
             action: req.action.into(),
             status,
             detail,
             retry_after,
-        },
+        }
+        .into(),
     }
 }
 

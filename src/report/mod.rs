@@ -34,7 +34,10 @@ mod tests {
 
     #[test]
     fn matches_skaffold_shape() {
-        let a = [Artifact { image_name: "ko://example.com/a&b".into(), tag: "r/a:t@sha256:00".into() }];
+        let a = [Artifact {
+            image_name: "ko://example.com/a&b".into(),
+            tag: "r/a:t@sha256:00".into(),
+        }];
         assert_eq!(
             String::from_utf8(artifacts_json(&a)).unwrap(),
             r#"{"builds":[{"imageName":"ko://example.com/a&b","tag":"r/a:t@sha256:00"}]}"#
