@@ -45,9 +45,14 @@ pub struct BuildArgs {
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
 
-    /// Platform to build for, os/arch[/variant] (default linux/amd64).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// Platforms to build, os/arch[/variant], comma-separated or repeated, or `all` for every
+    /// platform of the base (default linux/amd64, or $GOOS/$GOARCH when both are set).
+    #[arg(long = "platform", value_name = "PLATFORMS")]
+    pub platforms: Vec<String>,
+
+    /// How many `go build`s run at once (default: the number of cores).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
 
     /// Push to the registry (--push=false to only write a layout or archive).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]

@@ -1,12 +1,13 @@
 //! The build pipeline for a plan: resolve → go build → layers → image → publish → report.
 
-use std::sync::Arc;
+use futures_util::future::try_join_all;
+use tokio::sync::Semaphore;
 
-use crate::base::{self, ResolvedBase};
+use crate::base::{self, BaseChild, IndexInfo, ResolvedBase};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package};
-use crate::image::assemble::{self, BuiltImage, Recipe};
-use crate::image::layer;
+use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
+use crate::image::layer::{self, Layer};
 use crate::plan::Plan;
 use crate::publish;
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
@@ -15,7 +16,7 @@ use crate::report::{self, Artifact};
 /// Build every target of the plan; returns one artifact per image, in target order.
 /// artifacts.json is written only after every image was published.
 pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
-    let client = Arc::new(client(plan)?);
+    let client = client(plan)?;
     if plan.image_name.is_some() && plan.targets.len() > 1 {
         return Err(Error::Config(
             "--image names one image, but several targets were given".into(),
@@ -25,15 +26,37 @@ pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
     for t in &plan.targets {
         packages.push(gobuild::resolve(&plan.go, &plan.cwd, t).await?);
     }
-    let base = base::resolve(&plan.base, &plan.platform, &client).await?;
-    if let Some((name, digest)) = &base.image.reference {
-        tracing::info!("using base {name}@{digest}");
+    let base = base::resolve(&plan.base, &plan.platforms, &client).await?;
+    match (
+        &base.index,
+        base.children
+            .first()
+            .and_then(|c| c.image.reference.as_ref()),
+    ) {
+        (
+            Some(IndexInfo {
+                reference: Some((name, digest)),
+                ..
+            }),
+            _,
+        )
+        | (None, Some((name, digest))) => {
+            tracing::info!("using base {name}@{digest}")
+        }
+        _ => {}
     }
+    let platforms: Vec<String> = base
+        .children
+        .iter()
+        .map(|c| c.platform.to_string())
+        .collect();
+    tracing::info!("platforms: {}", platforms.join(", "));
 
+    let jobs = Semaphore::new(plan.jobs);
     let mut artifacts = Vec::new();
     for pkg in &packages {
-        let image = build_one(plan, pkg, &base).await?;
-        let reference = publish_one(plan, &client, pkg, &base, &image).await?;
+        let built = build_artifact(plan, pkg, &base, &jobs).await?;
+        let reference = publish_one(plan, &client, pkg, &base, &built).await?;
         artifacts.push(Artifact {
             image_name: plan
                 .image_name
@@ -48,42 +71,90 @@ pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
     Ok(artifacts)
 }
 
-fn client(plan: &Plan) -> Result<Client, Error> {
-    Ok(Client::new(ClientOptions {
-        keychain: Keychain::new(plan.docker_config_dir.clone()),
-        insecure_registries: plan.insecure_registries.clone(),
-        extra_ca_files: plan.registry_ca.clone(),
-        user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
-        retry: Default::default(),
-    })?)
-}
-
-async fn build_one(plan: &Plan, pkg: &Package, base: &ResolvedBase) -> Result<BuiltImage, Error> {
-    let output = gobuild::output_path(&plan.cache_dir, pkg, &plan.platform);
-    let binary = gobuild::build(&GoBuild {
-        go: &plan.go,
-        package: pkg,
-        platform: plan.platform.to_string(),
-        env: plan.go_env.clone(),
-        flags: plan.flags.clone(),
-        ldflags: plan.ldflags.clone(),
-        output,
-    })
-    .await?;
+/// All platforms of one package, built in parallel (bounded by `jobs`), then the index.
+async fn build_artifact(
+    plan: &Plan,
+    pkg: &Package,
+    base: &ResolvedBase,
+    jobs: &Semaphore,
+) -> Result<Built, Error> {
     let layer_dir = plan.cache_dir.join("blobs/sha256");
     let kodata_dir = pkg.dir.join("kodata");
     let epoch = plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
-    let app = pkg.app_name().to_string();
-    let (kodata, bin) = tokio::task::spawn_blocking(move || {
-        let kodata = layer::kodata_layer(&kodata_dir, epoch, &layer_dir)?;
-        let bin = layer::binary_layer(&binary, &app, &layer_dir)?;
-        Ok::<_, layer::LayerError>((kodata, bin))
+    let kodata = blocking({
+        let layer_dir = layer_dir.clone();
+        move || layer::kodata_layer(&kodata_dir, epoch, &layer_dir)
     })
-    .await
-    .map_err(|e| Error::Internal(format!("layer task failed: {e}")))??;
+    .await?;
+    let images = try_join_all(
+        base.children
+            .iter()
+            .map(|child| build_image(plan, pkg, child, &kodata, jobs)),
+    )
+    .await?;
+    let Some(info) = &base.index else {
+        return Ok(Built::Image(Box::new(
+            images
+                .into_iter()
+                .next()
+                .expect("a base has at least one child"),
+        )));
+    };
+    let children = images
+        .into_iter()
+        .zip(&base.children)
+        .map(|(image, child)| IndexChild {
+            image,
+            base_descriptor: child.descriptor.as_ref(),
+            platform: &child.platform,
+        })
+        .collect();
+    Ok(Built::Index(assemble::assemble_index(
+        &info.media_type,
+        info.reference.as_ref(),
+        children,
+        &plan.annotations,
+    )))
+}
+
+async fn build_image(
+    plan: &Plan,
+    pkg: &Package,
+    child: &BaseChild,
+    kodata: &Layer,
+    jobs: &Semaphore,
+) -> Result<BuiltImage, Error> {
+    let _permit = jobs
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let platform = &child.platform;
+    let mut env = Vec::new();
+    if plan.cgo_disabled_by_default {
+        env.push(("CGO_ENABLED".to_string(), "0".to_string()));
+    }
+    env.extend(
+        platform
+            .go_env()
+            .map_err(|e| Error::Config(format!("base platform: {e}")))?,
+    );
+    env.extend(plan.go_env.iter().cloned());
+    let binary = gobuild::build(&GoBuild {
+        go: &plan.go,
+        package: pkg,
+        platform: platform.to_string(),
+        env,
+        flags: plan.flags.clone(),
+        ldflags: plan.ldflags.clone(),
+        output: gobuild::output_path(&plan.cache_dir, pkg, platform),
+    })
+    .await?;
+    let layer_dir = plan.cache_dir.join("blobs/sha256");
+    let app = pkg.app_name().to_string();
+    let bin = blocking(move || layer::binary_layer(&binary, &app, &layer_dir)).await?;
     Ok(assemble::assemble(
-        &base.image,
-        &kodata,
+        &child.image,
+        kodata,
         &bin,
         &Recipe {
             import_path: &pkg.import_path,
@@ -96,13 +167,32 @@ async fn build_one(plan: &Plan, pkg: &Package, base: &ResolvedBase) -> Result<Bu
     ))
 }
 
+/// Layers are plain blocking I/O and compression: keep them off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, layer::LayerError> + Send + 'static,
+) -> Result<T, Error> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("layer task failed: {e}")))??)
+}
+
+fn client(plan: &Plan) -> Result<Client, Error> {
+    Ok(Client::new(ClientOptions {
+        keychain: Keychain::new(plan.docker_config_dir.clone()),
+        insecure_registries: plan.insecure_registries.clone(),
+        extra_ca_files: plan.registry_ca.clone(),
+        user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
+        retry: Default::default(),
+    })?)
+}
+
 /// Publish to every configured output; the ref printed is the registry's when there is one.
 async fn publish_one(
     plan: &Plan,
     client: &Client,
     pkg: &Package,
     base: &ResolvedBase,
-    image: &BuiltImage,
+    built: &Built,
 ) -> Result<String, Error> {
     let name = plan
         .image_name
@@ -113,7 +203,7 @@ async fn publish_one(
     if let Some(archive) = &plan.outputs.oci_archive {
         let d = publish::write_archive(
             client,
-            image,
+            built,
             &base.blobs,
             archive,
             &plan.tags,
@@ -123,7 +213,7 @@ async fn publish_one(
         reference = Some(format!("oci-archive:{}@{d}", archive.display()));
     }
     if let Some(dir) = &plan.outputs.oci_layout {
-        let d = publish::write_layout(client, image, &base.blobs, dir, &plan.tags, &plan.cache_dir)
+        let d = publish::write_layout(client, built, &base.blobs, dir, &plan.tags, &plan.cache_dir)
             .await?;
         if plan.outputs.default_layout {
             tracing::warn!(
@@ -138,7 +228,7 @@ async fn publish_one(
             .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?;
         let d = publish::push(
             client,
-            image,
+            built,
             &base.blobs,
             &target,
             &plan.tags,

@@ -100,6 +100,80 @@ impl Platform {
     }
 }
 
+/// The platforms asked for: every one the base offers, or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Platforms {
+    All,
+    List(Vec<Platform>),
+}
+
+impl Platforms {
+    /// `--platform` values: each may be a comma-separated list; `all` stands alone.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
+        let mut list: Vec<Platform> = Vec::new();
+        let mut all = false;
+        for part in items
+            .iter()
+            .flat_map(|s| s.as_ref().split(','))
+            .map(str::trim)
+        {
+            if part == "all" {
+                all = true;
+                continue;
+            }
+            let p = Platform::parse(part).map_err(|e| e.to_string())?;
+            if p.arch.is_empty() {
+                return Err(format!(
+                    "{part:?} has no architecture: write os/arch, e.g. linux/arm64"
+                ));
+            }
+            if !list.contains(&p) {
+                list.push(p);
+            }
+        }
+        match (all, list.is_empty()) {
+            (true, true) => Ok(Platforms::All),
+            (true, false) => Err("all cannot be combined with other platforms".into()),
+            (false, true) => Err("no platform given".into()),
+            (false, false) => Ok(Platforms::List(list)),
+        }
+    }
+
+    /// Whether a base image for `p` is wanted; attestation entries never are.
+    pub fn wants(&self, p: &oci::Platform) -> bool {
+        if p.os == "unknown" && p.architecture == "unknown" {
+            return false;
+        }
+        match self {
+            Platforms::All => true,
+            Platforms::List(list) => list.iter().any(|want| want.matches(p)),
+        }
+    }
+}
+
+impl From<&oci::Platform> for Platform {
+    fn from(p: &oci::Platform) -> Self {
+        Platform {
+            os: p.os.clone(),
+            arch: p.architecture.clone(),
+            variant: p.variant.clone(),
+            os_version: p.os_version.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Platforms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Platforms::All => f.write_str("all"),
+            Platforms::List(l) => {
+                let names: Vec<String> = l.iter().map(Platform::to_string).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.arch)?;
@@ -153,6 +227,30 @@ mod tests {
         assert!(p("linux/arm64").matches(&arm64v8));
         assert!(!p("linux/arm64/v9").matches(&arm64v8));
         assert!(!p("linux/amd64").matches(&arm64v8));
+    }
+
+    #[test]
+    fn platform_lists() {
+        assert_eq!(Platforms::parse(&["all"]).unwrap(), Platforms::All);
+        let l =
+            Platforms::parse(&["linux/amd64,linux/arm64", "linux/arm/v7", "linux/amd64"]).unwrap();
+        assert_eq!(l.to_string(), "linux/amd64,linux/arm64,linux/arm/v7");
+        assert!(
+            Platforms::parse(&["all,linux/amd64"])
+                .unwrap_err()
+                .contains("all cannot be combined")
+        );
+        assert!(
+            Platforms::parse(&["linux"])
+                .unwrap_err()
+                .contains("no architecture")
+        );
+        let unknown = oci::Platform {
+            os: "unknown".into(),
+            architecture: "unknown".into(),
+            ..Default::default()
+        };
+        assert!(!Platforms::All.wants(&unknown));
     }
 
     #[test]

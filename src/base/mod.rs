@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::Digest;
 use crate::image::assemble::BaseImage;
 use crate::image::oci::{self, ConfigFile, Index, Manifest};
-use crate::platform::Platform;
+use crate::platform::{Platform, Platforms};
 use crate::registry::{Client, Reference, RegistryError, Repository};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +37,26 @@ pub enum BlobStore {
 
 #[derive(Clone, Debug)]
 pub struct ResolvedBase {
-    pub image: BaseImage,
+    /// Set when the result is an index: the base index's reference and media type.
+    pub index: Option<IndexInfo>,
+    /// One per platform to build, in the base's order.
+    pub children: Vec<BaseChild>,
     pub blobs: BlobStore,
+}
+
+#[derive(Clone, Debug)]
+pub struct IndexInfo {
+    /// The base index's name and digest, for annotations; `None` for `scratch`.
+    pub reference: Option<(String, Digest)>,
+    pub media_type: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct BaseChild {
+    pub platform: Platform,
+    /// The base index's descriptor for this child, kept for the output index.
+    pub descriptor: Option<oci::Descriptor>,
+    pub image: BaseImage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,30 +138,56 @@ impl BaseSpec {
     }
 }
 
-/// Resolve `spec` to the image for `platform`: an index yields its matching child (the
-/// first in the base's order), a single image must itself be for `platform`.
+/// Resolve `spec` for the requested platforms, as ko does: an index yields its matching
+/// children in the base's order (one match gives a single image); a single-platform base
+/// must itself match. Every requested platform must be found.
 pub async fn resolve(
     spec: &BaseSpec,
-    platform: &Platform,
+    platforms: &Platforms,
     client: &Client,
 ) -> Result<ResolvedBase, BaseError> {
     match spec {
-        BaseSpec::Scratch => Ok(ResolvedBase {
-            image: crate::image::assemble::scratch(platform),
-            blobs: BlobStore::None,
-        }),
+        BaseSpec::Scratch => scratch(platforms),
         BaseSpec::Registry(r) => {
-            let source = Source::Registry {
-                client,
-                reference: r,
-            };
-            resolve_from(&source, platform).await
+            resolve_from(
+                &Source::Registry {
+                    client,
+                    reference: r,
+                },
+                platforms,
+            )
+            .await
         }
         BaseSpec::Layout { dir, selector } => {
-            let source = Source::Layout { dir, selector };
-            resolve_from(&source, platform).await
+            resolve_from(&Source::Layout { dir, selector }, platforms).await
         }
     }
+}
+
+fn scratch(platforms: &Platforms) -> Result<ResolvedBase, BaseError> {
+    let Platforms::List(list) = platforms else {
+        return Err(BaseError::Spec {
+            input: "scratch".into(),
+            reason: "--platform all needs a multi-platform base to list the platforms; name them instead".into(),
+        });
+    };
+    let children = list
+        .iter()
+        .map(|p| BaseChild {
+            platform: p.clone(),
+            descriptor: None,
+            image: crate::image::assemble::scratch(p),
+        })
+        .collect();
+    let index = (list.len() > 1).then(|| IndexInfo {
+        reference: None,
+        media_type: oci::OCI_INDEX.into(),
+    });
+    Ok(ResolvedBase {
+        index,
+        children,
+        blobs: BlobStore::None,
+    })
 }
 
 enum Source<'a> {
@@ -324,53 +368,99 @@ fn media_type_of(declared: &str, in_body: &str) -> String {
     }
 }
 
-async fn resolve_from(source: &Source<'_>, platform: &Platform) -> Result<ResolvedBase, BaseError> {
+async fn resolve_from(
+    source: &Source<'_>,
+    platforms: &Platforms,
+) -> Result<ResolvedBase, BaseError> {
     let name = source.name();
     let (bytes, media_type, digest) = source.top().await?;
-    let (bytes, media_type, digest) = if oci::is_index(&media_type) {
-        let index: Index =
-            serde_json::from_slice(&bytes).map_err(|e| source.invalid("index", e))?;
-        let child = select_child(&index, platform, &name)?;
-        let (b, mt) = source.manifest(&child.digest).await?;
-        (
-            b,
-            media_type_of(&child.media_type, &mt),
-            child.digest.clone(),
-        )
-    } else {
-        (bytes, media_type, digest)
-    };
-    if !oci::is_image_manifest(&media_type) {
+    if !oci::is_index(&media_type) {
+        let image = image(source, &bytes, &media_type, Some((name.clone(), digest))).await?;
+        let have = config_platform(&image.config);
+        match platforms {
+            Platforms::All => {}
+            Platforms::List(list) => {
+                if let Some(missing) = list.iter().find(|p| !p.matches(&have)) {
+                    return Err(BaseError::WrongPlatform {
+                        base: name,
+                        have: show(&have),
+                        wanted: missing.to_string(),
+                    });
+                }
+            }
+        }
+        let child = BaseChild {
+            platform: Platform::from(&have),
+            descriptor: None,
+            image,
+        };
+        return Ok(ResolvedBase {
+            index: None,
+            children: vec![child],
+            blobs: source.blob_store(),
+        });
+    }
+
+    let index: Index = serde_json::from_slice(&bytes).map_err(|e| source.invalid("index", e))?;
+    let chosen = select_children(&index, platforms, &name)?;
+    let mut children = Vec::with_capacity(chosen.len());
+    for d in &chosen {
+        let (b, mt) = source.manifest(&d.digest).await?;
+        let mt = media_type_of(&d.media_type, &mt);
+        let image = image(source, &b, &mt, Some((name.clone(), d.digest.clone()))).await?;
+        let platform = Platform::from(
+            d.platform
+                .as_ref()
+                .expect("selected children have a platform"),
+        );
+        children.push(BaseChild {
+            platform,
+            descriptor: Some((*d).clone()),
+            image,
+        });
+    }
+    // One match gives a single image, as ko does.
+    let index = (children.len() > 1).then_some(IndexInfo {
+        reference: Some((name, digest)),
+        media_type,
+    });
+    Ok(ResolvedBase {
+        index,
+        children,
+        blobs: source.blob_store(),
+    })
+}
+
+async fn image(
+    source: &Source<'_>,
+    bytes: &[u8],
+    media_type: &str,
+    reference: Option<(String, Digest)>,
+) -> Result<BaseImage, BaseError> {
+    if !oci::is_image_manifest(media_type) {
         return Err(source.invalid("manifest", format!("unsupported media type {media_type:?}")));
     }
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| source.invalid("manifest", e))?;
+        serde_json::from_slice(bytes).map_err(|e| source.invalid("manifest", e))?;
     let config_bytes = source.blob(&manifest.config.digest).await?;
     let config: ConfigFile =
         serde_json::from_slice(&config_bytes).map_err(|e| source.invalid("config", e))?;
-    let have = oci::Platform {
-        architecture: config.architecture.clone(),
-        os: config.os.clone(),
-        os_version: config.os_version.clone(),
-        variant: config.variant.clone(),
-        ..Default::default()
-    };
-    if !platform.matches(&have) {
-        return Err(BaseError::WrongPlatform {
-            base: name,
-            have: show(&have),
-            wanted: platform.to_string(),
-        });
-    }
-    Ok(ResolvedBase {
-        image: BaseImage {
-            reference: Some((name, digest)),
-            media_type,
-            manifest,
-            config,
-        },
-        blobs: source.blob_store(),
+    Ok(BaseImage {
+        reference,
+        media_type: media_type.to_string(),
+        manifest,
+        config,
     })
+}
+
+fn config_platform(c: &ConfigFile) -> oci::Platform {
+    oci::Platform {
+        architecture: c.architecture.clone(),
+        os: c.os.clone(),
+        os_version: c.os_version.clone(),
+        variant: c.variant.clone(),
+        ..Default::default()
+    }
 }
 
 fn show(p: &oci::Platform) -> String {
@@ -384,12 +474,14 @@ fn show(p: &oci::Platform) -> String {
     s
 }
 
-/// The first child of `index` for `platform`, skipping attestation (`unknown/unknown`) entries.
-pub fn select_child<'a>(
+/// The children of `index` wanted by `platforms`, in the index's order, skipping attestation
+/// (`unknown/unknown`) entries. Every platform of a list must match at least one child.
+pub fn select_children<'a>(
     index: &'a Index,
-    platform: &Platform,
+    platforms: &Platforms,
     base: &str,
-) -> Result<&'a oci::Descriptor, BaseError> {
+) -> Result<Vec<&'a oci::Descriptor>, BaseError> {
+    let mut chosen = Vec::new();
     let mut offered = Vec::new();
     for m in &index.manifests {
         if oci::is_index(&m.media_type) {
@@ -403,20 +495,36 @@ pub fn select_child<'a>(
         if p.os == "unknown" && p.architecture == "unknown" {
             continue;
         }
-        if platform.matches(p) {
-            return Ok(m);
-        }
         offered.push(show(p));
+        if platforms.wants(p) {
+            chosen.push(m);
+        }
     }
-    Err(BaseError::NoPlatform {
-        base: base.into(),
-        wanted: platform.to_string(),
-        offered: if offered.is_empty() {
-            "nothing".into()
-        } else {
-            offered.join(", ")
-        },
-    })
+    let offered = if offered.is_empty() {
+        "nothing".to_string()
+    } else {
+        offered.join(", ")
+    };
+    let missing = match platforms {
+        Platforms::List(list) => list
+            .iter()
+            .find(|want| {
+                !chosen
+                    .iter()
+                    .any(|c| c.platform.as_ref().is_some_and(|p| want.matches(p)))
+            })
+            .map(Platform::to_string),
+        Platforms::All if chosen.is_empty() => Some("any platform".into()),
+        Platforms::All => None,
+    };
+    match missing {
+        Some(wanted) => Err(BaseError::NoPlatform {
+            base: base.into(),
+            wanted,
+            offered,
+        }),
+        None => Ok(chosen),
+    }
 }
 
 #[cfg(test)]
@@ -470,12 +578,21 @@ mod tests {
             c = Digest::of(b"c")
         ))
         .unwrap();
-        let pick = |p: &str| {
-            select_child(&idx, &Platform::parse(p).unwrap(), "b").map(|d| d.digest.clone())
+        let pick = |p: &[&str]| {
+            select_children(&idx, &Platforms::parse(p).unwrap(), "b")
+                .map(|v| v.iter().map(|d| d.digest.clone()).collect::<Vec<_>>())
         };
-        assert_eq!(pick("linux/arm64").unwrap(), Digest::of(b"b"));
-        assert_eq!(pick("linux/amd64").unwrap(), Digest::of(b"c"));
-        let err = pick("linux/s390x").unwrap_err().to_string();
+        assert_eq!(pick(&["linux/arm64"]).unwrap(), vec![Digest::of(b"b")]);
+        assert_eq!(
+            pick(&["linux/amd64,linux/arm64"]).unwrap(),
+            vec![Digest::of(b"b"), Digest::of(b"c")]
+        );
+        assert_eq!(
+            pick(&["all"]).unwrap(),
+            vec![Digest::of(b"b"), Digest::of(b"c")]
+        );
+        let err = pick(&["linux/amd64,linux/s390x"]).unwrap_err().to_string();
+        assert!(err.contains("no image for linux/s390x"), "{err}");
         assert!(err.contains("linux/arm64/v8, linux/amd64"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
     }

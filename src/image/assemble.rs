@@ -49,6 +49,116 @@ pub struct BuiltImage {
     pub layers: Vec<(Descriptor, LayerSource)>,
 }
 
+/// An index over per-platform images, in the base index's order.
+#[derive(Clone, Debug)]
+pub struct BuiltIndex {
+    pub media_type: String,
+    pub manifest: Vec<u8>,
+    pub digest: Digest,
+    pub children: Vec<BuiltImage>,
+}
+
+/// What one artifact builds to: a single image, or an index of them.
+#[derive(Clone, Debug)]
+pub enum Built {
+    Image(Box<BuiltImage>),
+    Index(BuiltIndex),
+}
+
+impl Built {
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Built::Image(i) => &i.digest,
+            Built::Index(i) => &i.digest,
+        }
+    }
+
+    pub fn media_type(&self) -> &str {
+        match self {
+            Built::Image(i) => &i.media_type,
+            Built::Index(i) => &i.media_type,
+        }
+    }
+
+    pub fn manifest(&self) -> &[u8] {
+        match self {
+            Built::Image(i) => &i.manifest,
+            Built::Index(i) => &i.manifest,
+        }
+    }
+
+    /// The platform images: the image itself, or the index's children.
+    pub fn images(&self) -> &[BuiltImage] {
+        match self {
+            Built::Image(i) => std::slice::from_ref(i),
+            Built::Index(i) => &i.children,
+        }
+    }
+}
+
+/// One child of an output index: the image, and the base index's entry it was built on
+/// (whose urls, annotations and platform ko keeps verbatim).
+pub struct IndexChild<'a> {
+    pub image: BuiltImage,
+    pub base_descriptor: Option<&'a Descriptor>,
+    pub platform: &'a crate::platform::Platform,
+}
+
+/// The output index: base order and media type, `artifactType` from each config, and the
+/// base annotations at the index level too.
+pub fn assemble_index(
+    media_type: &str,
+    base: Option<&(String, Digest)>,
+    children: Vec<IndexChild>,
+    annotations: &BTreeMap<String, String>,
+) -> BuiltIndex {
+    let manifests = children
+        .iter()
+        .map(|c| {
+            let mut d = Descriptor::new(
+                &c.image.media_type,
+                c.image.manifest.len() as u64,
+                c.image.digest.clone(),
+            );
+            match c.base_descriptor {
+                Some(b) => {
+                    d.urls = b.urls.clone();
+                    d.annotations = b.annotations.clone();
+                    d.platform = b.platform.clone();
+                }
+                None => d.platform = Some(c.platform.to_oci()),
+            }
+            d.artifact_type = c.image.config_descriptor.media_type.clone();
+            d
+        })
+        .collect();
+    let mut index = oci::Index {
+        schema_version: 2,
+        media_type: media_type.to_string(),
+        manifests,
+        annotations: BTreeMap::new(),
+        subject: None,
+    };
+    if let Some((name, digest)) = base {
+        index
+            .annotations
+            .insert(ANNOTATION_BASE_NAME.into(), name.clone());
+        index
+            .annotations
+            .insert(ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+    }
+    index
+        .annotations
+        .extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let bytes = crate::gojson::to_vec(&index);
+    BuiltIndex {
+        media_type: media_type.to_string(),
+        digest: Digest::of(&bytes),
+        manifest: bytes,
+        children: children.into_iter().map(|c| c.image).collect(),
+    }
+}
+
 /// ko's layer media type follows the base manifest's: OCI or Docker.
 pub fn layer_media_type(manifest_media_type: &str) -> &'static str {
     if manifest_media_type == oci::DOCKER_MANIFEST {

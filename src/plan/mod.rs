@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
-use crate::platform::Platform;
+use crate::platform::{Platform, Platforms};
 use crate::registry::Repository;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -45,12 +45,15 @@ pub struct Plan {
     pub go: String,
     pub targets: Vec<String>,
     pub image_name: Option<String>,
-    pub platform: Platform,
+    pub platforms: Platforms,
+    pub jobs: usize,
     pub base: BaseSpec,
     pub outputs: Outputs,
     pub tags: Vec<String>,
     pub file_output: Option<PathBuf>,
-    /// Applied over the inherited environment for `go build`; later entries win.
+    /// ko's `CGO_ENABLED=0`, unless the environment sets CGO_ENABLED itself.
+    pub cgo_disabled_by_default: bool,
+    /// `--env` values, applied last over the inherited environment for `go build`.
     pub go_env: Vec<(String, String)>,
     pub flags: Vec<String>,
     pub ldflags: Vec<String>,
@@ -66,22 +69,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(args: &BuildArgs, env: &Env, cwd: PathBuf) -> Result<Plan, PlanError> {
-        let platform = match &args.platform {
-            Some(p) => {
-                let platform = Platform::parse(p).map_err(|e| err("--platform", e))?;
-                if platform.arch.is_empty() {
-                    return Err(err(
-                        "--platform",
-                        format!(
-                            "{p:?} has no architecture: write os/arch, e.g. linux/{}",
-                            "amd64"
-                        ),
-                    ));
-                }
-                platform
-            }
-            None => Platform::linux_amd64(),
-        };
+        let platforms = platforms(args, env)?;
         let base_input = args
             .base
             .clone()
@@ -133,12 +121,13 @@ impl Plan {
         }
 
         let mut go_env = Vec::new();
-        if env.get("CGO_ENABLED").is_none() {
-            go_env.push(("CGO_ENABLED".to_string(), "0".to_string()));
-        }
-        go_env.extend(platform.go_env().map_err(|e| err("--platform", e))?);
         for kv in &args.env {
             go_env.push(key_value("--env", kv)?);
+        }
+        if let Platforms::List(list) = &platforms {
+            for p in list {
+                p.go_env().map_err(|e| err("--platform", e))?;
+            }
         }
 
         let cache_dir = match (&args.cache_dir, env.get("KOBUILD_CACHE_DIR")) {
@@ -164,7 +153,13 @@ impl Plan {
                 args.targets.clone()
             },
             image_name: args.image.clone(),
-            platform,
+            platforms,
+            jobs: match args.jobs {
+                Some(0) => return Err(err("--jobs", "must be at least 1")),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            },
+            cgo_disabled_by_default: env.get("CGO_ENABLED").is_none(),
             base,
             outputs: Outputs {
                 repo,
@@ -187,6 +182,40 @@ impl Plan {
             registry_ca: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
             cwd,
         })
+    }
+}
+
+/// `--platform`, else both GOOS and GOARCH from the environment (ko's rule), else linux/amd64.
+fn platforms(args: &BuildArgs, env: &Env) -> Result<Platforms, PlanError> {
+    let (goos, goarch, goarm) = (env.get("GOOS"), env.get("GOARCH"), env.get("GOARM"));
+    if !args.platforms.is_empty() {
+        if let Some(var) = [("GOOS", &goos), ("GOARCH", &goarch), ("GOARM", &goarm)]
+            .iter()
+            .find(|(_, v)| v.as_deref().is_some_and(|v| !v.is_empty()))
+            .map(|(k, _)| *k)
+        {
+            return Err(err(
+                "--platform",
+                format!(
+                    "{var} is set in the environment too: unset it, or drop --platform and let GOOS/GOARCH choose"
+                ),
+            ));
+        }
+        return Platforms::parse(&args.platforms).map_err(|e| err("--platform", e));
+    }
+    match (
+        goos.filter(|s| !s.is_empty()),
+        goarch.filter(|s| !s.is_empty()),
+    ) {
+        (Some(os), Some(arch)) => {
+            let variant = match goarm.filter(|s| !s.is_empty()) {
+                Some(n) if arch.contains("arm") => format!("/v{n}"),
+                _ => String::new(),
+            };
+            let spec = format!("{os}/{arch}{variant}");
+            Platforms::parse(&[&spec]).map_err(|e| err("GOOS/GOARCH", e))
+        }
+        _ => Ok(Platforms::List(vec![Platform::linux_amd64()])),
     }
 }
 
@@ -235,9 +264,9 @@ mod tests {
     fn defaults_are_ko_defaults() {
         let p = plan(BuildArgs::default(), &[("HOME", "/home/u")]).unwrap();
         assert_eq!(p.targets, vec!["."]);
-        assert_eq!(p.platform, Platform::linux_amd64());
+        assert_eq!(p.platforms, Platforms::List(vec![Platform::linux_amd64()]));
         assert_eq!(p.tags, vec!["latest"]);
-        assert!(p.go_env.contains(&("CGO_ENABLED".into(), "0".into())));
+        assert!(p.cgo_disabled_by_default);
         assert!(p.outputs.default_layout);
         assert_eq!(
             p.outputs.oci_layout,
@@ -261,7 +290,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(!p.go_env.iter().any(|(k, _)| k == "CGO_ENABLED"));
+        assert!(!p.cgo_disabled_by_default);
         assert_eq!(
             p.go_env.last().unwrap(),
             &("GOFLAGS".into(), "-mod=vendor".into())
@@ -271,12 +300,24 @@ mod tests {
     }
 
     #[test]
+    fn goos_and_goarch_choose_the_default_platform_like_ko() {
+        let p = plan(
+            BuildArgs::default(),
+            &[("GOOS", "linux"), ("GOARCH", "arm"), ("GOARM", "7")],
+        )
+        .unwrap();
+        assert_eq!(p.platforms.to_string(), "linux/arm/v7");
+        let p = plan(BuildArgs::default(), &[("GOARCH", "arm64")]).unwrap();
+        assert_eq!(p.platforms.to_string(), "linux/amd64");
+    }
+
+    #[test]
     fn bad_input_names_the_field() {
         type Case<'a> = (BuildArgs, &'a [(&'a str, &'a str)], &'a str);
         let cases: Vec<Case> = vec![
             (
                 BuildArgs {
-                    platform: Some("linux".into()),
+                    platforms: vec!["linux".into()],
                     ..Default::default()
                 },
                 &[],
@@ -284,7 +325,7 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    platform: Some("a/b/c/d".into()),
+                    platforms: vec!["a/b/c/d".into()],
                     ..Default::default()
                 },
                 &[],
@@ -334,6 +375,38 @@ mod tests {
                 BuildArgs::default(),
                 &[("SOURCE_DATE_EPOCH", "yesterday")],
                 "SOURCE_DATE_EPOCH",
+            ),
+            (
+                BuildArgs {
+                    platforms: vec!["all,linux/amd64".into()],
+                    ..Default::default()
+                },
+                &[],
+                "--platform",
+            ),
+            (
+                BuildArgs {
+                    platforms: vec!["linux/arm64".into()],
+                    ..Default::default()
+                },
+                &[("GOARCH", "arm64")],
+                "--platform",
+            ),
+            (
+                BuildArgs {
+                    platforms: vec!["linux/arm/x".into()],
+                    ..Default::default()
+                },
+                &[],
+                "--platform",
+            ),
+            (
+                BuildArgs {
+                    jobs: Some(0),
+                    ..Default::default()
+                },
+                &[],
+                "--jobs",
             ),
         ];
         for (args, env, field) in cases {

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{PublishError, blobs, io_err, local_blob, write_atomic};
 use crate::base::BlobStore;
 use crate::digest::Digest;
-use crate::image::assemble::BuiltImage;
+use crate::image::assemble::Built;
 use crate::image::oci::{self, Descriptor, Index};
 use crate::image::tar::TarWriter;
 use crate::registry::Client;
@@ -18,7 +18,7 @@ const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Add the image to the layout at `dir` (created if missing), one entry per tag.
 pub async fn write_layout(
     client: &Client,
-    image: &BuiltImage,
+    built: &Built,
     base: &BlobStore,
     dir: &Path,
     tags: &[String],
@@ -49,17 +49,17 @@ pub async fn write_layout(
     fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
     write_atomic(&dir.join("oci-layout"), LAYOUT_FILE)?;
 
-    write_blob(&blob_dir, &image.config_descriptor.digest, &image.config)?;
-    for (digest, _, source) in blobs(image).skip(1) {
+    for (digest, _, source) in blobs(built, cache)? {
         let dest = blob_dir.join(digest.hex());
-        if dest.exists() {
-            continue;
+        if !dest.exists() {
+            let src = local_blob(client, &digest, &source, base, cache).await?;
+            copy_atomic(&src, &dest)?;
         }
-        let source = source.expect("only the config has no layer source");
-        let src = local_blob(client, digest, source, base, cache).await?;
-        copy_atomic(&src, &dest)?;
     }
-    write_blob(&blob_dir, &image.digest, &image.manifest)?;
+    for image in built.images() {
+        write_blob(&blob_dir, &image.digest, &image.manifest)?;
+    }
+    write_blob(&blob_dir, built.digest(), built.manifest())?;
 
     let tags: Vec<&str> = if tags.is_empty() {
         vec!["latest"]
@@ -73,16 +73,16 @@ pub async fn write_layout(
     });
     for tag in tags {
         let mut d = Descriptor::new(
-            &image.media_type,
-            image.manifest.len() as u64,
-            image.digest.clone(),
+            built.media_type(),
+            built.manifest().len() as u64,
+            built.digest().clone(),
         );
         d.annotations.insert(REF_NAME.into(), tag.into());
         index.manifests.push(d);
     }
     // The index goes last: until it is renamed into place, the layout does not name the image.
     write_atomic(&index_path, &crate::gojson::to_vec(&index))?;
-    Ok(image.digest.clone())
+    Ok(built.digest().clone())
 }
 
 fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), PublishError> {
@@ -111,7 +111,7 @@ fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
 /// An OCI archive: the layout as a tar file, written next to `file` and renamed into place.
 pub async fn write_archive(
     client: &Client,
-    image: &BuiltImage,
+    built: &Built,
     base: &BlobStore,
     file: &Path,
     tags: &[String],
@@ -126,7 +126,7 @@ pub async fn write_archive(
         .prefix(".kobuild-archive-")
         .tempdir_in(dir)
         .map_err(io_err(dir))?;
-    let digest = write_layout(client, image, base, staging.path(), tags, cache).await?;
+    let digest = write_layout(client, built, base, staging.path(), tags, cache).await?;
 
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::base::BlobStore;
 use crate::digest::Digest;
-use crate::image::assemble::{BuiltImage, LayerSource};
+use crate::image::assemble::{Built, LayerSource};
 use crate::registry::{Client, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,19 +108,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     Ok(())
 }
 
-/// Every blob of the image with its digest, size and local source, config first.
+/// Every blob of every image (configs first, then layers), each digest once, with where its
+/// bytes are. Configs are written to the blob cache so every blob can be streamed from a file.
 pub(crate) fn blobs(
-    image: &BuiltImage,
-) -> impl Iterator<Item = (&Digest, u64, Option<&LayerSource>)> {
-    std::iter::once((
-        &image.config_descriptor.digest,
-        image.config_descriptor.size,
-        None,
-    ))
-    .chain(
-        image
-            .layers
-            .iter()
-            .map(|(d, s)| (&d.digest, d.size, Some(s))),
-    )
+    built: &Built,
+    cache: &Path,
+) -> Result<Vec<(Digest, u64, LayerSource)>, PublishError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for image in built.images() {
+        let config = cache_bytes(cache, &image.config)?;
+        let d = &image.config_descriptor;
+        if seen.insert(d.digest.clone()) {
+            out.push((d.digest.clone(), d.size, LayerSource::File(config)));
+        }
+    }
+    for image in built.images() {
+        for (d, source) in &image.layers {
+            if seen.insert(d.digest.clone()) {
+                out.push((d.digest.clone(), d.size, source.clone()));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -6,17 +6,17 @@ use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::{PublishError, blobs, cache_bytes, local_blob};
+use super::{PublishError, blobs, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
-use crate::image::assemble::{BuiltImage, LayerSource};
+use crate::image::assemble::{Built, LayerSource};
 use crate::registry::{Client, RegistryError, Repository};
 
 const PARALLEL_UPLOADS: usize = 4;
 
 pub async fn push(
     client: &Client,
-    image: &BuiltImage,
+    built: &Built,
     base: &BlobStore,
     repo: &Repository,
     tags: &[String],
@@ -26,42 +26,40 @@ pub async fn push(
         repo: repo.to_string(),
         source,
     };
-    let config_path = cache_bytes(cache, &image.config)?;
-    stream::iter(blobs(image))
-        .map(|(digest, size, source)| {
-            let config_path = &config_path;
-            async move {
-                let source = source
-                    .cloned()
-                    .unwrap_or_else(|| LayerSource::File(config_path.clone()));
-                ensure_blob(client, repo, digest, size, &source, base, cache).await
-            }
+    stream::iter(blobs(built, cache)?)
+        .map(|(digest, size, source)| async move {
+            ensure_blob(client, repo, &digest, size, &source, base, cache).await
         })
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<()>>()
         .await?;
 
+    // An index may only name manifests the registry already has.
+    if let Built::Index(index) = built {
+        stream::iter(&index.children)
+            .map(|c| client.put_manifest(repo, c.digest.as_str(), &c.media_type, &c.manifest))
+            .buffer_unordered(PARALLEL_UPLOADS)
+            .try_collect::<Vec<Digest>>()
+            .await
+            .map_err(reg_err)?;
+    }
+    let digest = built.digest();
     client
-        .put_manifest(
-            repo,
-            image.digest.as_str(),
-            &image.media_type,
-            &image.manifest,
-        )
+        .put_manifest(repo, digest.as_str(), built.media_type(), built.manifest())
         .await
         .map_err(reg_err)?;
     for tag in tags {
         let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
-        if current.as_ref().map(|(d, _, _)| d) == Some(&image.digest) {
-            tracing::info!("{repo}:{tag} already points at {}", image.digest);
+        if current.as_ref().map(|(d, _, _)| d) == Some(digest) {
+            tracing::info!("{repo}:{tag} already points at {digest}");
             continue;
         }
         client
-            .put_manifest(repo, tag, &image.media_type, &image.manifest)
+            .put_manifest(repo, tag, built.media_type(), built.manifest())
             .await
             .map_err(reg_err)?;
     }
-    Ok(image.digest.clone())
+    Ok(digest.clone())
 }
 
 async fn ensure_blob(
