@@ -1,5 +1,7 @@
 //! The build pipeline for a plan: resolve → go build → layers → image → publish → report.
 
+use std::time::Instant;
+
 use futures_util::future::try_join_all;
 use tokio::sync::Semaphore;
 
@@ -9,13 +11,13 @@ use crate::gobuild::{self, GoBuild, Package};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, Layer};
 use crate::plan::Plan;
-use crate::publish;
+use crate::publish::{self, PushStats};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
-use crate::report::{self, Artifact};
+use crate::report::{self, Artifact, ImageReport};
 
-/// Build every target of the plan; returns one artifact per image, in target order.
+/// Build every target of the plan; returns one report per image, in target order.
 /// artifacts.json is written only after every image was published.
-pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
+pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     let client = client(plan)?;
     if plan.image_name.is_some() && plan.targets.len() > 1 {
         return Err(Error::Config(
@@ -53,22 +55,29 @@ pub async fn build(plan: &Plan) -> Result<Vec<Artifact>, Error> {
     tracing::info!("platforms: {}", platforms.join(", "));
 
     let jobs = Semaphore::new(plan.jobs);
-    let mut artifacts = Vec::new();
+    let mut reports = Vec::new();
     for pkg in &packages {
+        let start = Instant::now();
         let built = build_artifact(plan, pkg, &base, &jobs).await?;
-        let reference = publish_one(plan, &client, pkg, &base, &built).await?;
-        artifacts.push(Artifact {
+        let (reference, push) = publish_one(plan, &client, pkg, &base, &built).await?;
+        reports.push(ImageReport {
             image_name: plan
                 .image_name
                 .clone()
                 .unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
-            tag: reference,
+            reference,
+            digest: built.digest().clone(),
+            platforms: platforms.clone(),
+            size: size_of(&built),
+            seconds: start.elapsed().as_secs_f64(),
+            push,
         });
     }
     if let Some(path) = &plan.file_output {
+        let artifacts: Vec<Artifact> = reports.iter().map(ImageReport::artifact).collect();
         report::write_artifacts(path, &artifacts)?;
     }
-    Ok(artifacts)
+    Ok(reports)
 }
 
 /// All platforms of one package, built in parallel (bounded by `jobs`), then the index.
@@ -186,6 +195,23 @@ fn client(plan: &Plan) -> Result<Client, Error> {
     })?)
 }
 
+fn size_of(built: &Built) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut size = built.manifest().len() as u64;
+    for image in built.images() {
+        if matches!(built, Built::Index(_)) {
+            size += image.manifest.len() as u64;
+        }
+        size += image.config.len() as u64;
+        for (d, _) in &image.layers {
+            if seen.insert(&d.digest) {
+                size += d.size;
+            }
+        }
+    }
+    size
+}
+
 /// Publish to every configured output; the ref printed is the registry's when there is one.
 async fn publish_one(
     plan: &Plan,
@@ -193,13 +219,14 @@ async fn publish_one(
     pkg: &Package,
     base: &ResolvedBase,
     built: &Built,
-) -> Result<String, Error> {
+) -> Result<(String, Option<PushStats>), Error> {
     let name = plan
         .image_name
         .clone()
         .unwrap_or_else(|| pkg.app_name().to_lowercase());
     let tag = &plan.tags[0];
     let mut reference = None;
+    let mut stats = None;
     if let Some(archive) = &plan.outputs.oci_archive {
         let d = publish::write_archive(
             client,
@@ -226,7 +253,7 @@ async fn publish_one(
     if let Some(repo) = &plan.outputs.repo {
         let target = Repository::parse(&format!("{repo}/{name}"))
             .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?;
-        let d = publish::push(
+        let pushed = publish::push(
             client,
             built,
             &base.blobs,
@@ -235,7 +262,9 @@ async fn publish_one(
             &plan.cache_dir,
         )
         .await?;
-        reference = Some(format!("{target}:{tag}@{d}"));
+        reference = Some(format!("{target}:{tag}@{}", built.digest()));
+        stats = Some(pushed);
     }
-    reference.ok_or_else(|| Error::Internal("the plan has no output".into()))
+    let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
+    Ok((reference, stats))
 }

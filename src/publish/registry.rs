@@ -14,6 +14,21 @@ use crate::registry::{Client, RegistryError, Repository};
 
 const PARALLEL_UPLOADS: usize = 4;
 
+/// What a push had to do, for logs and the step summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushStats {
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    pub mounted: usize,
+    pub existed: usize,
+}
+
+enum Outcome {
+    Existed,
+    Mounted,
+    Uploaded(u64),
+}
+
 pub async fn push(
     client: &Client,
     built: &Built,
@@ -21,18 +36,29 @@ pub async fn push(
     repo: &Repository,
     tags: &[String],
     cache: &Path,
-) -> Result<Digest, PublishError> {
+) -> Result<PushStats, PublishError> {
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,
     };
-    stream::iter(blobs(built, cache)?)
+    let outcomes = stream::iter(blobs(built, cache)?)
         .map(|(digest, size, source)| async move {
             ensure_blob(client, repo, &digest, size, &source, base, cache).await
         })
         .buffer_unordered(PARALLEL_UPLOADS)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<Outcome>>()
         .await?;
+    let mut stats = PushStats::default();
+    for o in outcomes {
+        match o {
+            Outcome::Existed => stats.existed += 1,
+            Outcome::Mounted => stats.mounted += 1,
+            Outcome::Uploaded(n) => {
+                stats.uploaded += 1;
+                stats.uploaded_bytes += n;
+            }
+        }
+    }
 
     // An index may only name manifests the registry already has.
     if let Built::Index(index) = built {
@@ -59,7 +85,7 @@ pub async fn push(
             .await
             .map_err(reg_err)?;
     }
-    Ok(digest.clone())
+    Ok(stats)
 }
 
 async fn ensure_blob(
@@ -70,7 +96,7 @@ async fn ensure_blob(
     source: &LayerSource,
     base: &BlobStore,
     cache: &Path,
-) -> Result<(), PublishError> {
+) -> Result<Outcome, PublishError> {
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,
@@ -78,7 +104,7 @@ async fn ensure_blob(
     let short = &digest.hex()[..12];
     if client.blob_exists(repo, digest).await.map_err(reg_err)? {
         tracing::info!("blob {short} exists in {repo}");
-        return Ok(());
+        return Ok(Outcome::Existed);
     }
     if let (LayerSource::Base, BlobStore::Registry(from)) = (source, base)
         && from.registry == repo.registry
@@ -90,7 +116,7 @@ async fn ensure_blob(
             .map_err(reg_err)?
         {
             tracing::info!("blob {short} mounted from {from}");
-            return Ok(());
+            return Ok(Outcome::Mounted);
         }
         tracing::info!(
             "blob {short}: {} declined the mount from {from}, uploading",
@@ -108,5 +134,5 @@ async fn ensure_blob(
         size as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(Outcome::Uploaded(size))
 }

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::publish::{PublishError, write_atomic};
+use crate::digest::Digest;
+use crate::publish::{PublishError, PushStats, write_atomic};
 
 /// One built image, as Skaffold's `graph.Artifact` names it.
 #[derive(Clone, Debug, Serialize)]
@@ -12,6 +13,31 @@ pub struct Artifact {
     #[serde(rename = "imageName")]
     pub image_name: String,
     pub tag: String,
+}
+
+/// Everything known about one published image: for stdout, artifacts.json and summaries.
+#[derive(Clone, Debug)]
+pub struct ImageReport {
+    /// The image as the user named it (artifacts.json `imageName`).
+    pub image_name: String,
+    /// The published reference, `repo:tag@sha256:...` (artifacts.json `tag`).
+    pub reference: String,
+    pub digest: Digest,
+    pub platforms: Vec<String>,
+    /// Compressed size of every blob and manifest of the image.
+    pub size: u64,
+    pub seconds: f64,
+    /// What the registry push had to do; `None` when nothing was pushed.
+    pub push: Option<PushStats>,
+}
+
+impl ImageReport {
+    pub fn artifact(&self) -> Artifact {
+        Artifact {
+            image_name: self.image_name.clone(),
+            tag: self.reference.clone(),
+        }
+    }
 }
 
 #[derive(Serialize)]
