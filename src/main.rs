@@ -36,11 +36,11 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
     match cli.command {
         Command::Build(args) => {
             let plan = Plan::new(&args, &env, cwd)?;
-            let artifacts = runtime.block_on(kobuild::pipeline::build(&plan))?;
+            let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
             let mut out = std::io::stdout().lock();
-            for a in artifacts {
+            for r in reports {
                 // A closed stdout (e.g. `| head`) is not a build failure.
-                let _ = writeln!(out, "{}", a.tag);
+                let _ = writeln!(out, "{}", r.reference);
             }
             Ok(())
         }
