@@ -19,9 +19,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per run")]
 pub enum Command {
     /// Build images and push them (or write an OCI layout or archive); prints one ref per image.
     Build(BuildArgs),
+    /// Put built images into Kubernetes manifests (ko:// and image fields); nothing else changes.
+    Render(RenderArgs),
+    /// Run as a GitHub Action step: read INPUT_* and write step outputs.
+    Action,
 }
 
 #[derive(Debug, Default, Args)]
@@ -98,7 +103,43 @@ pub struct BuildArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
 
+    /// Do not reuse layers built by earlier runs (Go's own build cache still applies).
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Cache directory for binaries and layers (env KOBUILD_CACHE_DIR; default ~/.cache/kobuild).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct RenderArgs {
+    /// Manifest file, directory (its .yaml, .yml and .json files), or - for stdin (repeatable).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Skaffold's artifacts.json, as `build --file-output` writes it, or - for stdin.
+    #[arg(short = 'a', long = "build-artifacts", value_name = "FILE")]
+    pub build_artifacts: Option<PathBuf>,
+
+    /// Built image, NAME=REF or a tagged reference (repeatable; artifacts.json entries win).
+    #[arg(
+        short = 'i',
+        long = "images",
+        value_name = "NAME=REF",
+        value_delimiter = ','
+    )]
+    pub images: Vec<String>,
+
+    /// Write the result to this file (atomically) instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also walk the subdirectories of directories given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
+    /// Leave ko:// placeholders without a built image as they are, instead of failing.
+    #[arg(long)]
+    pub allow_unresolved: bool,
 }

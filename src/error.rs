@@ -21,6 +21,10 @@ pub enum Error {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Gha(#[from] crate::gha::GhaError),
     #[error("{0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -34,6 +38,8 @@ impl Error {
             Error::Plan(_) | Error::Config(_) => true,
             Error::Go(e) => e.is_config(),
             Error::Base(e) => e.is_config(),
+            Error::Render(e) => e.is_config(),
+            Error::Gha(e) => e.is_config(),
             Error::Layer(e) => matches!(e, LayerError::SymlinkEscape { .. }),
             _ => false,
         };

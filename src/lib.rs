@@ -6,8 +6,10 @@
 
 pub mod base;
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gha;
 pub mod gobuild;
 pub mod gojson;
 pub mod image;
@@ -16,7 +18,9 @@ pub mod plan;
 pub mod platform;
 pub mod publish;
 pub mod registry;
+pub mod render;
 pub mod report;
+pub mod template;
 pub mod time;
 
 pub use error::Error;

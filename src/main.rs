@@ -44,5 +44,9 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             }
             Ok(())
         }
+        Command::Render(args) => Ok(kobuild::render::run(&args)?),
+        Command::Action => runtime
+            .block_on(kobuild::gha::run(&env, cwd, std::io::stdout()))
+            .map(drop),
     }
 }

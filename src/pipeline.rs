@@ -1,16 +1,20 @@
 //! The build pipeline for a plan: resolve → go build → layers → image → publish → report.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
-use crate::base::{self, BaseChild, IndexInfo, ResolvedBase};
+use crate::base::{self, BaseChild, ResolvedBase};
 use crate::error::Error;
-use crate::gobuild::{self, GoBuild, Package};
+use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
-use crate::image::layer::{self, Layer};
+use crate::image::layer::{self, Layer, LayerStore};
 use crate::plan::Plan;
+use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PushStats};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
@@ -24,29 +28,22 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
             "--image names one image, but several targets were given".into(),
         ));
     }
-    let mut packages = Vec::new();
-    for t in &plan.targets {
-        packages.push(gobuild::resolve(&plan.go, &plan.cwd, t).await?);
-    }
-    let base = base::resolve(&plan.base, &plan.platforms, &client).await?;
-    match (
-        &base.index,
-        base.children
-            .first()
-            .and_then(|c| c.image.reference.as_ref()),
-    ) {
-        (
-            Some(IndexInfo {
-                reference: Some((name, digest)),
-                ..
-            }),
-            _,
-        )
-        | (None, Some((name, digest))) => {
-            tracing::info!("using base {name}@{digest}")
-        }
-        _ => {}
-    }
+    let targets = plan
+        .targets
+        .iter()
+        .map(|t| Target::parse(&plan.cwd, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let builder = Builder {
+        plan,
+        jobs: Semaphore::new(plan.jobs),
+        binaries: Mutex::default(),
+    };
+    // The base comes over the network while Go resolves and compiles: for a list of
+    // platforms the binaries do not depend on it, so nothing waits for anything else.
+    let base = async { Ok::<_, Error>(base::resolve(&plan.base, &plan.platforms, &client).await?) };
+    let packages = try_join_all(targets.iter().map(|t| builder.resolve(t)));
+    let (base, packages) = tokio::try_join!(base, packages)?;
+    log_base(&base);
     let platforms: Vec<String> = base
         .children
         .iter()
@@ -54,11 +51,10 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
         .collect();
     tracing::info!("platforms: {}", platforms.join(", "));
 
-    let jobs = Semaphore::new(plan.jobs);
     let mut reports = Vec::new();
-    for pkg in &packages {
+    for (target, pkg) in &packages {
         let start = Instant::now();
-        let built = build_artifact(plan, pkg, &base, &jobs).await?;
+        let built = builder.artifact(target, pkg, &base).await?;
         let (reference, push) = publish_one(plan, &client, pkg, &base, &built).await?;
         reports.push(ImageReport {
             image_name: plan
@@ -80,100 +76,186 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     Ok(reports)
 }
 
-/// All platforms of one package, built in parallel (bounded by `jobs`), then the index.
-async fn build_artifact(
-    plan: &Plan,
-    pkg: &Package,
-    base: &ResolvedBase,
-    jobs: &Semaphore,
-) -> Result<Built, Error> {
-    let layer_dir = plan.cache_dir.join("blobs/sha256");
-    let kodata_dir = pkg.dir.join("kodata");
-    let epoch = plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
-    let kodata = blocking({
-        let layer_dir = layer_dir.clone();
-        move || layer::kodata_layer(&kodata_dir, epoch, &layer_dir)
-    })
-    .await?;
-    let images = try_join_all(
-        base.children
-            .iter()
-            .map(|child| build_image(plan, pkg, child, &kodata, jobs)),
-    )
-    .await?;
-    let Some(info) = &base.index else {
-        return Ok(Built::Image(Box::new(
-            images
-                .into_iter()
-                .next()
-                .expect("a base has at least one child"),
-        )));
+fn log_base(base: &ResolvedBase) {
+    let reference = match &base.index {
+        Some(info) => info.reference.as_ref(),
+        None => base
+            .children
+            .first()
+            .and_then(|c| c.image.reference.as_ref()),
     };
-    let children = images
-        .into_iter()
-        .zip(&base.children)
-        .map(|(image, child)| IndexChild {
-            image,
-            base_descriptor: child.descriptor.as_ref(),
-            platform: &child.platform,
-        })
-        .collect();
-    Ok(Built::Index(assemble::assemble_index(
-        &info.media_type,
-        info.reference.as_ref(),
-        children,
-        &plan.annotations,
-    )))
+    if let Some((name, digest)) = reference {
+        tracing::info!("using base {name}@{digest}");
+    }
 }
 
-async fn build_image(
-    plan: &Plan,
-    pkg: &Package,
-    child: &BaseChild,
-    kodata: &Layer,
-    jobs: &Semaphore,
-) -> Result<BuiltImage, Error> {
-    let _permit = jobs
-        .acquire()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let platform = &child.platform;
-    let mut env = Vec::new();
-    if plan.cgo_disabled_by_default {
-        env.push(("CGO_ENABLED".to_string(), "0".to_string()));
+/// Binaries are memoized by package and Go environment, so a platform built before the base
+/// was known is not built again, and two platforms with the same environment build once.
+type BinaryKey = (Target, Vec<(String, String)>);
+
+struct Builder<'a> {
+    plan: &'a Plan,
+    /// Bounds concurrent `go build`s (`--jobs`).
+    jobs: Semaphore,
+    binaries: Mutex<HashMap<BinaryKey, Arc<OnceCell<PathBuf>>>>,
+}
+
+impl Builder<'_> {
+    /// `go list` the target and, at the same time, start the binaries an explicit platform
+    /// list determines (`linux/arm` without a variant is left to the base: it may offer v6
+    /// and v7). A `...` pattern is listed first to find its one main package.
+    async fn resolve(&self, t: &Target) -> Result<(Target, Package), Error> {
+        if t.is_buildable() {
+            let list = async { Ok::<_, Error>(gobuild::resolve(&self.plan.go, t).await?) };
+            // When both fail, what `go list` says (e.g. "not a main package") explains more.
+            let (pkg, built) = tokio::join!(list, self.prebuild(t));
+            let pkg = pkg?;
+            built?;
+            return Ok((t.clone(), pkg));
+        }
+        let pkg = gobuild::resolve(&self.plan.go, t).await?;
+        let t = Target {
+            name: t.name.clone(),
+            dir: pkg.dir.clone(),
+            pattern: ".".into(),
+        };
+        self.prebuild(&t).await?;
+        Ok((t, pkg))
     }
-    env.extend(
-        platform
-            .go_env()
-            .map_err(|e| Error::Config(format!("base platform: {e}")))?,
-    );
-    env.extend(plan.go_env.iter().cloned());
-    let binary = gobuild::build(&GoBuild {
-        go: &plan.go,
-        package: pkg,
-        platform: platform.to_string(),
-        env,
-        flags: plan.flags.clone(),
-        ldflags: plan.ldflags.clone(),
-        output: gobuild::output_path(&plan.cache_dir, pkg, platform),
-    })
-    .await?;
-    let layer_dir = plan.cache_dir.join("blobs/sha256");
-    let app = pkg.app_name().to_string();
-    let bin = blocking(move || layer::binary_layer(&binary, &app, &layer_dir)).await?;
-    Ok(assemble::assemble(
-        &child.image,
-        kodata,
-        &bin,
-        &Recipe {
-            import_path: &pkg.import_path,
-            app_name: pkg.app_name(),
-            source_date_epoch: plan.source_date_epoch,
-            kodata_date_epoch: plan.kodata_date_epoch,
-            labels: &plan.labels,
-            annotations: &plan.annotations,
-        },
-    ))
+
+    async fn prebuild(&self, t: &Target) -> Result<(), Error> {
+        let Platforms::List(list) = &self.plan.platforms else {
+            return Ok(());
+        };
+        let wanted = list
+            .iter()
+            .filter(|p| p.arch != "arm" || !p.variant.is_empty());
+        try_join_all(wanted.map(|p| self.binary(t, p))).await?;
+        Ok(())
+    }
+
+    fn go_env(&self, platform: &Platform) -> Result<Vec<(String, String)>, Error> {
+        let mut env = Vec::new();
+        if self.plan.cgo_disabled_by_default {
+            env.push(("CGO_ENABLED".to_string(), "0".to_string()));
+        }
+        env.extend(
+            platform
+                .go_env()
+                .map_err(|e| Error::Config(format!("base platform: {e}")))?,
+        );
+        env.extend(self.plan.go_env.iter().cloned());
+        Ok(env)
+    }
+
+    async fn binary(&self, t: &Target, platform: &Platform) -> Result<PathBuf, Error> {
+        let env = self.go_env(platform)?;
+        let cell = {
+            let mut map = self
+                .binaries
+                .lock()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            map.entry((t.clone(), env.clone())).or_default().clone()
+        };
+        let path = cell
+            .get_or_try_init(|| async {
+                let _permit = self
+                    .jobs
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok::<_, Error>(
+                    gobuild::build(&GoBuild {
+                        go: &self.plan.go,
+                        target: t,
+                        platform: platform.to_string(),
+                        output: gobuild::output_path(&self.plan.cache_dir, t, &env),
+                        env,
+                        flags: self.plan.flags.clone(),
+                        ldflags: self.plan.ldflags.clone(),
+                    })
+                    .await?,
+                )
+            })
+            .await?;
+        Ok(path.clone())
+    }
+
+    /// All platforms of one package, built in parallel, then the index.
+    async fn artifact(
+        &self,
+        t: &Target,
+        pkg: &Package,
+        base: &ResolvedBase,
+    ) -> Result<Built, Error> {
+        let plan = self.plan;
+        let store = layer_store(plan);
+        let kodata_dir = pkg.dir.join("kodata");
+        let epoch = plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
+        let kodata = blocking(move || layer::kodata_layer(&kodata_dir, epoch, &store)).await?;
+        let images = try_join_all(
+            base.children
+                .iter()
+                .map(|child| self.image(t, pkg, child, &kodata)),
+        )
+        .await?;
+        let Some(info) = &base.index else {
+            let image = images
+                .into_iter()
+                .next()
+                .expect("a base has at least one child");
+            return Ok(Built::Image(Box::new(image)));
+        };
+        let children = images
+            .into_iter()
+            .zip(&base.children)
+            .map(|(image, child)| IndexChild {
+                image,
+                base_descriptor: child.descriptor.as_ref(),
+                platform: &child.platform,
+            })
+            .collect();
+        Ok(Built::Index(assemble::assemble_index(
+            &info.media_type,
+            info.reference.as_ref(),
+            children,
+            &plan.annotations,
+        )))
+    }
+
+    async fn image(
+        &self,
+        t: &Target,
+        pkg: &Package,
+        child: &BaseChild,
+        kodata: &Layer,
+    ) -> Result<BuiltImage, Error> {
+        let plan = self.plan;
+        let binary = self.binary(t, &child.platform).await?;
+        let store = layer_store(plan);
+        let app = pkg.app_name().to_string();
+        let bin = blocking(move || layer::binary_layer(&binary, &app, &store)).await?;
+        Ok(assemble::assemble(
+            &child.image,
+            kodata,
+            &bin,
+            &Recipe {
+                import_path: &pkg.import_path,
+                app_name: pkg.app_name(),
+                source_date_epoch: plan.source_date_epoch,
+                kodata_date_epoch: plan.kodata_date_epoch,
+                labels: &plan.labels,
+                annotations: &plan.annotations,
+            },
+        ))
+    }
+}
+
+fn layer_store(plan: &Plan) -> LayerStore {
+    LayerStore {
+        blobs: plan.cache_dir.join("blobs/sha256"),
+        index: plan.layer_cache.then(|| plan.cache_dir.join("layers")),
+    }
 }
 
 /// Layers are plain blocking I/O and compression: keep them off the async workers.

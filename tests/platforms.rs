@@ -283,8 +283,11 @@ fn an_index_pushes_after_its_children_and_skopeo_reads_it() {
 fn scratch_builds_an_index_for_several_platforms() {
     let kb = Kobuild::new();
     let layout = kb.dir().join("out");
-    kb.ok(&[
+    let archive = kb.dir().join("multi.tar");
+    let refs = kb.ok(&[
         "./hello",
+        "--oci-archive",
+        archive.to_str().unwrap(),
         "--base",
         "scratch",
         "--platform",
@@ -298,6 +301,17 @@ fn scratch_builds_an_index_for_several_platforms() {
     let (_, index) = top(&layout);
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
     assert!(index.get("annotations").is_none(), "no base to name");
+    // The archive holds the whole index too, which ko's tarball cannot.
+    let raw = run_checked(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:latest", archive.display())),
+    );
+    assert_eq!(sha256_digest(&raw.stdout), digest_of(&refs[0]));
+    assert_eq!(
+        index_platforms(&parse(&raw.stdout)),
+        ["linux/amd64", "linux/arm64"]
+    );
 }
 
 #[test]

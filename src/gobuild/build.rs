@@ -6,11 +6,12 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::{GoError, Package};
+use super::{GoError, Target};
+use crate::digest::Digest;
 
 pub struct GoBuild<'a> {
     pub go: &'a str,
-    pub package: &'a Package,
+    pub target: &'a Target,
     pub platform: String,
     /// Applied over the inherited environment, in order; later entries win.
     pub env: Vec<(String, String)>,
@@ -34,11 +35,13 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
     }
     cmd.arg("-o")
         .arg(&b.output)
-        .arg(&b.package.import_path)
-        .current_dir(&b.package.dir)
+        .arg(&b.target.pattern)
+        .current_dir(&b.target.dir)
         .envs(b.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    tracing::debug!(import_path = %b.package.import_path, platform = %b.platform, "go build");
+        .stdin(Stdio::null())
+        // If the run fails elsewhere first, Go must not keep building behind our back.
+        .kill_on_drop(true);
+    tracing::debug!(target = %b.target.name, platform = %b.platform, "go build");
     let out = cmd.output().await.map_err(|source| GoError::Spawn {
         go: b.go.to_string(),
         source,
@@ -49,7 +52,7 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
             output = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
         }
         return Err(GoError::Build {
-            import_path: b.package.import_path.clone(),
+            import_path: b.target.name.clone(),
             platform: b.platform.clone(),
             output,
         });
@@ -57,16 +60,37 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
     Ok(b.output.clone())
 }
 
-/// `<cache>/bin/<import path>/<os>-<arch>[-<variant>]/<app>`.
-pub fn output_path(
-    cache: &Path,
-    package: &Package,
-    platform: &crate::platform::Platform,
-) -> PathBuf {
-    let plat = platform.to_string().replace(['/', ':'], "-");
+/// `<cache>/bin/<id>-<name>/<GOOS>-<GOARCH>[-<GOARM|GOAMD64>]/<name>`: one stable path per
+/// target (id = hash of its directory and pattern) and Go environment, so `linux/arm64` and
+/// `linux/arm64/v8` share a binary.
+pub fn output_path(cache: &Path, target: &Target, env: &[(String, String)]) -> PathBuf {
+    let get = |key: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut platform = format!(
+        "{}-{}",
+        get("GOOS").unwrap_or("unknown"),
+        get("GOARCH").unwrap_or("unknown")
+    );
+    if let Some(v) = get("GOARM").or_else(|| get("GOAMD64")) {
+        platform = format!("{platform}-{v}");
+    }
+    let id = Digest::of(format!("{}\0{}", target.dir.display(), target.pattern).as_bytes());
+    let name = match target.pattern.as_str() {
+        "." => target
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        p => p.rsplit('/').next().map(str::to_string),
+    }
+    .filter(|n| !n.is_empty() && n != "." && n != "..")
+    .unwrap_or_else(|| "app".to_string());
     cache
         .join("bin")
-        .join(&package.import_path)
-        .join(plat)
-        .join(package.app_name())
+        .join(format!("{}-{name}", &id.hex()[..16]))
+        .join(platform)
+        .join(name)
 }

@@ -4,7 +4,7 @@ mod build;
 mod resolve;
 
 pub use build::{GoBuild, build, output_path};
-pub use resolve::{Package, resolve};
+pub use resolve::{Package, Target, resolve};
 
 use std::path::PathBuf;
 

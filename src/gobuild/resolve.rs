@@ -34,33 +34,66 @@ struct Listed {
     dir: PathBuf,
 }
 
-/// Resolve `target` relative to `cwd` with `go list`.
-pub async fn resolve(go: &str, cwd: &Path, target: &str) -> Result<Package, GoError> {
+/// What the user named, and where and how Go is asked about it: a directory (pattern `.`
+/// there), an import path (from `cwd`), or a `...` pattern that must match one main package.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub name: String,
+    pub dir: PathBuf,
+    pub pattern: String,
+}
+
+impl Target {
+    pub fn parse(cwd: &Path, target: &str) -> Result<Target, GoError> {
+        let resolve_err = |message: String| GoError::Resolve {
+            target: target.to_string(),
+            message,
+        };
+        let (dir, pattern) = if let Some(ip) = target.strip_prefix("ko://") {
+            if ip.is_empty() {
+                return Err(resolve_err("empty import path after ko://".into()));
+            }
+            (cwd.to_path_buf(), ip.to_string())
+        } else if target == "./..." || target.ends_with("/...") {
+            (cwd.to_path_buf(), target.to_string())
+        } else {
+            let dir = cwd.join(target);
+            if !dir.is_dir() {
+                return Err(resolve_err(format!(
+                    "no such directory {}: give a directory with a Go main package, or ko://import/path",
+                    dir.display()
+                )));
+            }
+            (dir, ".".to_string())
+        };
+        Ok(Target {
+            name: target.to_string(),
+            dir,
+            pattern,
+        })
+    }
+
+    /// Whether `go build` can start before `go list` has answered: not for `...` patterns,
+    /// which may match several packages.
+    pub fn is_buildable(&self) -> bool {
+        !self.pattern.ends_with("...")
+    }
+}
+
+/// Resolve a target with `go list`: it must be exactly one `package main`.
+pub async fn resolve(go: &str, t: &Target) -> Result<Package, GoError> {
+    let target = &t.name;
     let resolve_err = |message: String| GoError::Resolve {
         target: target.to_string(),
         message,
     };
-    let (dir, pattern) = if let Some(ip) = target.strip_prefix("ko://") {
-        if ip.is_empty() {
-            return Err(resolve_err("empty import path after ko://".into()));
-        }
-        (cwd.to_path_buf(), ip.to_string())
-    } else if target == "./..." || target.ends_with("/...") {
-        (cwd.to_path_buf(), target.to_string())
-    } else {
-        let dir = cwd.join(target);
-        if !dir.is_dir() {
-            return Err(resolve_err(format!(
-                "no such directory {}: give a directory with a Go main package, or ko://import/path",
-                dir.display()
-            )));
-        }
-        (dir, ".".to_string())
-    };
+    let (dir, pattern) = (&t.dir, &t.pattern);
     let out = Command::new(go)
-        .args(["list", "-json=ImportPath,Name,Dir", "--", &pattern])
-        .current_dir(&dir)
+        .args(["list", "-json=ImportPath,Name,Dir", "--", pattern])
+        .current_dir(dir)
         .stdin(Stdio::null())
+        // If the run fails elsewhere first, Go must not keep building behind our back.
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| GoError::Spawn {

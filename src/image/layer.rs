@@ -40,61 +40,67 @@ pub enum LayerError {
     Write { dir: PathBuf, source: io::Error },
 }
 
-/// The tar stream, then gzip, hashed on both sides of the compressor.
-struct LayerWriter {
-    tar: TarWriter<HashingWriter<GzEncoder<HashingWriter<BufWriter<tempfile::NamedTempFile>>>>>,
+/// Where layers are written, and whether finished layers may be reused.
+#[derive(Clone, Debug)]
+pub struct LayerStore {
+    /// Compressed layers, named by digest hex (the blob cache).
+    pub blobs: PathBuf,
+    /// DiffID → compressed descriptor records; `None` disables reuse.
+    pub index: Option<PathBuf>,
 }
 
-impl LayerWriter {
-    fn create(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(dir)?;
-        let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
-        // Level 1 is ko's (ggcr's) default; level and backend both decide the digest.
-        let gz = GzEncoder::new(compressed, Compression::fast());
-        Ok(LayerWriter {
-            tar: TarWriter::new(HashingWriter::new(gz)),
-        })
+/// The recipe a compressed digest depends on besides the tar bytes: part of every cache key.
+const RECIPE: &str = "gzip-1-zlib-rs";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheRecord {
+    digest: Digest,
+    size: u64,
+}
+
+impl LayerStore {
+    fn record_path(&self, diff_id: &Digest) -> Option<PathBuf> {
+        self.index
+            .as_ref()
+            .map(|d| d.join(RECIPE).join(diff_id.hex()))
     }
 
-    fn finish(self, dir: &Path) -> io::Result<Layer> {
-        let (gz, diff_id, _) = self.tar.finish()?.finish();
-        let (buf, digest, size) = gz.finish()?.finish();
-        let tmp = buf.into_inner().map_err(io::IntoInnerError::into_error)?;
-        tmp.as_file().sync_data()?;
-        let path = dir.join(digest.hex());
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(Layer {
+    /// A layer built before from the same tar bytes, if its blob is still there.
+    fn lookup(&self, diff_id: &Digest) -> Option<Layer> {
+        let bytes = fs::read(self.record_path(diff_id)?).ok()?;
+        let r: CacheRecord = serde_json::from_slice(&bytes).ok()?;
+        let path = self.blobs.join(r.digest.hex());
+        (fs::metadata(&path).ok()?.len() == r.size).then(|| Layer {
             path,
-            digest,
-            size,
-            diff_id,
+            digest: r.digest,
+            size: r.size,
+            diff_id: diff_id.clone(),
         })
+    }
+
+    fn remember(&self, layer: &Layer) -> io::Result<()> {
+        let Some(path) = self.record_path(&layer.diff_id) else {
+            return Ok(());
+        };
+        let record = CacheRecord {
+            digest: layer.digest.clone(),
+            size: layer.size,
+        };
+        write_file_atomic(
+            &path,
+            &serde_json::to_vec(&record).map_err(io::Error::other)?,
+        )
     }
 }
 
-/// The binary layer: directory `ko-app`, then `/ko-app/NAME` (mode 0555, mtime 0).
-pub fn binary_layer(binary: &Path, app_name: &str, out_dir: &Path) -> Result<Layer, LayerError> {
-    let werr = |source| LayerError::Write {
-        dir: out_dir.to_path_buf(),
-        source,
-    };
-    let rerr = |source| LayerError::Read {
-        path: binary.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(binary).map_err(rerr)?;
-    let size = file.metadata().map_err(rerr)?.len();
-    let mut w = LayerWriter::create(out_dir).map_err(werr)?;
-    w.tar
-        .dir(APP_DIR.trim_start_matches('/'), 0)
-        .map_err(werr)?;
-    w.tar
-        .file(&format!("{APP_DIR}/{app_name}"), size, 0, &[], &mut file)
-        .map_err(werr)?;
-    w.finish(out_dir).map_err(werr)
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 enum Entry {
@@ -106,10 +112,95 @@ enum Entry {
     },
 }
 
+fn emit<W: io::Write>(
+    tar: &mut TarWriter<W>,
+    entries: &[Entry],
+    mtime: u64,
+    werr: &dyn Fn(io::Error) -> LayerError,
+) -> Result<(), LayerError> {
+    for e in entries {
+        match e {
+            Entry::Dir(name) => tar.dir(name, mtime).map_err(werr)?,
+            Entry::File { name, host, size } => {
+                let mut f = File::open(host).map_err(|source| LayerError::Read {
+                    path: host.clone(),
+                    source,
+                })?;
+                tar.file(name, *size, mtime, &[], &mut f).map_err(werr)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Build a layer from `entries`: hash the tar first (cheap), reuse a finished layer with the
+/// same DiffID if the store has one, else tar → gzip level 1 → file, hashed on both sides.
+fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, LayerError> {
+    let werr = |source| LayerError::Write {
+        dir: store.blobs.clone(),
+        source,
+    };
+    if store.index.is_some() {
+        let mut hasher = TarWriter::new(HashingWriter::new(io::sink()));
+        emit(&mut hasher, entries, mtime, &werr)?;
+        let (_, diff_id, _) = hasher.finish().map_err(werr)?.finish();
+        if let Some(layer) = store.lookup(&diff_id) {
+            return Ok(layer);
+        }
+    }
+    fs::create_dir_all(&store.blobs).map_err(werr)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(&store.blobs)
+        .map_err(werr)?;
+    let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
+    // Level 1 is ko's (ggcr's) default; level and backend both decide the digest.
+    let gz = GzEncoder::new(compressed, Compression::fast());
+    let mut tar = TarWriter::new(HashingWriter::new(gz));
+    emit(&mut tar, entries, mtime, &werr)?;
+    let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();
+    let (buf, digest, size) = gz.finish().map_err(werr)?.finish();
+    let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+    tmp.as_file().sync_data().map_err(werr)?;
+    let path = store.blobs.join(digest.hex());
+    tmp.persist(&path).map_err(|e| werr(e.error))?;
+    let layer = Layer {
+        path,
+        digest,
+        size,
+        diff_id,
+    };
+    store.remember(&layer).map_err(werr)?;
+    Ok(layer)
+}
+
+/// The binary layer: directory `ko-app`, then `/ko-app/NAME` (mode 0555, mtime 0).
+pub fn binary_layer(
+    binary: &Path,
+    app_name: &str,
+    store: &LayerStore,
+) -> Result<Layer, LayerError> {
+    let size = fs::metadata(binary)
+        .map_err(|source| LayerError::Read {
+            path: binary.to_path_buf(),
+            source,
+        })?
+        .len();
+    let entries = [
+        Entry::Dir(APP_DIR.trim_start_matches('/').into()),
+        Entry::File {
+            name: format!("{APP_DIR}/{app_name}"),
+            host: binary.to_path_buf(),
+            size,
+        },
+    ];
+    build(&entries, 0, store)
+}
+
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
 /// (sorted, symlinks followed but confined to the tree), all with mtime `epoch`.
 /// A missing `kodata` directory gives just the three directories, as ko does.
-pub fn kodata_layer(kodata: &Path, epoch: u64, out_dir: &Path) -> Result<Layer, LayerError> {
+pub fn kodata_layer(kodata: &Path, epoch: u64, store: &LayerStore) -> Result<Layer, LayerError> {
     let mut entries = vec![
         Entry::Dir("/var".into()),
         Entry::Dir("/var/run".into()),
@@ -122,24 +213,7 @@ pub fn kodata_layer(kodata: &Path, epoch: u64, out_dir: &Path) -> Result<Layer, 
         })?;
         walk(&root, &root, KODATA_PATH, &mut entries)?;
     }
-    let werr = |source| LayerError::Write {
-        dir: out_dir.to_path_buf(),
-        source,
-    };
-    let mut w = LayerWriter::create(out_dir).map_err(werr)?;
-    for e in entries {
-        match e {
-            Entry::Dir(name) => w.tar.dir(&name, epoch).map_err(werr)?,
-            Entry::File { name, host, size } => {
-                let mut f = File::open(&host).map_err(|source| LayerError::Read {
-                    path: host.clone(),
-                    source,
-                })?;
-                w.tar.file(&name, size, epoch, &[], &mut f).map_err(werr)?;
-            }
-        }
-    }
-    w.finish(out_dir).map_err(werr)
+    build(&entries, epoch, store)
 }
 
 // Depth first, names sorted bytewise within each directory, as Go's filepath.Walk.
@@ -185,16 +259,23 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    fn store(dir: &Path) -> LayerStore {
+        LayerStore {
+            blobs: dir.join("blobs"),
+            index: Some(dir.join("index")),
+        }
+    }
+
     // Golden DiffIDs from ko-image-format.md §8.4 (Go archive/tar with ko's header rules).
     #[test]
     fn empty_kodata_matches_ko() {
         let out = tempfile::tempdir().unwrap();
-        let l = kodata_layer(Path::new("/nonexistent"), 0, out.path()).unwrap();
+        let l = kodata_layer(Path::new("/nonexistent"), 0, &store(out.path())).unwrap();
         assert_eq!(
             l.diff_id.as_str(),
             "sha256:ffe56a1c5f3878e9b5f803842adb9e2ce81584b6bd027e8599582aefe14a975b"
         );
-        let l = kodata_layer(Path::new("/nonexistent"), 1_700_000_000, out.path()).unwrap();
+        let l = kodata_layer(Path::new("/nonexistent"), 1_700_000_000, &store(out.path())).unwrap();
         assert_eq!(
             l.diff_id.as_str(),
             "sha256:b51381ac64a4033cff00bdced914587d3def0bbd97dd95c182d3a16dc2e86d80"
@@ -211,7 +292,7 @@ mod tests {
         fs::write(k.join("kenobi"), "Hello there\n").unwrap();
         fs::write(k.join("subdir/file.txt"), "subdir file content\n").unwrap();
         let out = tempfile::tempdir().unwrap();
-        let l = kodata_layer(&k, 0, out.path()).unwrap();
+        let l = kodata_layer(&k, 0, &store(out.path())).unwrap();
         assert_eq!(
             l.diff_id.as_str(),
             "sha256:b8efb7f2d64dc1a4876e559d489a4711505279c134c1e254fa1164e3d59e3b66"
@@ -224,7 +305,7 @@ mod tests {
         let bin = src.path().join("out");
         fs::write(&bin, "hello").unwrap();
         let out = tempfile::tempdir().unwrap();
-        let l = binary_layer(&bin, "app", out.path()).unwrap();
+        let l = binary_layer(&bin, "app", &store(out.path())).unwrap();
         assert_eq!(
             l.diff_id.as_str(),
             "sha256:ae2ceceff525f99138968ae262272285e6539a4203babb3acdcca061de0d83f7"
@@ -243,7 +324,48 @@ mod tests {
         fs::write(src.path().join("secret"), "x").unwrap();
         symlink("../secret", k.join("leak")).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let err = kodata_layer(&k, 0, out.path()).unwrap_err().to_string();
+        let err = kodata_layer(&k, 0, &store(out.path()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn finished_layers_are_reused_by_diff_id_and_rebuilt_when_their_blob_is_gone() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        fs::write(&bin, "hello").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let st = store(out.path());
+        let first = binary_layer(&bin, "app", &st).unwrap();
+        // Make a rebuild detectable: a reused layer keeps the file as it is.
+        let marker = fs::metadata(&first.path).unwrap().modified().unwrap();
+        let again = binary_layer(&bin, "app", &st).unwrap();
+        assert_eq!(
+            (again.digest.clone(), again.size),
+            (first.digest.clone(), first.size)
+        );
+        assert_eq!(
+            fs::metadata(&again.path).unwrap().modified().unwrap(),
+            marker
+        );
+        // A different name in the image is a different tar, so a different layer.
+        assert_ne!(
+            binary_layer(&bin, "other", &st).unwrap().diff_id,
+            first.diff_id
+        );
+        fs::remove_file(&first.path).unwrap();
+        let rebuilt = binary_layer(&bin, "app", &st).unwrap();
+        assert_eq!(rebuilt.digest, first.digest);
+        assert!(rebuilt.path.exists());
+        // Without an index nothing is looked up or recorded.
+        let plain = LayerStore {
+            blobs: out.path().join("plain"),
+            index: None,
+        };
+        assert_eq!(
+            binary_layer(&bin, "app", &plain).unwrap().digest,
+            first.digest
+        );
     }
 }

@@ -62,6 +62,8 @@ pub struct Plan {
     pub source_date_epoch: Option<i64>,
     pub kodata_date_epoch: Option<i64>,
     pub cache_dir: PathBuf,
+    /// Reuse finished layers by DiffID (off with --no-cache).
+    pub layer_cache: bool,
     pub docker_config_dir: Option<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub registry_ca: Vec<PathBuf>,
@@ -177,6 +179,7 @@ impl Plan {
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
+            layer_cache: !args.no_cache,
             docker_config_dir,
             insecure_registries: args.insecure_registries.clone(),
             registry_ca: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),

@@ -41,10 +41,42 @@ pub async fn push(
         repo: repo.to_string(),
         source,
     };
-    let outcomes = stream::iter(blobs(built, cache)?)
-        .map(|(digest, size, source)| async move {
-            ensure_blob(client, repo, &digest, size, &source, base, cache).await
-        })
+    let blobs = blobs(built, cache)?;
+    let mut stats = upload_all(client, repo, &blobs, base, cache).await?;
+    if let Err(e) = put_manifests(client, repo, built).await {
+        if !e.is_blob_unknown() {
+            return Err(reg_err(e));
+        }
+        tracing::warn!("{repo}: {e}; checking every blob again");
+        let again = upload_all(client, repo, &blobs, base, cache).await?;
+        stats.uploaded += again.uploaded;
+        stats.uploaded_bytes += again.uploaded_bytes;
+        put_manifests(client, repo, built).await.map_err(reg_err)?;
+    }
+    let digest = built.digest();
+    for tag in tags {
+        let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
+        if current.as_ref().map(|(d, _, _)| d) == Some(digest) {
+            tracing::info!("{repo}:{tag} already points at {digest}");
+            continue;
+        }
+        client
+            .put_manifest(repo, tag, built.media_type(), built.manifest())
+            .await
+            .map_err(reg_err)?;
+    }
+    Ok(stats)
+}
+
+async fn upload_all(
+    client: &Client,
+    repo: &Repository,
+    blobs: &[(Digest, u64, LayerSource)],
+    base: &BlobStore,
+    cache: &Path,
+) -> Result<PushStats, PublishError> {
+    let outcomes = stream::iter(blobs)
+        .map(|(digest, size, source)| ensure_blob(client, repo, digest, *size, source, base, cache))
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<Outcome>>()
         .await?;
@@ -59,33 +91,32 @@ pub async fn push(
             }
         }
     }
+    Ok(stats)
+}
 
-    // An index may only name manifests the registry already has.
+/// The manifest by digest, after its children when it is an index: an index may only name
+/// manifests the registry already has.
+async fn put_manifests(
+    client: &Client,
+    repo: &Repository,
+    built: &Built,
+) -> Result<(), RegistryError> {
     if let Built::Index(index) = built {
         stream::iter(&index.children)
             .map(|c| client.put_manifest(repo, c.digest.as_str(), &c.media_type, &c.manifest))
             .buffer_unordered(PARALLEL_UPLOADS)
             .try_collect::<Vec<Digest>>()
-            .await
-            .map_err(reg_err)?;
+            .await?;
     }
-    let digest = built.digest();
     client
-        .put_manifest(repo, digest.as_str(), built.media_type(), built.manifest())
-        .await
-        .map_err(reg_err)?;
-    for tag in tags {
-        let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
-        if current.as_ref().map(|(d, _, _)| d) == Some(digest) {
-            tracing::info!("{repo}:{tag} already points at {digest}");
-            continue;
-        }
-        client
-            .put_manifest(repo, tag, built.media_type(), built.manifest())
-            .await
-            .map_err(reg_err)?;
-    }
-    Ok(stats)
+        .put_manifest(
+            repo,
+            built.digest().as_str(),
+            built.media_type(),
+            built.manifest(),
+        )
+        .await?;
+    Ok(())
 }
 
 async fn ensure_blob(

@@ -133,6 +133,17 @@ impl RegistryError {
         matches!(*self.0, ErrorKind::NotFound { .. })
     }
 
+    /// The registry refused a manifest for naming content it does not have (yet). Two
+    /// pushes of the same blob at once can leave distribution briefly unaware of it.
+    pub fn is_blob_unknown(&self) -> bool {
+        match &*self.0 {
+            ErrorKind::Status { detail, .. } => {
+                detail.contains("BLOB_UNKNOWN") || detail.contains("MANIFEST_UNKNOWN")
+            }
+            _ => false,
+        }
+    }
+
     /// Worth another attempt: connection trouble, timeouts, overload, gateway errors.
     pub(crate) fn is_retryable(&self) -> bool {
         match *self.0 {

@@ -48,6 +48,11 @@ impl Kobuild {
     }
 
     pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd, args).output().expect("run kobuild")
+    }
+
+    /// `kobuild build ARGS` in `cwd` with this run's environment, not yet started.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kobuild"));
         for k in [
             "KOBUILD_DEFAULT_REPO",
@@ -61,9 +66,8 @@ impl Kobuild {
             .args(args)
             .current_dir(cwd)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kobuild")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// Runs and requires success; returns the refs printed on stdout.

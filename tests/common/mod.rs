@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -506,6 +506,9 @@ pub struct Proxy {
     access: Access,
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<(String, String)>>>,
+    holds: Arc<Mutex<Vec<Hold>>>,
+    /// Dropped with the proxy, which lets held connections close.
+    _release: mpsc::Sender<()>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -520,19 +523,26 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let upstream = registry.addr();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let holds: Arc<Mutex<Vec<Hold>>> = Arc::default();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release = Arc::new(Mutex::new(release_rx));
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, holds, stop) = (requests.clone(), holds.clone(), stop.clone());
             thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(client) = client else { continue };
-                    let requests = requests.clone();
+                    let rules = Rules {
+                        requests: requests.clone(),
+                        holds: holds.clone(),
+                        release: release.clone(),
+                    };
                     // Connections end when either side closes; nothing joins them.
                     thread::spawn(move || {
-                        let _ = relay_connection(client, upstream, &requests);
+                        let _ = relay_connection(client, upstream, &rules);
                     });
                 }
             })
@@ -541,6 +551,8 @@ impl Proxy {
             access: registry.access.clone(),
             addr,
             requests,
+            holds,
+            _release: release_tx,
             stop,
             acceptor: Some(acceptor),
         }
@@ -549,6 +561,19 @@ impl Proxy {
     /// Every request so far as (method, path-with-query), in arrival order.
     pub fn requests(&self) -> Vec<(String, String)> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// Stops forwarding the first request whose method is `method` and whose path contains
+    /// `path`: the connection is held open, unanswered, until the proxy is dropped. The
+    /// returned receiver gets a message when that request arrives.
+    pub fn hold(&self, method: &str, path: &str) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel();
+        self.holds.lock().unwrap().push(Hold {
+            method: method.into(),
+            path: path.into(),
+            arrived: tx,
+        });
+        rx
     }
 
     /// Forgets the requests recorded so far.
@@ -597,11 +622,20 @@ impl Drop for Proxy {
     }
 }
 
-fn relay_connection(
-    client: TcpStream,
-    upstream: SocketAddr,
-    requests: &Mutex<Vec<(String, String)>>,
-) -> io::Result<()> {
+struct Hold {
+    method: String,
+    path: String,
+    arrived: mpsc::Sender<()>,
+}
+
+/// What a proxy connection consults per request.
+struct Rules {
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+    holds: Arc<Mutex<Vec<Hold>>>,
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
+}
+
+fn relay_connection(client: TcpStream, upstream: SocketAddr, rules: &Rules) -> io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     // skopeo with --tls-verify=false tries HTTPS first; dropping its TLS
     // ClientHello makes it fall back to HTTP at once.
@@ -620,7 +654,7 @@ fn relay_connection(
         let _ = client.shutdown(Shutdown::Write);
     });
     let forwarded = loop {
-        match forward_request(&mut reader, &mut to_server, requests) {
+        match forward_request(&mut reader, &mut to_server, rules) {
             Ok(true) => continue,
             Ok(false) => break Ok(()),
             Err(e) => break Err(e),
@@ -642,7 +676,7 @@ fn relay_connection(
 fn forward_request(
     reader: &mut BufReader<TcpStream>,
     out: &mut TcpStream,
-    requests: &Mutex<Vec<(String, String)>>,
+    rules: &Rules,
 ) -> io::Result<bool> {
     let mut head = Vec::new();
     loop {
@@ -663,7 +697,24 @@ fn forward_request(
     let mut request_line = lines.next().unwrap_or_default().split(' ');
     let method = request_line.next().unwrap_or_default().to_string();
     let path = request_line.next().unwrap_or_default().to_string();
-    requests.lock().unwrap().push((method, path));
+    rules
+        .requests
+        .lock()
+        .unwrap()
+        .push((method.clone(), path.clone()));
+    let held = {
+        let mut holds = rules.holds.lock().unwrap();
+        let i = holds
+            .iter()
+            .position(|h| h.method == method && path.contains(&h.path));
+        i.map(|i| holds.remove(i))
+    };
+    if let Some(hold) = held {
+        let _ = hold.arrived.send(());
+        // Blocks until the proxy is dropped (the sender side goes away).
+        let _ = rules.release.lock().unwrap().recv();
+        return Err(io::ErrorKind::ConnectionAborted.into());
+    }
 
     let (mut length, mut chunked) = (0u64, false);
     for line in lines {

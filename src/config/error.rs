@@ -1,0 +1,109 @@
+//! Configuration errors, located as `FILE:LINE:COL` and named by field path, so a user (or a
+//! GitHub Actions annotation) can go straight to the offending line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A position in a configuration file; both 1-based, the column in characters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}{kind}", Prefix(file, *position))]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub position: Option<Pos>,
+    pub kind: ConfigErrorKind,
+}
+
+struct Prefix<'a>(&'a Path, Option<Pos>);
+
+impl fmt::Display for Prefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(p) => write!(f, "{}:{}:{}: ", self.0.display(), p.line, p.column),
+            None => write!(f, "{}: ", self.0.display()),
+        }
+    }
+}
+
+fn in_path(path: &str) -> String {
+    if path.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in {path}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigErrorKind {
+    #[error("cannot read: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("invalid YAML: {0}")]
+    Syntax(String),
+    #[error("unknown field {field:?} {} (expected one of: {})", in_path(path), expected.join(", "))]
+    UnknownField {
+        field: String,
+        path: String,
+        expected: Vec<&'static str>,
+    },
+    #[error("{path}: expected {expected}, found {found}")]
+    Type {
+        path: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "apiVersion {found:?} is not supported: kobuild reads skaffold/v4beta1 to skaffold/v4beta{} (`skaffold fix` upgrades older files)",
+        super::skaffold::LATEST_V4BETA
+    )]
+    UnsupportedVersion { found: String },
+    #[error("unknown profile {name:?} (available: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
+    UnknownProfile {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("profile {profile:?}: {message}")]
+    Profile { profile: String, message: String },
+    #[error("{0}")]
+    Message(String),
+}
+
+/// An error before the file name is attached.
+#[derive(Debug)]
+pub(crate) struct Fault {
+    pub pos: Option<Pos>,
+    pub kind: ConfigErrorKind,
+}
+
+impl Fault {
+    pub fn at(pos: Pos, kind: ConfigErrorKind) -> Fault {
+        Fault {
+            pos: Some(pos),
+            kind,
+        }
+    }
+
+    pub fn invalid(pos: Pos, path: &str, message: impl Into<String>) -> Fault {
+        Fault::at(
+            pos,
+            ConfigErrorKind::Invalid {
+                path: path.to_string(),
+                message: message.into(),
+            },
+        )
+    }
+
+    pub fn in_file(self, file: &Path) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            position: self.pos,
+            kind: self.kind,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Build configuration from files: `skaffold.yaml` (artifacts, profiles, tag policy),
+//! ko's `.ko.yaml`, Skaffold's image naming, and how the two files combine for a ko
+//! artifact. Pure functions of their inputs: the environment comes in as a parameter, and
+//! templates are left for [`crate::template`].
+
+mod error;
+mod koyaml;
+mod naming;
+mod precedence;
+mod profiles;
+mod skaffold;
+mod yaml;
+
+pub use error::{ConfigError, ConfigErrorKind, Pos};
+pub use koyaml::{KoBuild, KoConfig, split_platforms};
+pub use naming::{
+    ImageReference, NamingError, image_template_vars, parse_reference, registry_repository,
+    sanitize_image_name, substitute_default_repo,
+};
+pub use precedence::{
+    BaseImageSource, EffectiveKoBuild, ImportTarget, Origin, Values, effective_ko_build,
+    import_target, working_dir,
+};
+pub use profiles::{Activation, ActivationContext, ProfileInfo};
+pub use skaffold::{
+    Artifact, ArtifactDependency, BuildType, Builder, GitVariant, KoArtifact, KoDependencies,
+    LATEST_V4BETA, LocalBuild, Pipeline, SkaffoldConfig, TagPolicy, TaggerComponent, load_skaffold,
+    parse_skaffold,
+};

@@ -1,0 +1,287 @@
+//! `kobuild render`: put built images into Kubernetes manifests without touching anything else.
+//!
+//! Values of `image` keys at any depth are matched by Skaffold's rule, and every `ko://` string
+//! is a placeholder by ko's rule ([`images`]). Replacement splices new scalar text into the
+//! original files ([`manifest`]), so comments, order, quoting and layout survive byte for byte.
+
+mod images;
+mod manifest;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub use images::ImageMap;
+pub use manifest::{find_ko_references, render_text};
+
+use crate::cli::RenderArgs;
+use crate::publish::{PublishError, write_atomic};
+
+/// How stdin is named in messages.
+const STDIN: &str = "<stdin>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{file}:{line}:{col}: {message}")]
+    Yaml {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error(
+        "{file}:{line}:{col}: {reference} has no built image: build it first or pass --images {reference}=REF"
+    )]
+    Unresolved {
+        file: String,
+        line: usize,
+        col: usize,
+        reference: String,
+    },
+    #[error("{file}: invalid build artifacts: {message}")]
+    Artifacts { file: String, message: String },
+    #[error("--images {flag}: {message}")]
+    ImagesFlag { flag: String, message: String },
+    #[error("{0}: no such file or directory")]
+    Missing(String),
+    #[error("{0}: not UTF-8 text")]
+    NotUtf8(String),
+    #[error("stdin can be read only once: it is both a manifest (-f -) and --build-artifacts -")]
+    StdinTwice,
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {file}: {source}")]
+    Write {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Output(#[from] PublishError),
+}
+
+impl RenderError {
+    /// Bad input (manifests, artifacts, flags) rather than a failing read or write.
+    pub fn is_config(&self) -> bool {
+        !matches!(
+            self,
+            RenderError::Read { .. } | RenderError::Write { .. } | RenderError::Output(_)
+        )
+    }
+}
+
+/// A manifest input, in command-line order.
+enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+/// Runs `kobuild render`: the result goes to `--output` (atomically, and only when everything
+/// rendered) or to stdout.
+pub fn run(args: &RenderArgs) -> Result<(), RenderError> {
+    let rendered = render(args, &mut std::io::stdin().lock())?;
+    match &args.output {
+        Some(path) => write_atomic(path, rendered.as_bytes())?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            let written = out
+                .write_all(rendered.as_bytes())
+                .and_then(|()| out.flush());
+            // A closed stdout (e.g. `| head`) is the reader's choice, not a failure.
+            if let Err(source) = written
+                && source.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(RenderError::Write {
+                    file: "<stdout>".into(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rendered text of every input, in order, documents of different files separated by
+/// `---` lines.
+pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderError> {
+    let dash = Path::new("-");
+    if args.build_artifacts.as_deref() == Some(dash) && args.files.iter().any(|f| f == dash) {
+        return Err(RenderError::StdinTwice);
+    }
+    let mut images = ImageMap::new();
+    for flag in &args.images {
+        images
+            .insert_flag(flag)
+            .map_err(|message| RenderError::ImagesFlag {
+                flag: flag.clone(),
+                message,
+            })?;
+    }
+    // Loaded after the flags: Skaffold lets file entries win.
+    if let Some(path) = &args.build_artifacts {
+        let (file, bytes) = read(&input(path), stdin)?;
+        images
+            .insert_artifacts_json(&bytes)
+            .map_err(|message| RenderError::Artifacts { file, message })?;
+    }
+    let mut out = String::new();
+    for input in inputs(&args.files, args.recursive)? {
+        let (file, bytes) = read(&input, stdin)?;
+        let text = String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(file.clone()))?;
+        let rendered = render_text(&file, &text, &images, args.allow_unresolved)?;
+        append_file(&mut out, &rendered);
+    }
+    Ok(out)
+}
+
+fn input(path: &Path) -> Input {
+    if path == Path::new("-") {
+        Input::Stdin
+    } else {
+        Input::File(path.to_path_buf())
+    }
+}
+
+/// Files, directories (their .yaml, .yml and .json files by name, subdirectories only when
+/// `recursive`) and stdin, expanded in order.
+fn inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Input>, RenderError> {
+    let mut out = Vec::new();
+    for path in paths {
+        match input(path) {
+            Input::File(path) if metadata(&path)?.is_dir() => walk(&path, recursive, &mut out)?,
+            input => out.push(input),
+        }
+    }
+    Ok(out)
+}
+
+fn metadata(path: &Path) -> Result<std::fs::Metadata, RenderError> {
+    std::fs::metadata(path).map_err(|e| io_error(path, e))
+}
+
+fn walk(dir: &Path, recursive: bool, out: &mut Vec<Input>) -> Result<(), RenderError> {
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| io_error(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        // Like ko's filepath.Walk: symlinks to directories are not followed, so no loops.
+        let file_type = entry.file_type().map_err(|e| io_error(&path, e))?;
+        if file_type.is_dir() {
+            if recursive {
+                walk(&path, recursive, out)?;
+            }
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) && metadata(&path)?.is_file()
+        {
+            out.push(Input::File(path));
+        }
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> RenderError {
+    let file = path.display().to_string();
+    if source.kind() == std::io::ErrorKind::NotFound {
+        RenderError::Missing(file)
+    } else {
+        RenderError::Read { file, source }
+    }
+}
+
+/// The name to use in messages, and the bytes.
+fn read(input: &Input, stdin: &mut dyn Read) -> Result<(String, Vec<u8>), RenderError> {
+    match input {
+        Input::Stdin => {
+            let mut bytes = Vec::new();
+            stdin
+                .read_to_end(&mut bytes)
+                .map_err(|source| RenderError::Read {
+                    file: STDIN.into(),
+                    source,
+                })?;
+            Ok((STDIN.into(), bytes))
+        }
+        Input::File(path) => {
+            let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+            Ok((path.display().to_string(), bytes))
+        }
+    }
+}
+
+/// Appends one file's text after a `---` line, as Skaffold separates documents ("\n---\n").
+/// Before a file that starts with directives (`%YAML`), the separator is `...` instead: a
+/// directive may only follow a document end.
+fn append_file(out: &mut String, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if !out.is_empty() {
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(if starts_with_directive(text) {
+            "...\n"
+        } else {
+            "---\n"
+        });
+    }
+    out.push_str(text);
+}
+
+fn starts_with_directive(text: &str) -> bool {
+    text.trim_start_matches('\u{feff}')
+        .lines()
+        .map(str::trim_start)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .is_some_and(|line| line.starts_with('%'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(files: &[&str]) -> String {
+        let mut out = String::new();
+        for f in files {
+            append_file(&mut out, f);
+        }
+        out
+    }
+
+    #[test]
+    fn separates_files_like_skaffold() {
+        assert_eq!(joined(&["a: 1\n", "b: 2"]), "a: 1\n---\nb: 2");
+        assert_eq!(joined(&["a: 1", "b: 2\n"]), "a: 1\n---\nb: 2\n");
+        assert_eq!(joined(&["", "a: 1\n", "", "b: 2\n"]), "a: 1\n---\nb: 2\n");
+        assert_eq!(
+            joined(&["a: 1\n", "# c\n%YAML 1.2\n---\nb: 2\n"]),
+            "a: 1\n...\n# c\n%YAML 1.2\n---\nb: 2\n"
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        let io = || std::io::Error::other("x");
+        assert!(RenderError::Missing("f".into()).is_config());
+        assert!(RenderError::StdinTwice.is_config());
+        assert!(
+            !RenderError::Read {
+                file: "f".into(),
+                source: io()
+            }
+            .is_config()
+        );
+        assert!(
+            !RenderError::Write {
+                file: "f".into(),
+                source: io()
+            }
+            .is_config()
+        );
+    }
+}
