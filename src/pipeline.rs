@@ -269,7 +269,12 @@ async fn blocking<T: Send + 'static>(
 
 fn client(plan: &Plan) -> Result<Client, Error> {
     Ok(Client::new(ClientOptions {
-        keychain: Keychain::new(plan.docker_config_dir.clone()),
+        keychain: plan
+            .credentials
+            .iter()
+            .fold(Keychain::new(plan.docker_config_dir.clone()), |k, c| {
+                k.with_credentials(&c.registry, &c.username, &c.password)
+            }),
         insecure_registries: plan.insecure_registries.clone(),
         extra_ca_files: plan.registry_ca.clone(),
         user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),

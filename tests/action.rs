@@ -407,8 +407,8 @@ fn the_step_pushes_and_writes_every_output() {
     let base_dir = tempfile::tempdir().unwrap();
     let layout = make_base(&base_dir.path().join("base"), "v1", false, &["linux/amd64"]);
     let base = push_base(&reg, &layout, "v1", "base/static");
+    // No docker config: the username/password inputs alone log in, for the base and the push.
     let kb = Kobuild::new();
-    reg.write_docker_config(&kb.dir().join("docker"));
     let repo = format!("{}/apps", reg.host());
     let runner = Runner::new(&action_fixture());
     // A tag shaped like the runner toolkit's delimiters ends up in the multi-line output.

@@ -1,33 +1,13 @@
 //! Registry credentials an action step adds to what the docker config already holds:
 //! the `username`/`password` inputs, and for ghcr.io the workflow's token.
 
-use std::fmt;
 use std::path::Path;
 
 use super::inputs::{ActionInputs, token_fits_ghcr};
 use crate::plan::Env;
-use crate::registry::{Credential, Keychain};
+use crate::registry::{Credential, Keychain, RegistryCredential};
 
 const GHCR: &str = "ghcr.io";
-
-/// Credentials for one registry, meant for [`Keychain::with_credentials`] (they win over the
-/// docker config).
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryCredential {
-    pub registry: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl fmt::Debug for RegistryCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryCredential")
-            .field("registry", &self.registry)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .finish()
-    }
-}
 
 /// Explicit inputs always apply. The workflow's token is only a default for ghcr.io: a login
 /// already in the docker config (docker/login-action, perhaps with a broader token) wins.

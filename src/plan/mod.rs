@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
 use crate::platform::{Platform, Platforms};
-use crate::registry::Repository;
+use crate::registry::{RegistryCredential, Repository};
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
 
@@ -65,6 +65,8 @@ pub struct Plan {
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
     pub docker_config_dir: Option<PathBuf>,
+    /// Explicit logins (action inputs); they win over the docker config.
+    pub credentials: Vec<RegistryCredential>,
     pub insecure_registries: Vec<String>,
     pub registry_ca: Vec<PathBuf>,
 }
@@ -181,6 +183,7 @@ impl Plan {
             cache_dir,
             layer_cache: !args.no_cache,
             docker_config_dir,
+            credentials: Vec::new(),
             insecure_registries: args.insecure_registries.clone(),
             registry_ca: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
             cwd,

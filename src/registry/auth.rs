@@ -67,6 +67,25 @@ pub enum AuthError {
     },
 }
 
+/// Credentials for one registry, meant for [`Keychain::with_credentials`] (they win over the
+/// docker config): `username`/`password` action inputs, or a CI token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredential {
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
 /// Where credentials come from. Reads nothing from the environment: the caller passes the
 /// docker config directory (`$DOCKER_CONFIG` or `~/.docker`).
 #[derive(Clone, Default)]

@@ -14,7 +14,7 @@ mod reference;
 mod retry;
 mod transport;
 
-pub use auth::{AuthError, Credential, Keychain};
+pub use auth::{AuthError, Credential, Keychain, RegistryCredential};
 pub use client::{Client, ClientOptions, Fetched};
 pub use error::{ErrorKind, RegistryError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
