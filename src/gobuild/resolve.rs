@@ -54,8 +54,9 @@ impl Target {
                 return Err(resolve_err("empty import path after ko://".into()));
             }
             (cwd.to_path_buf(), ip.to_string())
-        } else if target == "./..." || target.ends_with("/...") {
-            (cwd.to_path_buf(), target.to_string())
+        } else if let Some(prefix) = target.strip_suffix("/...") {
+            // Listed from the directory itself, so its module is the main module.
+            (cwd.join(prefix), "./...".to_string())
         } else {
             let dir = cwd.join(target);
             if !dir.is_dir() {

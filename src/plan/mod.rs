@@ -172,7 +172,7 @@ impl Plan {
                 default_layout,
             },
             tags,
-            file_output: args.file_output.as_ref().map(|p| cwd.join(p)),
+            file_output: file_output(args, &cwd)?,
             go_env,
             flags: args.flags.clone(),
             ldflags: args.ldflags.clone(),
@@ -223,6 +223,21 @@ fn platforms(args: &BuildArgs, env: &Env) -> Result<Platforms, PlanError> {
         }
         _ => Ok(Platforms::List(vec![Platform::linux_amd64()])),
     }
+}
+
+/// Checked now, so that a build is not thrown away for a path that can never be written.
+fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf>, PlanError> {
+    let Some(p) = &args.file_output else {
+        return Ok(None);
+    };
+    let path = cwd.join(p);
+    if path.is_dir() {
+        return Err(err(
+            "--file-output",
+            format!("{} is a directory: name a file", path.display()),
+        ));
+    }
+    Ok(Some(path))
 }
 
 fn valid_tag(t: &str) -> bool {

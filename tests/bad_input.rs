@@ -1,0 +1,654 @@
+//! Malformed input of every kind: each case must exit non-zero with exactly one `error:` line
+//! that contains the expected words, print nothing on stdout, never panic, and leave no
+//! output behind.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::kobuild::Kobuild;
+use common::*;
+
+struct Case {
+    name: &'static str,
+    /// Arguments after the subcommand; `{dir}` is the case's scratch directory.
+    args: Vec<String>,
+    subcommand: &'static str,
+    env: Vec<(&'static str, String)>,
+    code: i32,
+    needle: &'static str,
+}
+
+fn case(name: &'static str, args: &[&str], code: i32, needle: &'static str) -> Case {
+    Case {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        subcommand: "build",
+        env: Vec::new(),
+        code,
+        needle,
+    }
+}
+
+impl Case {
+    fn env(mut self, k: &'static str, v: impl Into<String>) -> Case {
+        self.env.push((k, v.into()));
+        self
+    }
+
+    fn sub(mut self, subcommand: &'static str) -> Case {
+        self.subcommand = subcommand;
+        self
+    }
+}
+
+/// Scratch files several cases point at.
+fn prepare(dir: &Path) {
+    let escape = dir.join("escape");
+    fs::create_dir_all(escape.join("kodata")).unwrap();
+    fs::write(
+        escape.join("go.mod"),
+        "module example.com/escape\n\ngo 1.22\n",
+    )
+    .unwrap();
+    fs::write(escape.join("main.go"), "package main\n\nfunc main() {}\n").unwrap();
+    fs::write(dir.join("secret.txt"), "do not ship").unwrap();
+    symlink(dir.join("secret.txt"), escape.join("kodata/leak")).unwrap();
+
+    fs::create_dir_all(dir.join("not-a-layout")).unwrap();
+    fs::write(dir.join("not-a-layout/file"), "x").unwrap();
+    fs::write(dir.join("not-pem.crt"), "this is not a certificate").unwrap();
+    fs::create_dir_all(dir.join("badconfig")).unwrap();
+    fs::write(dir.join("badconfig/config.json"), "{ not json").unwrap();
+    fs::create_dir_all(dir.join("nohelper")).unwrap();
+    fs::write(
+        dir.join("nohelper/config.json"),
+        r#"{"credsStore":"kobuild-test-missing"}"#,
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("a-directory")).unwrap();
+    let two = dir.join("two");
+    for cmd in ["a", "b"] {
+        fs::create_dir_all(two.join("cmd").join(cmd)).unwrap();
+        fs::write(
+            two.join("cmd").join(cmd).join("main.go"),
+            "package main\n\nfunc main() {}\n",
+        )
+        .unwrap();
+    }
+    fs::write(two.join("go.mod"), "module example.com/two\n\ngo 1.22\n").unwrap();
+
+    fs::write(dir.join("bad.yaml"), "kind: Pod\nspec: [unclosed\n").unwrap();
+    fs::write(
+        dir.join("pod.yaml"),
+        "kind: Pod\nspec:\n  containers:\n  - image: ko://example.com/none\n",
+    )
+    .unwrap();
+    fs::write(dir.join("empty.json"), "").unwrap();
+    fs::write(dir.join("garbage.json"), "{\"builds\": 3}").unwrap();
+    make_base(&dir.join("base"), "v1", false, &["linux/amd64"]);
+}
+
+fn cases() -> Vec<Case> {
+    let layout_out = ["--push=false", "--oci-layout-path", "{dir}/out"];
+    let with_out = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(layout_out.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let build = |name, args: &[&str], code, needle| Case {
+        args: with_out(args),
+        ..case(name, &[], code, needle)
+    };
+    vec![
+        // Platforms.
+        build(
+            "empty platform",
+            &["./hello", "--base", "scratch", "--platform", ""],
+            2,
+            "--platform",
+        ),
+        build(
+            "platform without arch",
+            &["./hello", "--base", "scratch", "--platform", "linux"],
+            2,
+            "no architecture",
+        ),
+        build(
+            "platform with four parts",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--platform",
+                "linux/arm/v7/x",
+            ],
+            2,
+            "os/arch[/variant]",
+        ),
+        build(
+            "all with others",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--platform",
+                "all,linux/amd64",
+            ],
+            2,
+            "all cannot be combined",
+        ),
+        build(
+            "all on scratch",
+            &["./hello", "--base", "scratch", "--platform", "all"],
+            2,
+            "multi-platform base",
+        ),
+        build(
+            "bad arm variant",
+            &["./hello", "--base", "scratch", "--platform", "linux/arm/x7"],
+            2,
+            "--platform",
+        ),
+        build(
+            "platform with spaces",
+            &["./hello", "--base", "scratch", "--platform", "linux/am d64"],
+            2,
+            "--platform",
+        ),
+        build(
+            "platform missing from base",
+            &[
+                "./hello",
+                "--base",
+                "oci-layout:{dir}/base:v1",
+                "--platform",
+                "linux/arm64",
+            ],
+            2,
+            "not linux/arm64",
+        ),
+        Case {
+            env: vec![("GOARCH", "arm64".into())],
+            ..build(
+                "GOARCH with --platform",
+                &["./hello", "--base", "scratch", "--platform", "linux/amd64"],
+                2,
+                "GOARCH is set",
+            )
+        },
+        // Tags, labels, annotations, env.
+        build(
+            "empty tag",
+            &["./hello", "--base", "scratch", "-t", ""],
+            2,
+            "--tag",
+        ),
+        build(
+            "tag starting with a dot",
+            &["./hello", "--base", "scratch", "-t", ".v1"],
+            2,
+            "not a valid tag",
+        ),
+        build(
+            "tag with a slash",
+            &["./hello", "--base", "scratch", "-t", "a/b"],
+            2,
+            "not a valid tag",
+        ),
+        build(
+            "tag too long",
+            &["./hello", "--base", "scratch", "-t", &"x".repeat(129)],
+            2,
+            "not a valid tag",
+        ),
+        build(
+            "label without value",
+            &["./hello", "--base", "scratch", "--label", "novalue"],
+            2,
+            "--label",
+        ),
+        build(
+            "label without key",
+            &["./hello", "--base", "scratch", "--label", "=v"],
+            2,
+            "--label",
+        ),
+        build(
+            "annotation without value",
+            &["./hello", "--base", "scratch", "--annotation", "x"],
+            2,
+            "--annotation",
+        ),
+        build(
+            "env without equals",
+            &["./hello", "--base", "scratch", "--env", "NOEQ"],
+            2,
+            "--env",
+        ),
+        build(
+            "env without name",
+            &["./hello", "--base", "scratch", "--env", "=1"],
+            2,
+            "--env",
+        ),
+        // Numbers and booleans.
+        build(
+            "zero jobs",
+            &["./hello", "--base", "scratch", "-j", "0"],
+            2,
+            "--jobs",
+        ),
+        build(
+            "jobs not a number",
+            &["./hello", "--base", "scratch", "-j", "many"],
+            2,
+            "invalid value",
+        ),
+        build(
+            "push not a boolean",
+            &["./hello", "--base", "scratch", "--push=maybe"],
+            2,
+            "invalid value",
+        ),
+        case(
+            "push=false with nowhere to write",
+            &["./hello", "--base", "scratch", "--push=false"],
+            2,
+            "nothing to write",
+        ),
+        build(
+            "unknown flag",
+            &["./hello", "--frobnicate"],
+            2,
+            "unexpected argument",
+        ),
+        // Repositories and names.
+        case(
+            "upper-case repo",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--repo",
+                "Registry.example/Apps",
+            ],
+            2,
+            "--default-repo",
+        ),
+        case(
+            "repo with a space",
+            &["./hello", "--base", "scratch", "--repo", "a b"],
+            2,
+            "--default-repo",
+        ),
+        case(
+            "repo with a tag",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--repo",
+                "127.0.0.1:5000/apps:v1",
+            ],
+            2,
+            "--default-repo",
+        ),
+        Case {
+            env: vec![("KOBUILD_DEFAULT_REPO", "Bad Repo".into())],
+            ..case(
+                "bad repo from the environment",
+                &["./hello", "--base", "scratch"],
+                2,
+                "--default-repo",
+            )
+        },
+        build(
+            "bad image name",
+            &["./hello", "--base", "scratch", "--image", "Bad Name"],
+            2,
+            "--image",
+        ),
+        build(
+            "image name for two targets",
+            &["./hello", "./hello", "--base", "scratch", "--image", "x"],
+            2,
+            "--image names one image",
+        ),
+        // Base references.
+        build("empty base", &["./hello", "--base", ""], 2, "--base"),
+        build(
+            "upper-case base",
+            &["./hello", "--base", "UPPER/base"],
+            2,
+            "must be lowercase",
+        ),
+        build(
+            "base with a bad digest",
+            &["./hello", "--base", "example.com/base@sha256:abc"],
+            2,
+            "--base",
+        ),
+        build(
+            "empty layout base",
+            &["./hello", "--base", "oci-layout:"],
+            2,
+            "oci-layout:PATH",
+        ),
+        build(
+            "layout base with a bad digest",
+            &["./hello", "--base", "oci-layout:{dir}/base@sha256:zz"],
+            2,
+            "invalid digest",
+        ),
+        build(
+            "layout base that does not exist",
+            &["./hello", "--base", "oci-layout:{dir}/nothing:v1"],
+            1,
+            "nothing/index.json",
+        ),
+        build(
+            "layout base without that tag",
+            &["./hello", "--base", "oci-layout:{dir}/base:v9"],
+            1,
+            "no such image in the layout",
+        ),
+        build(
+            "unreachable base registry",
+            &["./hello", "--base", "127.0.0.1:1/base:v1"],
+            1,
+            "cannot reach registry 127.0.0.1:1",
+        ),
+        // Targets.
+        build(
+            "missing directory",
+            &["./nope", "--base", "scratch"],
+            2,
+            "no such directory",
+        ),
+        build(
+            "library package",
+            &["./lib", "--base", "scratch"],
+            2,
+            "a library",
+        ),
+        build(
+            "compile error",
+            &["./broken", "--base", "scratch"],
+            1,
+            "undefined: nope",
+        ),
+        build(
+            "empty import path",
+            &["ko://", "--base", "scratch"],
+            2,
+            "empty import path",
+        ),
+        build(
+            "unknown import path",
+            &["ko://example.com/hello/nothere", "--base", "scratch"],
+            2,
+            "go list",
+        ),
+        build(
+            "several main packages",
+            &["{dir}/two/...", "--base", "scratch"],
+            2,
+            "matched 2 main packages",
+        ),
+        build(
+            "kodata symlink out of the tree",
+            &["{dir}/escape", "--base", "scratch"],
+            2,
+            "outside",
+        ),
+        // Environment.
+        Case {
+            env: vec![("SOURCE_DATE_EPOCH", "yesterday".into())],
+            ..build(
+                "bad SOURCE_DATE_EPOCH",
+                &["./hello", "--base", "scratch"],
+                2,
+                "SOURCE_DATE_EPOCH",
+            )
+        },
+        Case {
+            env: vec![("KO_DATA_DATE_EPOCH", "1.5".into())],
+            ..build(
+                "bad KO_DATA_DATE_EPOCH",
+                &["./hello", "--base", "scratch"],
+                2,
+                "KO_DATA_DATE_EPOCH",
+            )
+        },
+        // Credentials and TLS.
+        Case {
+            env: vec![("DOCKER_CONFIG", "{dir}/badconfig".into())],
+            ..case(
+                "malformed docker config",
+                &["./hello", "--base", "scratch", "--repo", "127.0.0.1:1/apps"],
+                1,
+                "config.json",
+            )
+        },
+        Case {
+            env: vec![("DOCKER_CONFIG", "{dir}/nohelper".into())],
+            ..case(
+                "missing credential helper",
+                &["./hello", "--base", "scratch", "--repo", "127.0.0.1:1/apps"],
+                1,
+                "docker-credential-kobuild-test-missing",
+            )
+        },
+        case(
+            "CA file that does not exist",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--repo",
+                "127.0.0.1:1/apps",
+                "--registry-ca",
+                "{dir}/none.crt",
+            ],
+            1,
+            "none.crt",
+        ),
+        case(
+            "CA file that is not PEM",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--repo",
+                "127.0.0.1:1/apps",
+                "--registry-ca",
+                "{dir}/not-pem.crt",
+            ],
+            1,
+            "not-pem.crt",
+        ),
+        // Outputs.
+        case(
+            "layout path that is not a layout",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--push=false",
+                "--oci-layout-path",
+                "{dir}/not-a-layout",
+            ],
+            1,
+            "not an OCI image layout",
+        ),
+        build(
+            "artifacts file that is a directory",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--file-output",
+                "{dir}/a-directory",
+            ],
+            2,
+            "--file-output",
+        ),
+        // render.
+        case(
+            "render a missing file",
+            &["-f", "{dir}/missing.yaml"],
+            2,
+            "missing.yaml",
+        )
+        .sub("render"),
+        case(
+            "render invalid YAML",
+            &["-f", "{dir}/bad.yaml"],
+            2,
+            "bad.yaml:2:",
+        ),
+        case(
+            "render an unresolved placeholder",
+            &["-f", "{dir}/pod.yaml"],
+            2,
+            "pod.yaml:4:",
+        )
+        .sub("render"),
+        case(
+            "render with empty artifacts",
+            &[
+                "-f",
+                "{dir}/pod.yaml",
+                "--build-artifacts",
+                "{dir}/empty.json",
+            ],
+            2,
+            "empty.json",
+        )
+        .sub("render"),
+        case(
+            "render with malformed artifacts",
+            &[
+                "-f",
+                "{dir}/pod.yaml",
+                "--build-artifacts",
+                "{dir}/garbage.json",
+            ],
+            2,
+            "garbage.json",
+        )
+        .sub("render"),
+        case(
+            "render with a bad --images",
+            &["-f", "{dir}/pod.yaml", "--images", "=x"],
+            2,
+            "--images",
+        )
+        .sub("render"),
+        case("render without -f", &[], 2, "required").sub("render"),
+        // Action inputs.
+        case("action boolean", &[], 2, "input push")
+            .sub("action")
+            .env("INPUT_PUSH", "yes"),
+        case("action platform", &[], 2, "input platforms")
+            .sub("action")
+            .env("INPUT_PLATFORMS", "linux")
+            .env("INPUT_TARGETS", "./hello"),
+        case("action tag", &[], 2, "input tags")
+            .sub("action")
+            .env("INPUT_TAGS", "a b")
+            .env("INPUT_TARGETS", "./hello"),
+    ]
+    .into_iter()
+    .map(|c| {
+        if c.name == "render invalid YAML" {
+            c.sub("render")
+        } else {
+            c
+        }
+    })
+    .collect()
+}
+
+#[test]
+fn every_malformed_input_fails_with_one_clear_line() {
+    let kb = Kobuild::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    prepare(dir);
+    let apps = fixtures_dir().join("apps");
+    let cases = cases();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", &dir.display().to_string()))
+            .collect();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kobuild"));
+        for k in [
+            "KOBUILD_DEFAULT_REPO",
+            "SOURCE_DATE_EPOCH",
+            "KO_DATA_DATE_EPOCH",
+            "GOOS",
+            "GOARCH",
+            "GOARM",
+        ] {
+            cmd.env_remove(k);
+        }
+        let out = cmd
+            .arg(c.subcommand)
+            .args(&args)
+            .envs(kb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                c.env
+                    .iter()
+                    .map(|(k, v)| (*k, v.replace("{dir}", &dir.display().to_string()))),
+            )
+            .env("GITHUB_WORKSPACE", &apps)
+            .current_dir(&apps)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Action mode reports through workflow commands on stdout; everything else keeps it empty.
+        let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let problems = [
+            (out.status.code() != Some(c.code))
+                .then(|| format!("exit {:?}, want {}", out.status.code(), c.code)),
+            (error_lines.len() != 1).then(|| format!("{} error lines", error_lines.len())),
+            // A compile error's first line names the failure; the compiler's own words follow.
+            (!stderr.contains(c.needle)).then(|| format!("no {:?} in the error", c.needle)),
+            (stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE"))
+                .then(|| "panicked".to_string()),
+            (c.subcommand != "action" && !stdout.is_empty()).then(|| format!("stdout: {stdout}")),
+            dir.join("out")
+                .exists()
+                .then(|| "left an output layout".to_string()),
+        ];
+        let problems: Vec<String> = problems.into_iter().flatten().collect();
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  stderr: {}",
+                c.name,
+                problems.join("; "),
+                stderr.trim()
+            ));
+        }
+        let _ = fs::remove_dir_all(dir.join("out"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
