@@ -34,9 +34,32 @@ pub struct BuildArgs {
     /// What to build: a directory with a Go main package, ko://import/path, or ./... (default: .)
     pub targets: Vec<String>,
 
-    /// Repository to push to; the image name is appended (env KOBUILD_DEFAULT_REPO).
-    #[arg(long = "default-repo", visible_alias = "repo", value_name = "REPO")]
+    /// skaffold.yaml to build its ko artifacts (default: ./skaffold.yaml when no targets are given).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<PathBuf>,
+
+    /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
+    #[arg(
+        short = 'p',
+        long = "profile",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub profiles: Vec<String>,
+
+    /// Repository to push to; the image name is appended (env KOBUILD_DEFAULT_REPO,
+    /// SKAFFOLD_DEFAULT_REPO or KO_DOCKER_REPO).
+    #[arg(
+        short = 'd',
+        long = "default-repo",
+        visible_alias = "repo",
+        value_name = "REPO"
+    )]
     pub default_repo: Option<String>,
+
+    /// Keep image paths under the default repo instead of flattening them (Skaffold's rule).
+    #[arg(long)]
+    pub multi_level_repo: bool,
 
     /// Image name under the repository (default: last element of the import path).
     #[arg(long, value_name = "NAME")]
@@ -74,6 +97,20 @@ pub struct BuildArgs {
     /// Write Skaffold's artifacts.json here after everything is published.
     #[arg(long, value_name = "FILE")]
     pub file_output: Option<PathBuf>,
+
+    /// Go template over the results for --file-output and, with --quiet, stdout
+    /// (default `{{json .}}`), as `skaffold build -o`.
+    #[arg(short = 'o', long, value_name = "TEMPLATE")]
+    pub output: Option<String>,
+
+    /// Print the --output template instead of one ref per image.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Artifacts built at once (env SKAFFOLD_BUILD_CONCURRENCY; default: skaffold.yaml's
+    /// build.local.concurrency, else 1; 0 means all).
+    #[arg(long, value_name = "N")]
+    pub build_concurrency: Option<usize>,
 
     /// Extra `go build` flag (repeatable).
     #[arg(long = "flags", value_name = "FLAG", allow_hyphen_values = true)]

@@ -25,6 +25,8 @@ pub enum Error {
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
     Gha(#[from] crate::gha::GhaError),
+    #[error("--output: {0}")]
+    Template(#[from] crate::template::TemplateError),
     #[error("{0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -35,7 +37,7 @@ impl Error {
     /// 2: the configuration or command line is wrong; 1: a build or push failed.
     pub fn exit_code(&self) -> i32 {
         let config = match self {
-            Error::Plan(_) | Error::Config(_) => true,
+            Error::Plan(_) | Error::Config(_) | Error::Template(_) => true,
             Error::Go(e) => e.is_config(),
             Error::Base(e) => e.is_config(),
             Error::Render(e) => e.is_config(),

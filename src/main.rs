@@ -38,9 +38,21 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             let plan = Plan::new(&args, &env, cwd)?;
             let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
             let mut out = std::io::stdout().lock();
-            for r in reports {
-                // A closed stdout (e.g. `| head`) is not a build failure.
-                let _ = writeln!(out, "{}", r.reference);
+            // A closed stdout (e.g. `| head`) is not a build failure.
+            match (&plan.output_template, plan.quiet) {
+                (Some(template), true) => {
+                    let artifacts: Vec<_> = reports.iter().map(|r| r.artifact()).collect();
+                    let _ = write!(
+                        out,
+                        "{}",
+                        kobuild::report::render_output(template, &artifacts)?
+                    );
+                }
+                _ => {
+                    for r in reports {
+                        let _ = writeln!(out, "{}", r.reference);
+                    }
+                }
             }
             Ok(())
         }

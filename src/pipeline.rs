@@ -6,72 +6,51 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::base::{self, BaseChild, ResolvedBase};
+use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, Layer, LayerStore};
-use crate::plan::Plan;
+use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PushStats};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
 
-/// Build every target of the plan; returns one report per image, in target order.
+/// Build every artifact of the plan; returns one report per image, in plan order.
 /// artifacts.json is written only after every image was published.
 pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
-    let client = client(plan)?;
-    if plan.image_name.is_some() && plan.targets.len() > 1 {
-        return Err(Error::Config(
-            "--image names one image, but several targets were given".into(),
-        ));
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
     }
-    let targets = plan
-        .targets
-        .iter()
-        .map(|t| Target::parse(&plan.cwd, t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let client = client(plan)?;
     let builder = Builder {
         plan,
+        client: &client,
         jobs: Semaphore::new(plan.jobs),
         binaries: Mutex::default(),
+        bases: Mutex::default(),
     };
-    // The base comes over the network while Go resolves and compiles: for a list of
-    // platforms the binaries do not depend on it, so nothing waits for anything else.
-    let base = async { Ok::<_, Error>(base::resolve(&plan.base, &plan.platforms, &client).await?) };
-    let packages = try_join_all(targets.iter().map(|t| builder.resolve(t)));
-    let (base, packages) = tokio::try_join!(base, packages)?;
-    log_base(&base);
-    let platforms: Vec<String> = base
-        .children
-        .iter()
-        .map(|c| c.platform.to_string())
-        .collect();
-    tracing::info!("platforms: {}", platforms.join(", "));
-
-    let mut reports = Vec::new();
-    for (target, pkg) in &packages {
-        let start = Instant::now();
-        let built = builder.artifact(target, pkg, &base).await?;
-        let (reference, push) = publish_one(plan, &client, pkg, &base, &built).await?;
-        reports.push(ImageReport {
-            image_name: plan
-                .image_name
-                .clone()
-                .unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
-            reference,
-            digest: built.digest().clone(),
-            platforms: platforms.clone(),
-            size: size_of(&built),
-            seconds: start.elapsed().as_secs_f64(),
-            push,
-        });
-    }
+    let at_once = match plan.build_concurrency {
+        0 => plan.artifacts.len().max(1),
+        n => n,
+    };
+    let reports: Vec<ImageReport> = stream::iter(&plan.artifacts)
+        .map(|a| builder.build(a))
+        .buffered(at_once)
+        .try_collect()
+        .await?;
     if let Some(path) = &plan.file_output {
         let artifacts: Vec<Artifact> = reports.iter().map(ImageReport::artifact).collect();
-        report::write_artifacts(path, &artifacts)?;
+        match &plan.output_template {
+            Some(t) => {
+                publish::write_atomic(path, report::render_output(t, &artifacts)?.as_bytes())?
+            }
+            None => report::write_artifacts(path, &artifacts)?,
+        }
     }
     Ok(reports)
 }
@@ -89,26 +68,93 @@ fn log_base(base: &ResolvedBase) {
     }
 }
 
-/// Binaries are memoized by package and Go environment, so a platform built before the base
-/// was known is not built again, and two platforms with the same environment build once.
-type BinaryKey = (Target, Vec<(String, String)>);
+/// Binaries are memoized by what decides their bytes, so a platform built before the base
+/// was known is not built again, and artifacts sharing a package and flags build it once.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BinaryKey {
+    target: Target,
+    env: Vec<(String, String)>,
+    flags: Vec<String>,
+    ldflags: Vec<String>,
+}
+
+type BaseKey = (String, String);
 
 struct Builder<'a> {
     plan: &'a Plan,
+    client: &'a Client,
     /// Bounds concurrent `go build`s (`--jobs`).
     jobs: Semaphore,
     binaries: Mutex<HashMap<BinaryKey, Arc<OnceCell<PathBuf>>>>,
+    /// Artifacts on the same base fetch it once.
+    bases: Mutex<HashMap<BaseKey, Arc<OnceCell<Arc<ResolvedBase>>>>>,
 }
 
 impl Builder<'_> {
+    async fn build(&self, a: &ArtifactPlan) -> Result<ImageReport, Error> {
+        let start = Instant::now();
+        let target = Target::parse(&a.dir, &a.target)?;
+        // The base comes over the network while Go resolves and compiles: for a list of
+        // platforms the binaries do not depend on it, so nothing waits for anything else.
+        let (base, (target, pkg)) =
+            tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, &target))?;
+        let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
+            Some(spec) => self.base(spec, &a.platforms).await?,
+            None => base,
+        };
+        log_base(&base);
+        let platforms: Vec<String> = base
+            .children
+            .iter()
+            .map(|c| c.platform.to_string())
+            .collect();
+        tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
+        let built = self.artifact(a, &target, &pkg, &base).await?;
+        let (reference, push) = publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
+        Ok(ImageReport {
+            image_name: a
+                .image_name
+                .clone()
+                .unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
+            reference,
+            digest: built.digest().clone(),
+            platforms,
+            size: size_of(&built),
+            seconds: start.elapsed().as_secs_f64(),
+            push,
+        })
+    }
+
+    async fn base(
+        &self,
+        spec: &BaseSpec,
+        platforms: &Platforms,
+    ) -> Result<Arc<ResolvedBase>, Error> {
+        let cell = {
+            let mut map = self
+                .bases
+                .lock()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            map.entry((format!("{spec:?}"), platforms.to_string()))
+                .or_default()
+                .clone()
+        };
+        let base = cell
+            .get_or_try_init(|| async {
+                Ok::<_, Error>(Arc::new(base::resolve(spec, platforms, self.client).await?))
+            })
+            .await?;
+        Ok(base.clone())
+    }
+
     /// `go list` the target and, at the same time, start the binaries an explicit platform
     /// list determines (`linux/arm` without a variant is left to the base: it may offer v6
     /// and v7). A `...` pattern is listed first to find its one main package.
-    async fn resolve(&self, t: &Target) -> Result<(Target, Package), Error> {
+    async fn resolve(&self, a: &ArtifactPlan, t: &Target) -> Result<(Target, Package), Error> {
         if t.is_buildable() {
             let list = async { Ok::<_, Error>(gobuild::resolve(&self.plan.go, t).await?) };
             // When both fail, what `go list` says (e.g. "not a main package") explains more.
-            let (pkg, built) = tokio::join!(list, self.prebuild(t));
+            let (pkg, built) = tokio::join!(list, self.prebuild(a, t));
             let pkg = pkg?;
             built?;
             return Ok((t.clone(), pkg));
@@ -119,22 +165,26 @@ impl Builder<'_> {
             dir: pkg.dir.clone(),
             pattern: ".".into(),
         };
-        self.prebuild(&t).await?;
+        self.prebuild(a, &t).await?;
         Ok((t, pkg))
     }
 
-    async fn prebuild(&self, t: &Target) -> Result<(), Error> {
-        let Platforms::List(list) = &self.plan.platforms else {
+    async fn prebuild(&self, a: &ArtifactPlan, t: &Target) -> Result<(), Error> {
+        let Platforms::List(list) = &a.platforms else {
             return Ok(());
         };
         let wanted = list
             .iter()
             .filter(|p| p.arch != "arm" || !p.variant.is_empty());
-        try_join_all(wanted.map(|p| self.binary(t, p))).await?;
+        try_join_all(wanted.map(|p| self.binary(a, t, p))).await?;
         Ok(())
     }
 
-    fn go_env(&self, platform: &Platform) -> Result<Vec<(String, String)>, Error> {
+    fn go_env(
+        &self,
+        a: &ArtifactPlan,
+        platform: &Platform,
+    ) -> Result<Vec<(String, String)>, Error> {
         let mut env = Vec::new();
         if self.plan.cgo_disabled_by_default {
             env.push(("CGO_ENABLED".to_string(), "0".to_string()));
@@ -144,18 +194,28 @@ impl Builder<'_> {
                 .go_env()
                 .map_err(|e| Error::Config(format!("base platform: {e}")))?,
         );
-        env.extend(self.plan.go_env.iter().cloned());
+        env.extend(a.go_env.iter().cloned());
         Ok(env)
     }
 
-    async fn binary(&self, t: &Target, platform: &Platform) -> Result<PathBuf, Error> {
-        let env = self.go_env(platform)?;
+    async fn binary(
+        &self,
+        a: &ArtifactPlan,
+        t: &Target,
+        platform: &Platform,
+    ) -> Result<PathBuf, Error> {
+        let key = BinaryKey {
+            target: t.clone(),
+            env: self.go_env(a, platform)?,
+            flags: a.flags.clone(),
+            ldflags: a.ldflags.clone(),
+        };
         let cell = {
             let mut map = self
                 .binaries
                 .lock()
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            map.entry((t.clone(), env.clone())).or_default().clone()
+            map.entry(key.clone()).or_default().clone()
         };
         let path = cell
             .get_or_try_init(|| async {
@@ -164,15 +224,22 @@ impl Builder<'_> {
                     .acquire()
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))?;
+                let output = gobuild::output_path(
+                    &self.plan.cache_dir,
+                    t,
+                    &key.env,
+                    &key.flags,
+                    &key.ldflags,
+                );
                 Ok::<_, Error>(
                     gobuild::build(&GoBuild {
                         go: &self.plan.go,
                         target: t,
                         platform: platform.to_string(),
-                        output: gobuild::output_path(&self.plan.cache_dir, t, &env),
-                        env,
-                        flags: self.plan.flags.clone(),
-                        ldflags: self.plan.ldflags.clone(),
+                        output,
+                        env: key.env.clone(),
+                        flags: key.flags.clone(),
+                        ldflags: key.ldflags.clone(),
                     })
                     .await?,
                 )
@@ -184,19 +251,19 @@ impl Builder<'_> {
     /// All platforms of one package, built in parallel, then the index.
     async fn artifact(
         &self,
+        a: &ArtifactPlan,
         t: &Target,
         pkg: &Package,
         base: &ResolvedBase,
     ) -> Result<Built, Error> {
-        let plan = self.plan;
-        let store = layer_store(plan);
+        let store = layer_store(self.plan);
         let kodata_dir = pkg.dir.join("kodata");
-        let epoch = plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
+        let epoch = self.plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
         let kodata = blocking(move || layer::kodata_layer(&kodata_dir, epoch, &store)).await?;
         let images = try_join_all(
             base.children
                 .iter()
-                .map(|child| self.image(t, pkg, child, &kodata)),
+                .map(|child| self.image(a, t, pkg, child, &kodata)),
         )
         .await?;
         let Some(info) = &base.index else {
@@ -219,20 +286,20 @@ impl Builder<'_> {
             &info.media_type,
             info.reference.as_ref(),
             children,
-            &plan.annotations,
+            &a.annotations,
         )))
     }
 
     async fn image(
         &self,
+        a: &ArtifactPlan,
         t: &Target,
         pkg: &Package,
         child: &BaseChild,
         kodata: &Layer,
     ) -> Result<BuiltImage, Error> {
-        let plan = self.plan;
-        let binary = self.binary(t, &child.platform).await?;
-        let store = layer_store(plan);
+        let binary = self.binary(a, t, &child.platform).await?;
+        let store = layer_store(self.plan);
         let app = pkg.app_name().to_string();
         let bin = blocking(move || layer::binary_layer(&binary, &app, &store)).await?;
         Ok(assemble::assemble(
@@ -242,10 +309,10 @@ impl Builder<'_> {
             &Recipe {
                 import_path: &pkg.import_path,
                 app_name: pkg.app_name(),
-                source_date_epoch: plan.source_date_epoch,
-                kodata_date_epoch: plan.kodata_date_epoch,
-                labels: &plan.labels,
-                annotations: &plan.annotations,
+                source_date_epoch: self.plan.source_date_epoch,
+                kodata_date_epoch: self.plan.kodata_date_epoch,
+                labels: &a.labels,
+                annotations: &a.annotations,
             },
         ))
     }
@@ -303,15 +370,12 @@ fn size_of(built: &Built) -> u64 {
 async fn publish_one(
     plan: &Plan,
     client: &Client,
+    a: &ArtifactPlan,
     pkg: &Package,
     base: &ResolvedBase,
     built: &Built,
 ) -> Result<(String, Option<PushStats>), Error> {
-    let name = plan
-        .image_name
-        .clone()
-        .unwrap_or_else(|| pkg.app_name().to_lowercase());
-    let tag = &plan.tags[0];
+    let tag = &a.tags[0];
     let mut reference = None;
     let mut stats = None;
     if let Some(archive) = &plan.outputs.oci_archive {
@@ -320,14 +384,14 @@ async fn publish_one(
             built,
             &base.blobs,
             archive,
-            &plan.tags,
+            &a.tags,
             &plan.cache_dir,
         )
         .await?;
         reference = Some(format!("oci-archive:{}@{d}", archive.display()));
     }
     if let Some(dir) = &plan.outputs.oci_layout {
-        let d = publish::write_layout(client, built, &base.blobs, dir, &plan.tags, &plan.cache_dir)
+        let d = publish::write_layout(client, built, &base.blobs, dir, &a.tags, &plan.cache_dir)
             .await?;
         if plan.outputs.default_layout {
             tracing::warn!(
@@ -337,15 +401,26 @@ async fn publish_one(
         }
         reference = Some(format!("oci-layout:{}@{d}", dir.display()));
     }
-    if let Some(repo) = &plan.outputs.repo {
-        let target = Repository::parse(&format!("{repo}/{name}"))
-            .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?;
+    let target = match &a.destination {
+        Destination::None => None,
+        Destination::Repository(r) => Some(r.clone()),
+        Destination::DefaultRepo { repo, name } => {
+            let name = name
+                .clone()
+                .unwrap_or_else(|| pkg.app_name().to_lowercase());
+            Some(
+                Repository::parse(&format!("{repo}/{name}"))
+                    .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?,
+            )
+        }
+    };
+    if let Some(target) = target {
         let pushed = publish::push(
             client,
             built,
             &base.blobs,
             &target,
-            &plan.tags,
+            &a.tags,
             &plan.cache_dir,
         )
         .await?;

@@ -30,6 +30,14 @@ impl fmt::Display for Prefix<'_> {
     }
 }
 
+fn field(path: &str) -> &str {
+    if path.is_empty() {
+        "the document"
+    } else {
+        path
+    }
+}
+
 fn in_path(path: &str) -> String {
     if path.is_empty() {
         "at the top level".to_string()
@@ -50,13 +58,13 @@ pub enum ConfigErrorKind {
         path: String,
         expected: Vec<&'static str>,
     },
-    #[error("{path}: expected {expected}, found {found}")]
+    #[error("{}: expected {expected}, found {found}", field(path))]
     Type {
         path: String,
         expected: &'static str,
         found: &'static str,
     },
-    #[error("{path}: {message}")]
+    #[error("{}: {message}", field(path))]
     Invalid { path: String, message: String },
     #[error(
         "apiVersion {found:?} is not supported: kobuild reads skaffold/v4beta1 to skaffold/v4beta{} (`skaffold fix` upgrades older files)",

@@ -410,6 +410,10 @@ fn parse(
             profiles::apply(&mut doc.node, &doc.profiles[p])?;
             doc.profiles[p].info.applied = true;
         }
+        if !selected.is_empty() {
+            // Skaffold decodes the patched configuration strictly again.
+            read_metadata(&Fields::strict(&doc.node, "", TOP_FIELDS)?)?;
+        }
         let build = read_build(doc.node.get("build"), "build", file, i)?;
         if !matches!(build.pipeline.build_type, BuildType::Local(_)) {
             warnings.push(warn(
@@ -477,15 +481,7 @@ fn read_document(
             format!("must be Config, not {kind:?}"),
         ));
     }
-    let name = match f.get("metadata") {
-        Some(m) => {
-            let m = Fields::strict(m, "metadata", METADATA_FIELDS)?;
-            m.string_map("labels")?;
-            m.string_map("annotations")?;
-            m.string("name")?
-        }
-        None => String::new(),
-    };
+    let name = read_metadata(&f)?;
     if let Some(requires) = node
         .entry("requires")
         .filter(|r| !r.value.is_null() && !matches!(&r.value.kind, Kind::Seq(v) if v.is_empty()))
@@ -520,6 +516,19 @@ fn read_document(
         name,
         profiles,
     })
+}
+
+/// `metadata.name`, checking the rest of `metadata`.
+fn read_metadata(top: &Fields) -> Result<String, Fault> {
+    match top.get("metadata") {
+        Some(m) => {
+            let m = Fields::strict(m, "metadata", METADATA_FIELDS)?;
+            m.string_map("labels")?;
+            m.string_map("annotations")?;
+            m.string("name")
+        }
+        None => Ok(String::new()),
+    }
 }
 
 struct Build {
@@ -688,6 +697,14 @@ fn read_tag_policy(
                 .into_iter()
                 .map(|(cp, cn)| {
                     let name = Fields::strict(cn, &cp, COMPONENT_FIELDS)?.string("name")?;
+                    // Skaffold rejects these too; it also keeps this recursion one level deep.
+                    if let Some(nested) = cn.entry("customTemplate") {
+                        return Err(Fault::invalid(
+                            nested.key_pos,
+                            &cp,
+                            "a component cannot be a customTemplate",
+                        ));
+                    }
                     let tagger = read_tag_policy(cn, &cp, COMPONENT_FIELDS)?
                         .ok_or_else(|| Fault::invalid(cn.pos, &cp, "a component needs a tagger"))?;
                     Ok(TaggerComponent { name, tagger })
@@ -834,6 +851,10 @@ mod tests {
         assert!(parse("kind: Config\n").is_err());
         assert!(parse("apiVersion: skaffold/v4beta1\nkind: Other\n").is_err());
         assert!(parse("").is_err());
+        assert_eq!(
+            parse("- a\n").unwrap_err().to_string(),
+            "skaffold.yaml:1:1: the document: expected a mapping, found a list"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle};
 use super::error::{ConfigErrorKind, Fault, Pos};
 
 /// Deeper nesting than any configuration needs, shallow enough for recursive walks.
-const MAX_DEPTH: usize = 512;
+const MAX_DEPTH: usize = 128;
 /// Caps nodes, counting every alias expansion, against "billion laughs" documents.
 const MAX_NODES: usize = 200_000;
 

@@ -143,7 +143,14 @@ async fn step<W: Write>(
         tracing::info!("default-repo {repo}, from the repository's name");
     }
 
-    commands.group(&format!("kobuild: build {}", plan.targets.join(", ")))?;
+    commands.group(&format!(
+        "kobuild: build {}",
+        plan.artifacts
+            .iter()
+            .map(|a| a.image_name.clone().unwrap_or_else(|| a.target.clone()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))?;
     let built = pipeline::build(&plan).await;
     commands.endgroup()?;
     let reports = built?;

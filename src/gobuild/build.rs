@@ -61,9 +61,16 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
 }
 
 /// `<cache>/bin/<id>-<name>/<GOOS>-<GOARCH>[-<GOARM|GOAMD64>]/<name>`: one stable path per
-/// target (id = hash of its directory and pattern) and Go environment, so `linux/arm64` and
+/// target and build settings (id = hash of directory, pattern, environment and flags) and
+/// platform, so an unchanged package is not relinked, and `linux/arm64` and
 /// `linux/arm64/v8` share a binary.
-pub fn output_path(cache: &Path, target: &Target, env: &[(String, String)]) -> PathBuf {
+pub fn output_path(
+    cache: &Path,
+    target: &Target,
+    env: &[(String, String)],
+    flags: &[String],
+    ldflags: &[String],
+) -> PathBuf {
     let get = |key: &str| {
         env.iter()
             .rev()
@@ -78,7 +85,22 @@ pub fn output_path(cache: &Path, target: &Target, env: &[(String, String)]) -> P
     if let Some(v) = get("GOARM").or_else(|| get("GOAMD64")) {
         platform = format!("{platform}-{v}");
     }
-    let id = Digest::of(format!("{}\0{}", target.dir.display(), target.pattern).as_bytes());
+    let settings: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "GOOS" | "GOARCH" | "GOARM" | "GOAMD64"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(flags.iter().cloned())
+        .chain(ldflags.iter().map(|l| format!("ldflags:{l}")))
+        .collect();
+    let id = Digest::of(
+        format!(
+            "{}\0{}\0{}",
+            target.dir.display(),
+            target.pattern,
+            settings.join("\0")
+        )
+        .as_bytes(),
+    );
     let name = match target.pattern.as_str() {
         "." => target
             .dir

@@ -19,6 +19,11 @@ impl Env {
             .collect())
     }
 
+    /// Every variable, for templates whose data is the whole environment.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
     pub fn get(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()
     }

@@ -2,24 +2,38 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+mod skaffold;
+mod tags;
 
 pub use env::Env;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
+use crate::config::KoConfig;
 use crate::platform::{Platform, Platforms};
 use crate::registry::{RegistryCredential, Repository};
+use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
 
 #[derive(Debug, thiserror::Error)]
-#[error("{field}: {reason}")]
 pub struct PlanError {
+    /// The flag, variable or input at fault; empty when `reason` names a file position.
     pub field: String,
     pub reason: String,
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
 }
 
 fn err(field: &str, reason: impl ToString) -> PlanError {
@@ -29,36 +43,77 @@ fn err(field: &str, reason: impl ToString) -> PlanError {
     }
 }
 
-/// Where the images go.
+/// An error that already names its file, line and column.
+fn located(e: impl ToString) -> PlanError {
+    err("", e)
+}
+
+/// Where the images go, besides each artifact's registry destination.
 #[derive(Clone, Debug)]
 pub struct Outputs {
-    pub repo: Option<Repository>,
     pub oci_layout: Option<PathBuf>,
     pub oci_archive: Option<PathBuf>,
     /// True when no destination was configured and the layout is kobuild's default one.
     pub default_layout: bool,
 }
 
+/// Which registry repository an artifact is pushed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Not pushed (`--push=false`, or nothing configured).
+    None,
+    /// `DEFAULT_REPO/NAME` (command-line targets); without a name, the last element of the
+    /// import path, as `go build` names the binary.
+    DefaultRepo {
+        repo: Repository,
+        name: Option<String>,
+    },
+    /// A repository fixed by the configuration (skaffold.yaml's image after default-repo).
+    Repository(Repository),
+}
+
+/// One image to build, with every template already expanded.
 #[derive(Clone, Debug)]
-pub struct Plan {
-    pub cwd: PathBuf,
-    pub go: String,
-    pub targets: Vec<String>,
+pub struct ArtifactPlan {
+    /// artifacts.json `imageName`: skaffold.yaml's `image` as written, or `--image`; `None`
+    /// means `ko://<import path>`.
     pub image_name: Option<String>,
-    pub platforms: Platforms,
-    pub jobs: usize,
+    /// A directory, `ko://import/path` or a `...` pattern, relative to `dir`.
+    pub target: String,
+    /// Where Go runs.
+    pub dir: PathBuf,
+    pub destination: Destination,
     pub base: BaseSpec,
-    pub outputs: Outputs,
-    pub tags: Vec<String>,
-    pub file_output: Option<PathBuf>,
-    /// ko's `CGO_ENABLED=0`, unless the environment sets CGO_ENABLED itself.
-    pub cgo_disabled_by_default: bool,
-    /// `--env` values, applied last over the inherited environment for `go build`.
+    /// `.ko.yaml` `baseImageOverrides`, by lower-cased import path.
+    pub base_overrides: BTreeMap<String, BaseSpec>,
+    pub platforms: Platforms,
+    /// The artifact's environment for `go build`, applied last over the inherited one.
     pub go_env: Vec<(String, String)>,
     pub flags: Vec<String>,
     pub ldflags: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The first is the one printed; all are pushed.
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub cwd: PathBuf,
+    pub go: String,
+    pub artifacts: Vec<ArtifactPlan>,
+    pub outputs: Outputs,
+    pub file_output: Option<PathBuf>,
+    /// `--output`: a Go template over the results, for `--file-output` and, with `--quiet`,
+    /// stdout (Skaffold's `build -q -o`).
+    pub output_template: Option<String>,
+    pub quiet: bool,
+    /// Concurrent `go build`s.
+    pub jobs: usize,
+    /// Artifacts built at once (0: all).
+    pub build_concurrency: usize,
+    /// ko's `CGO_ENABLED=0`, unless the environment sets CGO_ENABLED itself.
+    pub cgo_disabled_by_default: bool,
     pub source_date_epoch: Option<i64>,
     pub kodata_date_epoch: Option<i64>,
     pub cache_dir: PathBuf,
@@ -69,40 +124,34 @@ pub struct Plan {
     pub credentials: Vec<RegistryCredential>,
     pub insecure_registries: Vec<String>,
     pub registry_ca: Vec<PathBuf>,
+    /// Things worth a warning line (skipped artifacts, ignored config keys).
+    pub warnings: Vec<String>,
+}
+
+/// What every artifact shares, from the command line and the environment.
+struct Common {
+    push: bool,
+    default_repo: Option<String>,
+    tags: Vec<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+    source_date_epoch: Option<i64>,
 }
 
 impl Plan {
     pub fn new(args: &BuildArgs, env: &Env, cwd: PathBuf) -> Result<Plan, PlanError> {
-        let platforms = platforms(args, env)?;
-        let base_input = args
-            .base
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BASE.to_string());
-        let base = BaseSpec::parse(&base_input).map_err(|e| err("--base", e))?;
-
-        let repo_input = args
+        let push = args.push.unwrap_or(true);
+        let default_repo = args
             .default_repo
             .clone()
-            .or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
-        let push = args.push.unwrap_or(true);
-        let repo = match (&repo_input, push) {
-            (Some(r), true) => Some(Repository::parse(r).map_err(|e| err("--default-repo", e))?),
-            _ => None,
-        };
-        let default_layout =
-            repo.is_none() && args.oci_layout_path.is_none() && args.oci_archive.is_none();
-        if default_layout && !push {
-            return Err(err(
-                "--push=false",
-                "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
-            ));
+            .or_else(|| env.get("KOBUILD_DEFAULT_REPO"))
+            .or_else(|| env.get("SKAFFOLD_DEFAULT_REPO"))
+            .or_else(|| env.get("KO_DOCKER_REPO"))
+            .filter(|r| !r.is_empty());
+        if let Some(r) = &default_repo {
+            Repository::parse(r).map_err(|e| err("--default-repo", e))?;
         }
-        let oci_layout = match &args.oci_layout_path {
-            Some(p) => Some(cwd.join(p)),
-            None if default_layout => Some(cwd.join(".kobuild/oci")),
-            None => None,
-        };
-
         let mut tags = Vec::new();
         for t in &args.tags {
             if !valid_tag(t) {
@@ -117,23 +166,71 @@ impl Plan {
                 tags.push(t.clone());
             }
         }
-        if tags.is_empty() {
-            tags.push("latest".into());
-        }
-        if let Some(name) = &args.image {
-            Repository::parse(&format!("localhost/{name}")).map_err(|e| err("--image", e))?;
-        }
-
-        let mut go_env = Vec::new();
-        for kv in &args.env {
-            go_env.push(key_value("--env", kv)?);
-        }
-        if let Platforms::List(list) = &platforms {
-            for p in list {
-                p.go_env().map_err(|e| err("--platform", e))?;
+        let common = Common {
+            push,
+            default_repo,
+            tags,
+            labels: pairs("--label", &args.labels)?,
+            annotations: pairs("--annotation", &args.annotations)?,
+            env: args
+                .env
+                .iter()
+                .map(|kv| key_value("--env", kv))
+                .collect::<Result<_, _>>()?,
+            source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
+        };
+        let go = env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string());
+        let skaffold_file = match &args.filename {
+            Some(f) => Some(cwd.join(f)),
+            None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
+                Some(cwd.join("skaffold.yaml"))
             }
+            None => None,
+        };
+        let mut warnings = Vec::new();
+        let (artifacts, concurrency) = match &skaffold_file {
+            Some(file) => {
+                if !args.targets.is_empty() {
+                    return Err(err(
+                        "targets",
+                        "give targets or a skaffold.yaml (-f), not both",
+                    ));
+                }
+                if args.image.is_some() {
+                    return Err(err(
+                        "--image",
+                        "skaffold.yaml names its images; --image is for targets",
+                    ));
+                }
+                skaffold::artifacts(args, env, &cwd, file, &go, &common, &mut warnings)?
+            }
+            None => (
+                vec![cli_artifact(args, env, &cwd, &common, &mut warnings)?],
+                1,
+            ),
+        };
+        if args.image.is_some() && args.targets.len() > 1 {
+            return Err(err(
+                "--image",
+                "--image names one image, but several targets were given",
+            ));
         }
+        let artifacts = expand_targets(artifacts, args);
 
+        let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
+        let default_layout =
+            !pushes && args.oci_layout_path.is_none() && args.oci_archive.is_none();
+        if default_layout && !push {
+            return Err(err(
+                "--push=false",
+                "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
+            ));
+        }
+        let oci_layout = match &args.oci_layout_path {
+            Some(p) => Some(cwd.join(p)),
+            None if default_layout => Some(cwd.join(".kobuild/oci")),
+            None => None,
+        };
         let cache_dir = match (&args.cache_dir, env.get("KOBUILD_CACHE_DIR")) {
             (Some(d), _) => cwd.join(d),
             (None, Some(d)) => cwd.join(d),
@@ -148,37 +245,44 @@ impl Plan {
             (None, Some(h)) => Some(PathBuf::from(h).join(".docker")),
             (None, None) => None,
         };
-
+        let build_concurrency = match (
+            args.build_concurrency,
+            env.get("SKAFFOLD_BUILD_CONCURRENCY"),
+        ) {
+            (Some(n), _) => n,
+            (None, Some(v)) => v.parse().map_err(|_| {
+                err(
+                    "SKAFFOLD_BUILD_CONCURRENCY",
+                    format!("{v:?} is not a whole number"),
+                )
+            })?,
+            (None, None) => concurrency,
+        };
+        if args.quiet && args.output.is_none() {
+            return Err(err(
+                "--quiet",
+                "prints the --output template instead of refs: give --output too",
+            ));
+        }
         Ok(Plan {
-            go: env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()),
-            targets: if args.targets.is_empty() {
-                vec![".".into()]
-            } else {
-                args.targets.clone()
+            go,
+            artifacts,
+            outputs: Outputs {
+                oci_layout,
+                oci_archive: args.oci_archive.as_ref().map(|p| cwd.join(p)),
+                default_layout,
             },
-            image_name: args.image.clone(),
-            platforms,
+            file_output: file_output(args, &cwd)?,
+            output_template: args.output.clone(),
+            quiet: args.quiet,
             jobs: match args.jobs {
                 Some(0) => return Err(err("--jobs", "must be at least 1")),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
+            build_concurrency,
             cgo_disabled_by_default: env.get("CGO_ENABLED").is_none(),
-            base,
-            outputs: Outputs {
-                repo,
-                oci_layout,
-                oci_archive: args.oci_archive.as_ref().map(|p| cwd.join(p)),
-                default_layout,
-            },
-            tags,
-            file_output: file_output(args, &cwd)?,
-            go_env,
-            flags: args.flags.clone(),
-            ldflags: args.ldflags.clone(),
-            labels: pairs("--label", &args.labels)?,
-            annotations: pairs("--annotation", &args.annotations)?,
-            source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
+            source_date_epoch: common.source_date_epoch,
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
             layer_cache: !args.no_cache,
@@ -186,28 +290,205 @@ impl Plan {
             credentials: Vec::new(),
             insecure_registries: args.insecure_registries.clone(),
             registry_ca: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
+            warnings,
             cwd,
         })
     }
 }
 
-/// `--platform`, else both GOOS and GOARCH from the environment (ko's rule), else linux/amd64.
-fn platforms(args: &BuildArgs, env: &Env) -> Result<Platforms, PlanError> {
+/// Command-line targets share one configuration: the flags, over `.ko.yaml` defaults.
+fn cli_artifact(
+    args: &BuildArgs,
+    env: &Env,
+    cwd: &Path,
+    common: &Common,
+    warnings: &mut Vec<String>,
+) -> Result<ArtifactPlan, PlanError> {
+    let ko_config_path = env.get("KO_CONFIG_PATH").map(|p| cwd.join(p));
+    let ko = KoConfig::load(cwd, ko_config_path.as_deref(), env).map_err(located)?;
+    warnings.extend(ko.warnings.iter().cloned());
+    let platforms = platforms(&args.platforms, &ko.default_platforms, env)?;
+    let base_input = args
+        .base
+        .clone()
+        .or_else(|| ko.default_base_image.clone())
+        .unwrap_or_else(|| DEFAULT_BASE.to_string());
+    let base_field = if args.base.is_some() {
+        "--base"
+    } else {
+        "defaultBaseImage"
+    };
+    let base = BaseSpec::parse(&base_input).map_err(|e| err(base_field, e))?;
+    let mut base_overrides = BTreeMap::new();
+    for (ip, r) in &ko.base_image_overrides {
+        base_overrides.insert(
+            ip.clone(),
+            BaseSpec::parse(r).map_err(|e| err("baseImageOverrides", e))?,
+        );
+    }
+    if let Some(name) = &args.image {
+        Repository::parse(&format!("localhost/{name}")).map_err(|e| err("--image", e))?;
+    }
+    let destination = match (&common.default_repo, common.push) {
+        (Some(r), true) => Destination::DefaultRepo {
+            repo: Repository::parse(r).map_err(|e| err("--default-repo", e))?,
+            name: args.image.clone(),
+        },
+        _ => Destination::None,
+    };
+    let mut go_env = Vec::new();
+    for kv in &ko.default_env {
+        go_env.push(key_value("defaultEnv", kv)?);
+    }
+    go_env.extend(common.env.iter().cloned());
+    let data = ko_data(cwd, env, &go_env, common.source_date_epoch);
+    let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
+        values
+            .iter()
+            .map(|v| data.expand(v).map_err(|e| err(field, e)))
+            .collect()
+    };
+    let (flags, flags_field) = if args.flags.is_empty() {
+        (&ko.default_flags, "defaultFlags")
+    } else {
+        (&args.flags, "--flags")
+    };
+    let (ldflags, ldflags_field) = if args.ldflags.is_empty() {
+        (&ko.default_ldflags, "defaultLdflags")
+    } else {
+        (&args.ldflags, "--ldflags")
+    };
+    Ok(ArtifactPlan {
+        image_name: args.image.clone(),
+        target: String::new(),
+        dir: cwd.to_path_buf(),
+        destination,
+        base,
+        base_overrides,
+        platforms,
+        go_env,
+        flags: expand(flags_field, flags)?,
+        ldflags: expand(ldflags_field, ldflags)?,
+        labels: common.labels.clone(),
+        annotations: common.annotations.clone(),
+        tags: if common.tags.is_empty() {
+            vec!["latest".into()]
+        } else {
+            common.tags.clone()
+        },
+    })
+}
+
+/// One artifact per command-line target (default `.`), sharing the configuration.
+fn expand_targets(artifacts: Vec<ArtifactPlan>, args: &BuildArgs) -> Vec<ArtifactPlan> {
+    artifacts
+        .into_iter()
+        .flat_map(|a| {
+            if !a.target.is_empty() {
+                return vec![a];
+            }
+            let targets = if args.targets.is_empty() {
+                vec![".".to_string()]
+            } else {
+                args.targets.clone()
+            };
+            targets
+                .into_iter()
+                .map(|t| ArtifactPlan {
+                    target: t,
+                    ..a.clone()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// ko's template data, with `go env` read only if a template needs it.
+struct KoData {
+    data: std::cell::RefCell<Option<KoTemplateData>>,
+    dir: PathBuf,
+    env: BTreeMap<String, String>,
+    timestamp: i64,
+}
+
+fn ko_data(
+    dir: &Path,
+    env: &Env,
+    go_env: &[(String, String)],
+    source_date_epoch: Option<i64>,
+) -> KoData {
+    let mut vars = env.vars().clone();
+    vars.extend(go_env.iter().cloned());
+    let timestamp = source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    KoData {
+        data: Default::default(),
+        dir: dir.to_path_buf(),
+        env: vars,
+        timestamp,
+    }
+}
+
+impl KoData {
+    fn expand(&self, value: &str) -> Result<String, crate::template::TemplateError> {
+        if !value.contains("{{") {
+            return Ok(value.to_string());
+        }
+        let mut data = self.data.borrow_mut();
+        let data = data.get_or_insert_with(|| KoTemplateData {
+            env: self.env.clone(),
+            go_env: go_env_json(&self.dir),
+            git: tags::git_info(&self.dir),
+            timestamp: self.timestamp,
+        });
+        crate::template::ko_expand(value, data)
+    }
+}
+
+fn go_env_json(dir: &Path) -> BTreeMap<String, String> {
+    std::process::Command::new("go")
+        .args(["env", "-json"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or_default()
+}
+
+/// ko's order: `--platform`, else `.ko.yaml`'s `defaultPlatforms` (or `KO_DEFAULTPLATFORMS`),
+/// else both GOOS and GOARCH from the environment, else linux/amd64. Configured platforms
+/// together with GOOS/GOARCH/GOARM in the environment are an error, as in ko.
+fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platforms, PlanError> {
     let (goos, goarch, goarm) = (env.get("GOOS"), env.get("GOARCH"), env.get("GOARM"));
-    if !args.platforms.is_empty() {
+    let (given, field) = if !flag.is_empty() {
+        (flag, "--platform")
+    } else {
+        (configured, "defaultPlatforms")
+    };
+    if !given.is_empty() {
         if let Some(var) = [("GOOS", &goos), ("GOARCH", &goarch), ("GOARM", &goarm)]
             .iter()
             .find(|(_, v)| v.as_deref().is_some_and(|v| !v.is_empty()))
             .map(|(k, _)| *k)
         {
             return Err(err(
-                "--platform",
+                field,
                 format!(
-                    "{var} is set in the environment too: unset it, or drop --platform and let GOOS/GOARCH choose"
+                    "{var} is set in the environment too: unset it, or drop {field} and let GOOS/GOARCH choose"
                 ),
             ));
         }
-        return Platforms::parse(&args.platforms).map_err(|e| err("--platform", e));
+        let platforms = Platforms::parse(given).map_err(|e| err(field, e))?;
+        if let Platforms::List(list) = &platforms {
+            for p in list {
+                p.go_env().map_err(|e| err(field, e))?;
+            }
+        }
+        return Ok(platforms);
     }
     match (
         goos.filter(|s| !s.is_empty()),
@@ -284,9 +565,12 @@ mod tests {
     #[test]
     fn defaults_are_ko_defaults() {
         let p = plan(BuildArgs::default(), &[("HOME", "/home/u")]).unwrap();
-        assert_eq!(p.targets, vec!["."]);
-        assert_eq!(p.platforms, Platforms::List(vec![Platform::linux_amd64()]));
-        assert_eq!(p.tags, vec!["latest"]);
+        let a = &p.artifacts[0];
+        assert_eq!(p.artifacts.len(), 1);
+        assert_eq!(a.target, ".");
+        assert_eq!(a.platforms, Platforms::List(vec![Platform::linux_amd64()]));
+        assert_eq!(a.tags, vec!["latest"]);
+        assert_eq!(a.destination, Destination::None);
         assert!(p.cgo_disabled_by_default);
         assert!(p.outputs.default_layout);
         assert_eq!(
@@ -294,7 +578,7 @@ mod tests {
             Some(PathBuf::from("/work/.kobuild/oci"))
         );
         assert_eq!(p.cache_dir, PathBuf::from("/home/u/.cache/kobuild"));
-        assert!(matches!(p.base, BaseSpec::Registry(_)));
+        assert!(matches!(a.base, BaseSpec::Registry(_)));
     }
 
     #[test]
@@ -312,11 +596,14 @@ mod tests {
         )
         .unwrap();
         assert!(!p.cgo_disabled_by_default);
+        let a = &p.artifacts[0];
         assert_eq!(
-            p.go_env.last().unwrap(),
+            a.go_env.last().unwrap(),
             &("GOFLAGS".into(), "-mod=vendor".into())
         );
-        assert_eq!(p.outputs.repo.unwrap().to_string(), "127.0.0.1:5000/apps");
+        assert!(
+            matches!(&a.destination, Destination::DefaultRepo { repo, name: None } if repo.to_string() == "127.0.0.1:5000/apps")
+        );
         assert_eq!(p.source_date_epoch, Some(5000));
     }
 
@@ -327,9 +614,9 @@ mod tests {
             &[("GOOS", "linux"), ("GOARCH", "arm"), ("GOARM", "7")],
         )
         .unwrap();
-        assert_eq!(p.platforms.to_string(), "linux/arm/v7");
+        assert_eq!(p.artifacts[0].platforms.to_string(), "linux/arm/v7");
         let p = plan(BuildArgs::default(), &[("GOARCH", "arm64")]).unwrap();
-        assert_eq!(p.platforms.to_string(), "linux/amd64");
+        assert_eq!(p.artifacts[0].platforms.to_string(), "linux/amd64");
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub fn artifacts_json(artifacts: &[Artifact]) -> Vec<u8> {
     serde_json::to_vec(&BuildOutput { builds: artifacts }).expect("plain data serializes")
 }
 
+/// Skaffold's `--output` template over the results.
+pub fn render_output(
+    template: &str,
+    artifacts: &[Artifact],
+) -> Result<String, crate::template::TemplateError> {
+    let builds: Vec<(String, String)> = artifacts
+        .iter()
+        .map(|a| (a.image_name.clone(), a.tag.clone()))
+        .collect();
+    crate::template::output_template(template, Some(&builds))
+}
+
 pub fn write_artifacts(path: &Path, artifacts: &[Artifact]) -> Result<(), PublishError> {
     write_atomic(path, &artifacts_json(artifacts))
 }

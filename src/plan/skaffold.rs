@@ -1,0 +1,239 @@
+//! skaffold.yaml's ko artifacts → artifact plans, as Skaffold's ko builder would build them:
+//! `.ko.yaml` precedence, default-repo naming, the tag policy, and Skaffold's templates for
+//! env, flags, ldflags and labels (ko's templates again for flags and ldflags).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::tags::{self, TagContext};
+use super::{
+    ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, PlanError, err, key_value, ko_data,
+    located, platforms,
+};
+use crate::base::BaseSpec;
+use crate::cli::BuildArgs;
+use crate::config::{
+    ActivationContext, Builder, KoConfig, Origin, Values, effective_ko_build, image_template_vars,
+    load_skaffold, registry_repository, sanitize_image_name,
+};
+use crate::registry::Repository;
+use crate::template;
+
+/// The ko artifacts of `file` in file order, and how many to build at once (0: all).
+pub(super) fn artifacts(
+    args: &BuildArgs,
+    env: &Env,
+    cwd: &Path,
+    file: &Path,
+    go: &str,
+    common: &Common,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<ArtifactPlan>, usize), PlanError> {
+    let activation = ActivationContext {
+        env,
+        command: "build",
+        kube_context: None,
+    };
+    let config = load_skaffold(file, &args.profiles, Some(&activation)).map_err(located)?;
+    warnings.extend(config.warnings.iter().cloned());
+    let config_dir = file
+        .parent()
+        .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+    let env_map = env.vars();
+    let mut plans = Vec::new();
+    for artifact in &config.artifacts {
+        let where_ = format!(
+            "{}:{}:{}",
+            artifact.file.display(),
+            artifact.position.line,
+            artifact.position.column
+        );
+        let ko = match &artifact.builder {
+            Builder::Ko(ko) => ko,
+            Builder::Other(kind) => {
+                warnings.push(format!(
+                    "{where_}: skipping {}: kobuild builds ko artifacts, not {kind}",
+                    artifact.image
+                ));
+                continue;
+            }
+        };
+        let mut artifact = artifact.clone();
+        artifact.context = config_dir.join(&artifact.context).display().to_string();
+        let work_dir = crate::config::working_dir(&artifact, ko);
+        let ko_config_path = env.get("KO_CONFIG_PATH").map(|p| cwd.join(p));
+        let ko_config =
+            KoConfig::load(&work_dir, ko_config_path.as_deref(), env).map_err(located)?;
+        warnings.extend(ko_config.warnings.iter().cloned());
+        let effective = effective_ko_build(
+            &artifact,
+            ko,
+            config.platforms(&artifact),
+            &ko_config,
+            |dir, pattern| go_list(go, dir, pattern),
+        )
+        .map_err(|e| err(&where_, e))?;
+        warnings.extend(effective.warnings.iter().cloned());
+
+        let pipeline = &config.pipelines[artifact.pipeline];
+        let context = PathBuf::from(&artifact.context);
+        let policy_tag = tags::tag(
+            &pipeline.tag_policy,
+            &TagContext {
+                dir: &context,
+                image: &artifact.image,
+                env: env_map,
+                now: now(common),
+            },
+        )
+        .map_err(|e| err(&format!("{}: tagPolicy", file.display()), e))?;
+        let mut tag_list = vec![policy_tag];
+        tag_list.extend(
+            common
+                .tags
+                .iter()
+                .filter(|t| !tag_list.contains(t))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+
+        let multi_level = args.multi_level_repo;
+        let (name, destination) =
+            match registry_repository(&artifact.image, common.default_repo.as_deref(), multi_level)
+            {
+                Ok(name) if common.push => {
+                    let repo = Repository::parse(&name).map_err(|e| err(&where_, e))?;
+                    (name, Destination::Repository(repo))
+                }
+                Ok(name) => (name, Destination::None),
+                Err(_) if !common.push => (sanitize_image_name(&artifact.image), Destination::None),
+                Err(e) => return Err(err(&where_, e)),
+            };
+        let image_vars =
+            image_template_vars(&format!("{name}:{}", tag_list[0])).map_err(|e| err(&where_, e))?;
+        let skaffold = |field: &str, v: &Values| -> Result<Vec<String>, PlanError> {
+            v.values
+                .iter()
+                .map(|s| match v.origin {
+                    Origin::Skaffold => template::skaffold_expand(s, env_map, &image_vars),
+                    Origin::KoYaml => Ok(s.clone()),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(&format!("{where_}: ko.{field}"), e))
+        };
+        let mut go_env = Vec::new();
+        for kv in skaffold("env", &effective.env)? {
+            go_env.push(key_value(&format!("{where_}: ko.env"), &kv)?);
+        }
+        go_env.extend(common.env.iter().cloned());
+        // ko templates flags and ldflags again, whichever file they came from.
+        let data = ko_data(
+            &effective.working_dir,
+            env,
+            &go_env,
+            common.source_date_epoch,
+        );
+        let ko_again = |field: &str, values: Vec<String>| -> Result<Vec<String>, PlanError> {
+            values
+                .iter()
+                .map(|v| {
+                    data.expand(v)
+                        .map_err(|e| err(&format!("{where_}: ko.{field}"), e))
+                })
+                .collect()
+        };
+        let flags = ko_again("flags", skaffold("flags", &effective.flags)?)?;
+        let ldflags = if args.ldflags.is_empty() {
+            ko_again("ldflags", skaffold("ldflags", &effective.ldflags)?)?
+        } else {
+            ko_again("ldflags", args.ldflags.clone())?
+        };
+        let mut labels = BTreeMap::new();
+        for (k, v) in &ko.labels {
+            let v = template::skaffold_expand_label(v, env_map)
+                .map_err(|e| err(&format!("{where_}: ko.labels.{k}"), e))?;
+            labels.insert(k.clone(), v);
+        }
+        labels.extend(common.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let base_input = args.base.clone().unwrap_or_else(|| {
+            if effective.base_image.is_empty() {
+                DEFAULT_BASE.to_string()
+            } else {
+                effective.base_image.clone()
+            }
+        });
+        let base =
+            BaseSpec::parse(&base_input).map_err(|e| err(&format!("{where_}: ko.fromImage"), e))?;
+        let platform_field: Vec<String> = if args.platforms.is_empty() {
+            effective.platforms.clone()
+        } else {
+            Vec::new()
+        };
+        let platforms =
+            platforms(&args.platforms, &platform_field, env).map_err(|e| err(&where_, e))?;
+        plans.push(ArtifactPlan {
+            image_name: Some(artifact.image.clone()),
+            target: format!("ko://{}", effective.import_path),
+            dir: effective.working_dir.clone(),
+            destination,
+            base,
+            base_overrides: BTreeMap::new(),
+            platforms,
+            go_env,
+            flags: if args.flags.is_empty() {
+                flags
+            } else {
+                args.flags.clone()
+            },
+            ldflags,
+            labels,
+            annotations: common.annotations.clone(),
+            tags: tag_list,
+        });
+    }
+    if plans.is_empty() {
+        return Err(err(
+            &file.display().to_string(),
+            "has no ko artifacts: add `ko: {}` to an artifact under build.artifacts",
+        ));
+    }
+    Ok((plans, config.concurrency as usize))
+}
+
+fn now(common: &Common) -> i64 {
+    common.source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+/// `go list` in `dir`: the import path of the one package `pattern` names.
+fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, String> {
+    let out = Command::new(go)
+        .args(["list", "-f", "{{.ImportPath}}", "--", pattern])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {go}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    match (out.status.success(), lines.as_slice()) {
+        (true, [one]) => Ok(one.to_string()),
+        (true, many) => Err(format!(
+            "{pattern} in {} matches {} packages, not one",
+            dir.display(),
+            many.len()
+        )),
+        (false, _) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(format!(
+                "go list {pattern} in {}: {}",
+                dir.display(),
+                stderr.lines().last().unwrap_or("failed").trim()
+            ))
+        }
+    }
+}
