@@ -464,7 +464,7 @@ fn skaffold_multiple_configurations() {
 
 #[test]
 fn skaffold_errors_name_file_line_column_and_path() {
-    let cases: [(&str, &[&str], &str); 15] = [
+    let cases: [(&str, &[&str], &str); 16] = [
         (
             "unknown-field.yaml",
             &[],
@@ -519,6 +519,11 @@ fn skaffold_errors_name_file_line_column_and_path() {
             "patched-unknown.yaml",
             &["typo"],
             r#"12:12: unknown field "mian" in build.artifacts[0].ko (expected one of: fromImage, dependencies, dir, env, flags, labels, ldflags, main)"#,
+        ),
+        (
+            "patched-unknown.yaml",
+            &["top"],
+            r#"17:13: unknown field "nmae" in metadata (expected one of: name, labels, annotations)"#,
         ),
         (
             // A broken profile is an error even when not selected, as in Skaffold.

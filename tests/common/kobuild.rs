@@ -93,7 +93,11 @@ impl Kobuild {
 
     /// Runs and requires failure with `code`; returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
+        self.fails_in(&fixtures_dir().join("apps"), args, code)
+    }
+
+    pub fn fails_in(&self, cwd: &Path, args: &[&str], code: i32) -> String {
+        let out = self.run_in(cwd, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(code), "kobuild {args:?}: {stderr}");
         assert!(
