@@ -95,7 +95,6 @@ pub struct ActionInputs {
     pub login: Option<Login>,
     pub github_token: Option<String>,
     pub sbom: Sbom,
-    pub skaffold_file: Option<PathBuf>,
 }
 
 /// Explicit registry credentials from the `registry`, `username` and `password` inputs.
@@ -162,7 +161,7 @@ impl ActionInputs {
                 .map(|t| Path::new(&t).join("kobuild-artifacts.json"))
         });
 
-        let build = BuildArgs {
+        let mut build = BuildArgs {
             targets: inputs.items("targets"),
             default_repo: default_repo.clone(),
             image: inputs.get("image-name"),
@@ -209,6 +208,7 @@ impl ActionInputs {
             }
             p => p,
         };
+        build.filename = skaffold_file;
 
         let login_repo = default_repo.or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
         Ok(ActionInputs {
@@ -220,7 +220,6 @@ impl ActionInputs {
             cwd,
             derived_repo,
             sbom,
-            skaffold_file,
         })
     }
 }

@@ -127,15 +127,6 @@ async fn step<W: Write>(
             "input sbom: spdx is accepted, but kobuild does not attach SBOMs yet",
         )?;
     }
-    if let Some(file) = &inputs.skaffold_file {
-        commands.warning(
-            &nowhere,
-            &format!(
-                "input skaffold-file: {} is not read yet; building targets instead",
-                file.display()
-            ),
-        )?;
-    }
 
     let mut plan = Plan::new(&inputs.build, env, inputs.cwd.clone()).map_err(plan_error)?;
     plan.credentials = auth::credentials(&inputs, env, plan.docker_config_dir.as_deref()).await;
