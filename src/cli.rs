@@ -25,11 +25,17 @@ pub enum Command {
     Build(BuildArgs),
     /// Put built images into Kubernetes manifests (ko:// and image fields); nothing else changes.
     Render(RenderArgs),
+    /// Build every ko:// image the manifests name (each once, in parallel), then print the
+    /// manifests with the built references, as `ko resolve`.
+    Resolve(ResolveArgs),
     /// Run as a GitHub Action step: read INPUT_* and write step outputs.
     Action,
+    /// Merge per-platform images from matrix builds (their artifacts.json files) into one
+    /// index per image; push it by digest, then tag it. Prints one ref per image.
+    Merge(MergeArgs),
 }
 
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub struct BuildArgs {
     /// What to build: a directory with a Go main package, ko://import/path, or ./... (default: .)
     pub targets: Vec<String>,
@@ -47,6 +53,31 @@ pub struct BuildArgs {
     )]
     pub profiles: Vec<String>,
 
+    /// Keep image paths under the default repo instead of flattening them (Skaffold's rule).
+    #[arg(long)]
+    pub multi_level_repo: bool,
+
+    /// Go template over the results for --file-output and, with --quiet, stdout
+    /// (default `{{json .}}`), as `skaffold build -o`.
+    #[arg(short = 'o', long, value_name = "TEMPLATE")]
+    pub output: Option<String>,
+
+    /// Print the --output template instead of one ref per image.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Artifacts built at once (env SKAFFOLD_BUILD_CONCURRENCY; default: skaffold.yaml's
+    /// build.local.concurrency, else 1; 0 means all).
+    #[arg(long, value_name = "N")]
+    pub build_concurrency: Option<usize>,
+
+    #[command(flatten)]
+    pub opts: ImageArgs,
+}
+
+/// What to build into images and where to put them: shared by `build` and `resolve`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ImageArgs {
     /// Repository to push to; the image name is appended (env KOBUILD_DEFAULT_REPO,
     /// SKAFFOLD_DEFAULT_REPO or KO_DOCKER_REPO).
     #[arg(
@@ -56,10 +87,6 @@ pub struct BuildArgs {
         value_name = "REPO"
     )]
     pub default_repo: Option<String>,
-
-    /// Keep image paths under the default repo instead of flattening them (Skaffold's rule).
-    #[arg(long)]
-    pub multi_level_repo: bool,
 
     /// Image name under the repository (default: last element of the import path).
     #[arg(long, value_name = "NAME")]
@@ -97,20 +124,6 @@ pub struct BuildArgs {
     /// Write Skaffold's artifacts.json here after everything is published.
     #[arg(long, value_name = "FILE")]
     pub file_output: Option<PathBuf>,
-
-    /// Go template over the results for --file-output and, with --quiet, stdout
-    /// (default `{{json .}}`), as `skaffold build -o`.
-    #[arg(short = 'o', long, value_name = "TEMPLATE")]
-    pub output: Option<String>,
-
-    /// Print the --output template instead of one ref per image.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-
-    /// Artifacts built at once (env SKAFFOLD_BUILD_CONCURRENCY; default: skaffold.yaml's
-    /// build.local.concurrency, else 1; 0 means all).
-    #[arg(long, value_name = "N")]
-    pub build_concurrency: Option<usize>,
 
     /// Extra `go build` flag (repeatable).
     #[arg(long = "flags", value_name = "FLAG", allow_hyphen_values = true)]
@@ -179,4 +192,41 @@ pub struct RenderArgs {
     /// Leave ko:// placeholders without a built image as they are, instead of failing.
     #[arg(long)]
     pub allow_unresolved: bool,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct MergeArgs {
+    /// artifacts.json of a build job, as `build --file-output` writes it (repeatable).
+    #[arg(long = "artifacts", value_name = "FILE", required = true)]
+    pub artifacts: Vec<PathBuf>,
+
+    /// Tag for each merged index (repeatable; default: the tag the inputs agree on, else latest).
+    #[arg(short = 't', long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Write Skaffold's artifacts.json with the merged refs here.
+    #[arg(long, value_name = "FILE")]
+    pub file_output: Option<PathBuf>,
+
+    /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Extra CA certificate (PEM) to trust for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Manifest file, directory (its .yaml, .yml and .json files), or - for stdin (repeatable).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Also walk the subdirectories of directories given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
+    #[command(flatten)]
+    pub opts: ImageArgs,
 }

@@ -25,6 +25,10 @@ pub enum Error {
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
     Gha(#[from] crate::gha::GhaError),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
     #[error("--output: {0}")]
     Template(#[from] crate::template::TemplateError),
     #[error("{0}")]
@@ -42,6 +46,7 @@ impl Error {
             Error::Base(e) => e.is_config(),
             Error::Render(e) => e.is_config(),
             Error::Gha(e) => e.is_config(),
+            Error::Merge(e) => e.is_config(),
             Error::Layer(e) => matches!(e, LayerError::SymlinkEscape { .. }),
             _ => false,
         };

@@ -13,6 +13,7 @@ pub mod gha;
 pub mod gobuild;
 pub mod gojson;
 pub mod image;
+pub mod merge;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
@@ -20,6 +21,8 @@ pub mod publish;
 pub mod registry;
 pub mod render;
 pub mod report;
+pub mod resolve;
+pub mod sbom;
 pub mod template;
 pub mod time;
 

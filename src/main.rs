@@ -57,8 +57,23 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             Ok(())
         }
         Command::Render(args) => Ok(kobuild::render::run(&args)?),
+        Command::Resolve(args) => {
+            let stdin = &mut std::io::stdin().lock();
+            let rendered = runtime.block_on(kobuild::resolve::run(&args, &env, cwd, stdin))?;
+            // A closed stdout (e.g. `| head`) is not a build failure.
+            let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
+            Ok(())
+        }
         Command::Action => runtime
             .block_on(kobuild::gha::run(&env, cwd, std::io::stdout()))
             .map(drop),
+        Command::Merge(args) => {
+            let merged = runtime.block_on(kobuild::merge::run(&args, &env, &cwd))?;
+            let mut out = std::io::stdout().lock();
+            for a in merged {
+                let _ = writeln!(out, "{}", a.tag);
+            }
+            Ok(())
+        }
     }
 }

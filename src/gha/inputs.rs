@@ -8,7 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::GhaError;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, ImageArgs};
 use crate::plan::Env;
 use crate::registry::Repository;
 
@@ -163,28 +163,31 @@ impl ActionInputs {
 
         let mut build = BuildArgs {
             targets: inputs.items("targets"),
-            default_repo: default_repo.clone(),
-            image: inputs.get("image-name"),
-            tags: inputs.items("tags"),
-            base: inputs.get("from-image"),
-            platforms: inputs.items("platforms"),
-            jobs,
-            push: Some(push),
-            oci_layout_path: inputs.path("oci-layout-path"),
-            oci_archive: inputs.path("oci-archive"),
-            file_output,
-            flags: inputs.lines("flags"),
-            ldflags: inputs.lines("ldflags"),
-            env: inputs.lines("env"),
-            labels,
-            annotations: inputs.lines("annotations"),
-            insecure_registries: inputs.items("insecure-registries"),
-            registry_ca: inputs
-                .lines("registry-ca")
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
-            cache_dir: inputs.path("cache-dir"),
+            opts: ImageArgs {
+                default_repo: default_repo.clone(),
+                image: inputs.get("image-name"),
+                tags: inputs.items("tags"),
+                base: inputs.get("from-image"),
+                platforms: inputs.items("platforms"),
+                jobs,
+                push: Some(push),
+                oci_layout_path: inputs.path("oci-layout-path"),
+                oci_archive: inputs.path("oci-archive"),
+                file_output,
+                flags: inputs.lines("flags"),
+                ldflags: inputs.lines("ldflags"),
+                env: inputs.lines("env"),
+                labels,
+                annotations: inputs.lines("annotations"),
+                insecure_registries: inputs.items("insecure-registries"),
+                registry_ca: inputs
+                    .lines("registry-ca")
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                cache_dir: inputs.path("cache-dir"),
+                ..ImageArgs::default()
+            },
             // Options without an input keep their command-line defaults.
             ..BuildArgs::default()
         };
@@ -378,17 +381,23 @@ mod tests {
         .unwrap();
         let b = &a.build;
         assert_eq!(b.targets, ["./cmd/a", "./cmd/b"]);
-        assert_eq!(b.default_repo.as_deref(), Some("registry.example/team"));
-        assert_eq!(b.base.as_deref(), Some("scratch"));
-        assert_eq!(b.platforms, ["linux/amd64", "linux/arm64"]);
-        assert_eq!(b.tags, ["v1", "latest"]);
-        assert_eq!(b.push, Some(true));
-        assert_eq!(b.jobs, Some(3));
-        assert_eq!(b.flags, ["-tags=netgo,osusergo", "-v"]);
-        assert_eq!(b.env, ["GOFLAGS=-mod=mod -v"]);
-        assert_eq!(b.annotations, ["a=1,2"]);
-        assert!(b.labels.is_empty(), "default-labels: false");
-        assert_eq!(b.file_output, Some(PathBuf::from("out/artifacts.json")));
+        assert_eq!(
+            b.opts.default_repo.as_deref(),
+            Some("registry.example/team")
+        );
+        assert_eq!(b.opts.base.as_deref(), Some("scratch"));
+        assert_eq!(b.opts.platforms, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(b.opts.tags, ["v1", "latest"]);
+        assert_eq!(b.opts.push, Some(true));
+        assert_eq!(b.opts.jobs, Some(3));
+        assert_eq!(b.opts.flags, ["-tags=netgo,osusergo", "-v"]);
+        assert_eq!(b.opts.env, ["GOFLAGS=-mod=mod -v"]);
+        assert_eq!(b.opts.annotations, ["a=1,2"]);
+        assert!(b.opts.labels.is_empty(), "default-labels: false");
+        assert_eq!(
+            b.opts.file_output,
+            Some(PathBuf::from("out/artifacts.json"))
+        );
         assert_eq!(a.sbom, Sbom::Spdx);
         assert_eq!(a.derived_repo, None);
         assert_eq!(a.cwd, PathBuf::from("/"));
@@ -407,7 +416,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            a.build.labels,
+            a.build.opts.labels,
             [
                 "org.opencontainers.image.source=https://github.com/Owner/Repo",
                 "org.opencontainers.image.revision=abc123",
@@ -415,9 +424,9 @@ mod tests {
             ]
         );
         assert_eq!(a.derived_repo.as_deref(), Some("ghcr.io/owner/repo"));
-        assert_eq!(a.build.default_repo, a.derived_repo);
+        assert_eq!(a.build.opts.default_repo, a.derived_repo);
         assert_eq!(
-            a.build.file_output,
+            a.build.opts.file_output,
             Some(PathBuf::from("/tmp/runner/kobuild-artifacts.json"))
         );
 

@@ -141,8 +141,9 @@ struct Common {
 
 impl Plan {
     pub fn new(args: &BuildArgs, env: &Env, cwd: PathBuf) -> Result<Plan, PlanError> {
-        let push = args.push.unwrap_or(true);
+        let push = args.opts.push.unwrap_or(true);
         let default_repo = args
+            .opts
             .default_repo
             .clone()
             .or_else(|| env.get("KOBUILD_DEFAULT_REPO"))
@@ -153,7 +154,7 @@ impl Plan {
             Repository::parse(r).map_err(|e| err("--default-repo", e))?;
         }
         let mut tags = Vec::new();
-        for t in &args.tags {
+        for t in &args.opts.tags {
             if !valid_tag(t) {
                 return Err(err(
                     "--tag",
@@ -170,9 +171,10 @@ impl Plan {
             push,
             default_repo,
             tags,
-            labels: pairs("--label", &args.labels)?,
-            annotations: pairs("--annotation", &args.annotations)?,
+            labels: pairs("--label", &args.opts.labels)?,
+            annotations: pairs("--annotation", &args.opts.annotations)?,
             env: args
+                .opts
                 .env
                 .iter()
                 .map(|kv| key_value("--env", kv))
@@ -196,7 +198,7 @@ impl Plan {
                         "give targets or a skaffold.yaml (-f), not both",
                     ));
                 }
-                if args.image.is_some() {
+                if args.opts.image.is_some() {
                     return Err(err(
                         "--image",
                         "skaffold.yaml names its images; --image is for targets",
@@ -209,7 +211,7 @@ impl Plan {
                 1,
             ),
         };
-        if args.image.is_some() && args.targets.len() > 1 {
+        if args.opts.image.is_some() && args.targets.len() > 1 {
             return Err(err(
                 "--image",
                 "--image names one image, but several targets were given",
@@ -219,19 +221,19 @@ impl Plan {
 
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
         let default_layout =
-            !pushes && args.oci_layout_path.is_none() && args.oci_archive.is_none();
+            !pushes && args.opts.oci_layout_path.is_none() && args.opts.oci_archive.is_none();
         if default_layout && !push {
             return Err(err(
                 "--push=false",
                 "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
             ));
         }
-        let oci_layout = match &args.oci_layout_path {
+        let oci_layout = match &args.opts.oci_layout_path {
             Some(p) => Some(cwd.join(p)),
             None if default_layout => Some(cwd.join(".kobuild/oci")),
             None => None,
         };
-        let cache_dir = match (&args.cache_dir, env.get("KOBUILD_CACHE_DIR")) {
+        let cache_dir = match (&args.opts.cache_dir, env.get("KOBUILD_CACHE_DIR")) {
             (Some(d), _) => cwd.join(d),
             (None, Some(d)) => cwd.join(d),
             (None, None) => match (env.get("XDG_CACHE_HOME"), env.get("HOME")) {
@@ -269,13 +271,13 @@ impl Plan {
             artifacts,
             outputs: Outputs {
                 oci_layout,
-                oci_archive: args.oci_archive.as_ref().map(|p| cwd.join(p)),
+                oci_archive: args.opts.oci_archive.as_ref().map(|p| cwd.join(p)),
                 default_layout,
             },
             file_output: file_output(args, &cwd)?,
             output_template: args.output.clone(),
             quiet: args.quiet,
-            jobs: match args.jobs {
+            jobs: match args.opts.jobs {
                 Some(0) => return Err(err("--jobs", "must be at least 1")),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -285,11 +287,11 @@ impl Plan {
             source_date_epoch: common.source_date_epoch,
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
-            layer_cache: !args.no_cache,
+            layer_cache: !args.opts.no_cache,
             docker_config_dir,
             credentials: Vec::new(),
-            insecure_registries: args.insecure_registries.clone(),
-            registry_ca: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
+            insecure_registries: args.opts.insecure_registries.clone(),
+            registry_ca: args.opts.registry_ca.iter().map(|p| cwd.join(p)).collect(),
             warnings,
             cwd,
         })
@@ -307,13 +309,14 @@ fn cli_artifact(
     let ko_config_path = env.get("KO_CONFIG_PATH").map(|p| cwd.join(p));
     let ko = KoConfig::load(cwd, ko_config_path.as_deref(), env).map_err(located)?;
     warnings.extend(ko.warnings.iter().cloned());
-    let platforms = platforms(&args.platforms, &ko.default_platforms, env)?;
+    let platforms = platforms(&args.opts.platforms, &ko.default_platforms, env)?;
     let base_input = args
+        .opts
         .base
         .clone()
         .or_else(|| ko.default_base_image.clone())
         .unwrap_or_else(|| DEFAULT_BASE.to_string());
-    let base_field = if args.base.is_some() {
+    let base_field = if args.opts.base.is_some() {
         "--base"
     } else {
         "defaultBaseImage"
@@ -326,13 +329,13 @@ fn cli_artifact(
             BaseSpec::parse(r).map_err(|e| err("baseImageOverrides", e))?,
         );
     }
-    if let Some(name) = &args.image {
+    if let Some(name) = &args.opts.image {
         Repository::parse(&format!("localhost/{name}")).map_err(|e| err("--image", e))?;
     }
     let destination = match (&common.default_repo, common.push) {
         (Some(r), true) => Destination::DefaultRepo {
             repo: Repository::parse(r).map_err(|e| err("--default-repo", e))?,
-            name: args.image.clone(),
+            name: args.opts.image.clone(),
         },
         _ => Destination::None,
     };
@@ -348,18 +351,18 @@ fn cli_artifact(
             .map(|v| data.expand(v).map_err(|e| err(field, e)))
             .collect()
     };
-    let (flags, flags_field) = if args.flags.is_empty() {
+    let (flags, flags_field) = if args.opts.flags.is_empty() {
         (&ko.default_flags, "defaultFlags")
     } else {
-        (&args.flags, "--flags")
+        (&args.opts.flags, "--flags")
     };
-    let (ldflags, ldflags_field) = if args.ldflags.is_empty() {
+    let (ldflags, ldflags_field) = if args.opts.ldflags.is_empty() {
         (&ko.default_ldflags, "defaultLdflags")
     } else {
-        (&args.ldflags, "--ldflags")
+        (&args.opts.ldflags, "--ldflags")
     };
     Ok(ArtifactPlan {
-        image_name: args.image.clone(),
+        image_name: args.opts.image.clone(),
         target: String::new(),
         dir: cwd.to_path_buf(),
         destination,
@@ -508,7 +511,7 @@ fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platfo
 
 /// Checked now, so that a build is not thrown away for a path that can never be written.
 fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf>, PlanError> {
-    let Some(p) = &args.file_output else {
+    let Some(p) = &args.opts.file_output else {
         return Ok(None);
     };
     let path = cwd.join(p);
@@ -557,6 +560,7 @@ fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::ImageArgs;
 
     fn plan(args: BuildArgs, env: &[(&str, &str)]) -> Result<Plan, PlanError> {
         Plan::new(&args, &Env::from_pairs(env), PathBuf::from("/work"))
@@ -585,7 +589,10 @@ mod tests {
     fn environment_is_read_here() {
         let p = plan(
             BuildArgs {
-                env: vec!["GOFLAGS=-mod=vendor".into()],
+                opts: ImageArgs {
+                    env: vec!["GOFLAGS=-mod=vendor".into()],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             &[
@@ -625,7 +632,10 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 BuildArgs {
-                    platforms: vec!["linux".into()],
+                    opts: ImageArgs {
+                        platforms: vec!["linux".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -633,7 +643,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    platforms: vec!["a/b/c/d".into()],
+                    opts: ImageArgs {
+                        platforms: vec!["a/b/c/d".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -641,7 +654,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    tags: vec!["-bad".into()],
+                    opts: ImageArgs {
+                        tags: vec!["-bad".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -649,7 +665,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    labels: vec!["novalue".into()],
+                    opts: ImageArgs {
+                        labels: vec!["novalue".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -657,7 +676,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    base: Some("UPPER:x".into()),
+                    opts: ImageArgs {
+                        base: Some("UPPER:x".into()),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -665,7 +687,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    default_repo: Some("Bad Repo".into()),
+                    opts: ImageArgs {
+                        default_repo: Some("Bad Repo".into()),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -673,7 +698,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    push: Some(false),
+                    opts: ImageArgs {
+                        push: Some(false),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -686,7 +714,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    platforms: vec!["all,linux/amd64".into()],
+                    opts: ImageArgs {
+                        platforms: vec!["all,linux/amd64".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -694,7 +725,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    platforms: vec!["linux/arm64".into()],
+                    opts: ImageArgs {
+                        platforms: vec!["linux/arm64".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[("GOARCH", "arm64")],
@@ -702,7 +736,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    platforms: vec!["linux/arm/x".into()],
+                    opts: ImageArgs {
+                        platforms: vec!["linux/arm/x".into()],
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],
@@ -710,7 +747,10 @@ mod tests {
             ),
             (
                 BuildArgs {
-                    jobs: Some(0),
+                    opts: ImageArgs {
+                        jobs: Some(0),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 &[],

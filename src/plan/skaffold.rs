@@ -144,10 +144,10 @@ pub(super) fn artifacts(
                 .collect()
         };
         let flags = ko_again("flags", skaffold("flags", &effective.flags)?)?;
-        let ldflags = if args.ldflags.is_empty() {
+        let ldflags = if args.opts.ldflags.is_empty() {
             ko_again("ldflags", skaffold("ldflags", &effective.ldflags)?)?
         } else {
-            ko_again("ldflags", args.ldflags.clone())?
+            ko_again("ldflags", args.opts.ldflags.clone())?
         };
         let mut labels = BTreeMap::new();
         for (k, v) in &ko.labels {
@@ -157,7 +157,7 @@ pub(super) fn artifacts(
         }
         labels.extend(common.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
 
-        let base_input = args.base.clone().unwrap_or_else(|| {
+        let base_input = args.opts.base.clone().unwrap_or_else(|| {
             if effective.base_image.is_empty() {
                 DEFAULT_BASE.to_string()
             } else {
@@ -166,13 +166,13 @@ pub(super) fn artifacts(
         });
         let base =
             BaseSpec::parse(&base_input).map_err(|e| err(&format!("{where_}: ko.fromImage"), e))?;
-        let platform_field: Vec<String> = if args.platforms.is_empty() {
+        let platform_field: Vec<String> = if args.opts.platforms.is_empty() {
             effective.platforms.clone()
         } else {
             Vec::new()
         };
         let platforms =
-            platforms(&args.platforms, &platform_field, env).map_err(|e| err(&where_, e))?;
+            platforms(&args.opts.platforms, &platform_field, env).map_err(|e| err(&where_, e))?;
         plans.push(ArtifactPlan {
             image_name: Some(artifact.image.clone()),
             target: format!("ko://{}", effective.import_path),
@@ -182,10 +182,10 @@ pub(super) fn artifacts(
             base_overrides: BTreeMap::new(),
             platforms,
             go_env,
-            flags: if args.flags.is_empty() {
+            flags: if args.opts.flags.is_empty() {
                 flags
             } else {
-                args.flags.clone()
+                args.opts.flags.clone()
             },
             ldflags,
             labels,

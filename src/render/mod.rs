@@ -62,6 +62,21 @@ pub enum RenderError {
 }
 
 impl RenderError {
+    /// Names the file for errors found in text parsed without one (`find_ko_references`).
+    pub fn in_file(self, name: &str) -> RenderError {
+        match self {
+            RenderError::Yaml {
+                line, col, message, ..
+            } => RenderError::Yaml {
+                file: name.to_string(),
+                line,
+                col,
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// Bad input (manifests, artifacts, flags) rather than a failing read or write.
     pub fn is_config(&self) -> bool {
         !matches!(
@@ -133,6 +148,31 @@ pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderE
         append_file(&mut out, &rendered);
     }
     Ok(out)
+}
+
+/// Every input's name and text, in order: for `resolve`, which builds what the `ko://`
+/// references name before rendering.
+pub fn read_inputs(
+    paths: &[PathBuf],
+    recursive: bool,
+    stdin: &mut dyn Read,
+) -> Result<Vec<(String, String)>, RenderError> {
+    let mut out = Vec::new();
+    for input in inputs(paths, recursive)? {
+        let (file, bytes) = read(&input, stdin)?;
+        let text = String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(file.clone()))?;
+        out.push((file, text));
+    }
+    Ok(out)
+}
+
+/// The rendered texts joined as `render` joins files.
+pub fn join(rendered: &[String]) -> String {
+    let mut out = String::new();
+    for text in rendered {
+        append_file(&mut out, text);
+    }
+    out
 }
 
 fn input(path: &Path) -> Input {
