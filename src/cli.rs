@@ -28,6 +28,10 @@ pub enum Command {
     /// Build every ko:// image the manifests name (each once, in parallel), then print the
     /// manifests with the built references, as `ko resolve`.
     Resolve(ResolveArgs),
+    /// Print the dependency files of skaffold.yaml's ko artifacts (what a change to rebuilds).
+    Deps(DepsArgs),
+    /// Write a skaffold.yaml with a ko artifact for every Go main package found here.
+    Init(InitArgs),
     /// Run as a GitHub Action step: read INPUT_* and write step outputs.
     Action,
     /// Merge per-platform images from matrix builds (their artifacts.json files) into one
@@ -229,4 +233,30 @@ pub struct ResolveArgs {
 
     #[command(flatten)]
     pub opts: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// Only these images (as written in skaffold.yaml); one image prints bare paths.
+    pub images: Vec<String>,
+
+    /// skaffold.yaml to read (default: ./skaffold.yaml).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Option<PathBuf>,
+
+    /// Profile to apply (repeatable).
+    #[arg(
+        short = 'p',
+        long = "profile",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Replace an existing skaffold.yaml.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -29,6 +29,8 @@ pub enum Error {
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
     Sbom(#[from] crate::sbom::SbomError),
+    #[error(transparent)]
+    Deps(#[from] crate::deps::DepsError),
     #[error("--output: {0}")]
     Template(#[from] crate::template::TemplateError),
     #[error("{0}")]
@@ -41,7 +43,7 @@ impl Error {
     /// 2: the configuration or command line is wrong; 1: a build or push failed.
     pub fn exit_code(&self) -> i32 {
         let config = match self {
-            Error::Plan(_) | Error::Config(_) | Error::Template(_) => true,
+            Error::Plan(_) | Error::Config(_) | Error::Template(_) | Error::Deps(_) => true,
             Error::Go(e) => e.is_config(),
             Error::Base(e) => e.is_config(),
             Error::Render(e) => e.is_config(),

@@ -7,12 +7,14 @@
 pub mod base;
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod digest;
 pub mod error;
 pub mod gha;
 pub mod gobuild;
 pub mod gojson;
 pub mod image;
+pub mod init;
 pub mod merge;
 pub mod pipeline;
 pub mod plan;

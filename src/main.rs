@@ -57,6 +57,20 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             Ok(())
         }
         Command::Render(args) => Ok(kobuild::render::run(&args)?),
+        Command::Deps(args) => {
+            let lines = kobuild::deps::run(&args, &env, &cwd)?;
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                let _ = writeln!(out, "{l}");
+            }
+            Ok(())
+        }
+        Command::Init(args) => {
+            let go = env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string());
+            let written = kobuild::init::run(&cwd, &go, args.force)?;
+            let _ = writeln!(std::io::stdout().lock(), "{}", written.display());
+            Ok(())
+        }
         Command::Resolve(args) => {
             let stdin = &mut std::io::stdin().lock();
             let rendered = runtime.block_on(kobuild::resolve::run(&args, &env, cwd, stdin))?;
