@@ -180,3 +180,51 @@ fn output_templates_and_config_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn ko_yaml_builds_apply_to_command_line_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("shop");
+    copy_dir(&fixtures_dir().join("skaffold"), &root);
+    fs::remove_file(root.join("skaffold.yaml")).unwrap();
+    fs::write(
+        root.join(".ko.yaml"),
+        "defaultBaseImage: scratch\ndefaultLdflags: [\"-X main.version=default\"]\nbuilds:\n  - id: api\n    main: ./cmd/api\n    ldflags: [\"-X main.version={{.Env.VERSION}}-build\"]\n",
+    )
+    .unwrap();
+    let kb = kobuild();
+    let layout = root.join("out");
+    let refs = kb.ok_in(
+        &root,
+        &[
+            "./cmd/api",
+            "./cmd/web",
+            "--push=false",
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refs.len(), 2);
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        1,
+        "both were tagged latest: the last wins"
+    );
+    for (app, want) in [("api", "api 1.2.3-build"), ("web", "web default")] {
+        let out = root.join(format!("out-{app}"));
+        kb.ok_in(
+            &root,
+            &[
+                &format!("./cmd/{app}"),
+                "--push=false",
+                "--oci-layout-path",
+                out.to_str().unwrap(),
+            ],
+        );
+        let rootfs = umoci_unpack(&out, "latest", &root.join(format!("bundle-{app}")));
+        let run = run_in_rootfs(&rootfs, &[&format!("/ko-app/{app}")], &[]);
+        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), want);
+    }
+}

@@ -18,8 +18,8 @@ pub use naming::{
     sanitize_image_name, substitute_default_repo,
 };
 pub use precedence::{
-    BaseImageSource, EffectiveKoBuild, ImportTarget, Origin, Values, effective_ko_build,
-    import_target, working_dir,
+    BaseImageSource, EffectiveKoBuild, ImportTarget, Origin, Values, build_pattern,
+    effective_ko_build, import_target, working_dir,
 };
 pub use profiles::{Activation, ActivationContext, ProfileInfo};
 pub use skaffold::{

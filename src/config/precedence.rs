@@ -98,7 +98,7 @@ pub struct EffectiveKoBuild {
 }
 
 /// ko's relative package pattern for a `builds` entry's `main` (`"./" + main`).
-fn build_pattern(main: &str) -> String {
+pub fn build_pattern(main: &str) -> String {
     let main = if main.is_empty() { "." } else { main };
     if main == "."
         || main.starts_with("./")

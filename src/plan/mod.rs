@@ -206,10 +206,14 @@ impl Plan {
                 }
                 skaffold::artifacts(args, env, &cwd, file, &go, &common, &mut warnings)?
             }
-            None => (
-                vec![cli_artifact(args, env, &cwd, &common, &mut warnings)?],
-                1,
-            ),
+            None => {
+                let (artifact, ko) = cli_artifact(args, env, &cwd, &common, &mut warnings)?;
+                let mut artifacts = expand_targets(vec![artifact], args);
+                if !ko.builds.is_empty() {
+                    apply_ko_builds(&mut artifacts, &ko, args, env, &cwd, &common, &go)?;
+                }
+                (artifacts, 1)
+            }
         };
         if args.opts.image.is_some() && args.targets.len() > 1 {
             return Err(err(
@@ -217,7 +221,6 @@ impl Plan {
                 "--image names one image, but several targets were given",
             ));
         }
-        let artifacts = expand_targets(artifacts, args);
 
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
         let default_layout =
@@ -305,7 +308,7 @@ fn cli_artifact(
     cwd: &Path,
     common: &Common,
     warnings: &mut Vec<String>,
-) -> Result<ArtifactPlan, PlanError> {
+) -> Result<(ArtifactPlan, KoConfig), PlanError> {
     let ko_config_path = env.get("KO_CONFIG_PATH").map(|p| cwd.join(p));
     let ko = KoConfig::load(cwd, ko_config_path.as_deref(), env).map_err(located)?;
     warnings.extend(ko.warnings.iter().cloned());
@@ -361,7 +364,7 @@ fn cli_artifact(
     } else {
         (&args.opts.ldflags, "--ldflags")
     };
-    Ok(ArtifactPlan {
+    let plan = ArtifactPlan {
         image_name: args.opts.image.clone(),
         target: String::new(),
         dir: cwd.to_path_buf(),
@@ -379,7 +382,80 @@ fn cli_artifact(
         } else {
             common.tags.clone()
         },
-    })
+    };
+    Ok((plan, ko))
+}
+
+/// ko's `builds` dispatch for command-line targets: the entry whose package is the target's
+/// gives its env (replacing `defaultEnv`), flags and ldflags (unless given on the command line).
+fn apply_ko_builds(
+    artifacts: &mut [ArtifactPlan],
+    ko: &KoConfig,
+    args: &BuildArgs,
+    env: &Env,
+    cwd: &Path,
+    common: &Common,
+    go: &str,
+) -> Result<(), PlanError> {
+    let file = ko
+        .file
+        .as_ref()
+        .map_or_else(|| ".ko.yaml".to_string(), |f| f.display().to_string());
+    let mut entries = Vec::new();
+    for b in &ko.builds {
+        let at = format!("{file}:{}:{}", b.position.line, b.position.column);
+        let mut dir = cwd.join(&b.dir);
+        let mut main = b.main.clone();
+        // A main naming a file stands for its directory, as in ko.
+        if dir.join(&main).is_file() {
+            dir = dir
+                .join(&main)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or(dir);
+            main = ".".into();
+        }
+        let ip = skaffold::go_list(go, &dir, &crate::config::build_pattern(&main))
+            .map_err(|e| err(&at, e))?;
+        entries.push((ip, b, at));
+    }
+    for a in artifacts.iter_mut() {
+        let ip = match a.target.strip_prefix("ko://") {
+            Some(ip) => ip.to_string(),
+            None if a.target.ends_with("...") => continue,
+            None => {
+                skaffold::go_list(go, &cwd.join(&a.target), ".").map_err(|e| err(&a.target, e))?
+            }
+        };
+        let Some((_, b, at)) = entries.iter().find(|(e, _, _)| *e == ip) else {
+            continue;
+        };
+        if !b.env.is_empty() {
+            let mut go_env = Vec::new();
+            for kv in &b.env {
+                go_env.push(key_value(&format!("{at}: env"), kv)?);
+            }
+            go_env.extend(common.env.iter().cloned());
+            a.go_env = go_env;
+        }
+        let data = ko_data(cwd, env, &a.go_env, common.source_date_epoch);
+        let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
+            values
+                .iter()
+                .map(|v| {
+                    data.expand(v)
+                        .map_err(|e| err(&format!("{at}: {field}"), e))
+                })
+                .collect()
+        };
+        if args.opts.flags.is_empty() && !b.flags.is_empty() {
+            a.flags = expand("flags", &b.flags)?;
+        }
+        if args.opts.ldflags.is_empty() && !b.ldflags.is_empty() {
+            a.ldflags = expand("ldflags", &b.ldflags)?;
+        }
+    }
+    Ok(())
 }
 
 /// One artifact per command-line target (default `.`), sharing the configuration.

@@ -211,7 +211,7 @@ fn now(common: &Common) -> i64 {
 }
 
 /// `go list` in `dir`: the import path of the one package `pattern` names.
-fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, String> {
+pub(super) fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, String> {
     let out = Command::new(go)
         .args(["list", "-f", "{{.ImportPath}}", "--", pattern])
         .current_dir(dir)
