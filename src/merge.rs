@@ -32,7 +32,9 @@ pub enum MergeError {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file} is not an artifacts.json ({{\"builds\":[{{\"imageName\",\"tag\"}}]}}): {reason}")]
+    #[error(
+        "{file} is not an artifacts.json ({{\"builds\":[{{\"imageName\",\"tag\"}}]}}): {reason}"
+    )]
     Parse { file: String, reason: String },
     #[error("{file}: image {image}: {reason}")]
     Entry {
@@ -42,42 +44,31 @@ pub enum MergeError {
     },
     #[error("no images in {files}")]
     Empty { files: String },
-    #[error("--tag {tag:?}: {reason}")]
-    Tag { tag: String, reason: String },
     #[error(
-        "image {image}: {first} ({first_file}) and {second} ({second_file}) are in different \
-         repositories; one index needs one repository"
+        "--tag {tag:?} is not a valid tag: use letters, digits, '_', '.', '-' (at most 128, \
+         not starting with '.' or '-')"
     )]
-    Repositories {
-        image: String,
-        first: String,
-        first_file: String,
-        second: String,
-        second_file: String,
-    },
+    Tag { tag: String },
     #[error(
-        "image {image}: platform {platform} twice, from {first} ({first_file}) and {second} \
-         ({second_file}); each platform may come from one build only"
+        "image {}: {} and {} are in different repositories; one index needs one repository",
+        .0.image, .0.first, .0.second
+    )]
+    Repositories(Box<Conflict>),
+    #[error(
+        "image {}: platform {platform} twice, from {} and {}; each platform may come from one \
+         build only",
+        conflict.image, conflict.first, conflict.second
     )]
     DuplicatePlatform {
-        image: String,
         platform: String,
-        first: String,
-        first_file: String,
-        second: String,
-        second_file: String,
+        conflict: Box<Conflict>,
     },
     #[error(
-        "image {image}: cannot put OCI and Docker manifests in one index: {oci} ({oci_file}) \
-         is OCI, {docker} ({docker_file}) is Docker; build all platforms with one base kind"
+        "image {}: cannot put OCI and Docker manifests in one index: {} is OCI, {} is Docker; \
+         build all platforms on one kind of base",
+        .0.image, .0.first, .0.second
     )]
-    MixedMediaTypes {
-        image: String,
-        oci: String,
-        oci_file: String,
-        docker: String,
-        docker_file: String,
-    },
+    MixedMediaTypes(Box<Conflict>),
     #[error("image {image}: {reference} ({file}) is {media_type:?}, not an image or an index")]
     Unsupported {
         image: String,
@@ -97,6 +88,24 @@ pub enum MergeError {
     Registry { repo: String, source: RegistryError },
     #[error(transparent)]
     Output(#[from] PublishError),
+}
+
+/// Two inputs of one image that cannot go into one index, each as `ref (file)`.
+#[derive(Debug)]
+pub struct Conflict {
+    pub image: String,
+    pub first: String,
+    pub second: String,
+}
+
+impl Conflict {
+    fn new(image: &str, first: &Input, second: &Input) -> Box<Conflict> {
+        Box::new(Conflict {
+            image: image.into(),
+            first: format!("{} ({})", first.written, first.file),
+            second: format!("{} ({})", second.written, second.file),
+        })
+    }
 }
 
 impl MergeError {
@@ -159,12 +168,8 @@ pub async fn run(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Vec<Artifact
             files: files.join(", "),
         });
     }
-    for tag in &args.tags {
-        // Any repository will do: only the tag's syntax is checked here.
-        Reference::parse(&format!("localhost/x:{tag}")).map_err(|e| MergeError::Tag {
-            tag: tag.clone(),
-            reason: e.to_string(),
-        })?;
+    if let Some(tag) = args.tags.iter().find(|t| !valid_tag(t)) {
+        return Err(MergeError::Tag { tag: tag.clone() });
     }
     let client = client(args, env, cwd)?;
     let mut merged = Vec::new();
@@ -257,13 +262,7 @@ async fn prepare(
     let first = &inputs[0];
     let repo = first.reference.repository();
     if let Some(other) = inputs.iter().find(|i| i.reference.repository() != repo) {
-        return Err(MergeError::Repositories {
-            image: image.into(),
-            first: first.written.clone(),
-            first_file: first.file.clone(),
-            second: other.written.clone(),
-            second_file: other.file.clone(),
-        });
+        return Err(MergeError::Repositories(Conflict::new(image, first, other)));
     }
     let fetched = try_join_all(inputs.iter().map(|i| children(client, image, i))).await?;
     let children: Vec<Child> = fetched.into_iter().flatten().collect();
@@ -288,6 +287,14 @@ async fn prepare(
             tags.to_vec()
         },
     })
+}
+
+/// The distribution spec's tag grammar, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    tag.len() <= 128
+        && tag.bytes().next().is_some_and(ok)
+        && tag.bytes().all(|b| ok(b) || b == b'.' || b == b'-')
 }
 
 /// The tag the inputs agree on, else `latest`.
@@ -318,12 +325,8 @@ fn build_index(
     for pair in children.windows(2) {
         if key(&pair[0].platform) == key(&pair[1].platform) {
             return Err(MergeError::DuplicatePlatform {
-                image: image.into(),
                 platform: platform_string(&pair[0].platform),
-                first: pair[0].from.written.clone(),
-                first_file: pair[0].from.file.clone(),
-                second: pair[1].from.written.clone(),
-                second_file: pair[1].from.file.clone(),
+                conflict: Conflict::new(image, &pair[0].from, &pair[1].from),
             });
         }
     }
@@ -335,13 +338,9 @@ fn build_index(
         .find(|c| c.descriptor.media_type == DOCKER_MANIFEST);
     let media_type = match (oci, docker) {
         (Some(o), Some(d)) => {
-            return Err(MergeError::MixedMediaTypes {
-                image: image.into(),
-                oci: o.from.written.clone(),
-                oci_file: o.from.file.clone(),
-                docker: d.from.written.clone(),
-                docker_file: d.from.file.clone(),
-            });
+            return Err(MergeError::MixedMediaTypes(Conflict::new(
+                image, &o.from, &d.from,
+            )));
         }
         (None, Some(_)) => DOCKER_LIST,
         _ => OCI_INDEX,
@@ -365,18 +364,20 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
         reference: reference.into(),
         reason,
     };
-    let fetched = client
-        .get_manifest(&input.reference)
-        .await
-        .map_err(reg)?;
+    let fetched = client.get_manifest(&input.reference).await.map_err(reg)?;
     if oci::is_image_manifest(&fetched.media_type) {
-        let (descriptor, platform) =
-            image_child(client, &repo, &fetched.bytes, &fetched.media_type, &fetched.digest)
-                .await
-                .map_err(|e| match e {
-                    Fetch::Registry(source) => reg(source),
-                    Fetch::Invalid(reason) => invalid(&input.written, reason),
-                })?;
+        let (descriptor, platform) = image_child(
+            client,
+            &repo,
+            &fetched.bytes,
+            &fetched.media_type,
+            &fetched.digest,
+        )
+        .await
+        .map_err(|e| match e {
+            Fetch::Registry(source) => reg(source),
+            Fetch::Invalid(reason) => invalid(&input.written, reason),
+        })?;
         return Ok(vec![Child {
             descriptor,
             platform,
@@ -414,13 +415,12 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
                     ..input.reference.clone()
                 };
                 let m = client.get_manifest(&reference).await.map_err(reg)?;
-                let (_, platform) =
-                    image_child(client, &repo, &m.bytes, &m.media_type, &m.digest)
-                        .await
-                        .map_err(|e| match e {
-                            Fetch::Registry(source) => reg(source),
-                            Fetch::Invalid(reason) => invalid(&child_ref, reason),
-                        })?;
+                let (_, platform) = image_child(client, &repo, &m.bytes, &m.media_type, &m.digest)
+                    .await
+                    .map_err(|e| match e {
+                        Fetch::Registry(source) => reg(source),
+                        Fetch::Invalid(reason) => invalid(&child_ref, reason),
+                    })?;
                 platform
             }
         };
@@ -553,8 +553,14 @@ mod tests {
         )
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("image app: platform linux/amd64 twice"), "{msg}");
-        assert!(msg.contains("(a.json)") && msg.contains("(c.json)"), "{msg}");
+        assert!(
+            msg.starts_with("image app: platform linux/amd64 twice"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("(a.json)") && msg.contains("(c.json)"),
+            "{msg}"
+        );
         assert!(e.is_config());
         let e = build_index(
             "app",
@@ -564,8 +570,18 @@ mod tests {
             ],
         )
         .unwrap_err();
-        assert!(matches!(e, MergeError::MixedMediaTypes { .. }), "{e}");
+        assert!(matches!(e, MergeError::MixedMediaTypes(_)), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_grammar() {
+        for good in ["v1", "_x", "1.2.3-rc.1", &"a".repeat(128)] {
+            assert!(valid_tag(good), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a:b", "a/b", &"a".repeat(129)] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -598,7 +614,11 @@ mod tests {
         assert_eq!(entries[0].0, "ko://ex.com/app");
         assert_eq!(entries[0].1.reference.digest, Some(d));
 
-        std::fs::write(&path, r#"{"builds":[{"imageName":"app","tag":"r.io/app:v1"}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"builds":[{"imageName":"app","tag":"r.io/app:v1"}]}"#,
+        )
+        .unwrap();
         let e = read_artifacts(&path, "a.json").unwrap_err().to_string();
         assert_eq!(
             e,

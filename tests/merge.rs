@@ -76,7 +76,10 @@ fn merges_matrix_jobs_into_one_index() {
     let arm64 = job(&reg, &base, "linux/arm64", "arm64", &dir.join("b.json"));
     for (reference, mt) in [(&amd64, OCI_MANIFEST), (&arm64, OCI_MANIFEST)] {
         let raw = json(&skopeo_inspect_raw(&pinned(reference), &reg));
-        assert_eq!(raw["mediaType"], mt, "a one-platform job pushes a single image");
+        assert_eq!(
+            raw["mediaType"], mt,
+            "a one-platform job pushes a single image"
+        );
     }
 
     let kb = Kobuild::new();
@@ -102,10 +105,17 @@ fn merges_matrix_jobs_into_one_index() {
     assert_eq!(lines.len(), 1, "{stdout}");
     let merged = lines[0];
     let repo = format!("{}/apps/hello", reg.host());
-    assert!(merged.starts_with(&format!("{repo}:v1@sha256:")), "{merged}");
+    assert!(
+        merged.starts_with(&format!("{repo}:v1@sha256:")),
+        "{merged}"
+    );
 
     let raw = skopeo_inspect_raw(&format!("{repo}:v1"), &reg);
-    assert_eq!(sha256_digest(&raw), digest_of(merged), "v1 points at the index");
+    assert_eq!(
+        sha256_digest(&raw),
+        digest_of(merged),
+        "v1 points at the index"
+    );
     let index = json(&raw);
     assert_eq!(index["mediaType"], OCI_INDEX);
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
@@ -116,7 +126,12 @@ fn merges_matrix_jobs_into_one_index() {
         .map(|m| m["digest"].as_str().unwrap())
         .collect();
     assert_eq!(children, [digest_of(&amd64), digest_of(&arm64)]);
-    for (m, job_ref) in index["manifests"].as_array().unwrap().iter().zip([&amd64, &arm64]) {
+    for (m, job_ref) in index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([&amd64, &arm64])
+    {
         let manifest = skopeo_inspect_raw(&pinned(job_ref), &reg);
         assert_eq!(m["mediaType"], OCI_MANIFEST);
         assert_eq!(m["size"], manifest.len());
@@ -136,8 +151,16 @@ fn merges_matrix_jobs_into_one_index() {
 
     // The order of the files does not matter; without --tag the jobs' tags disagree, so
     // the index is tagged latest.
-    let out = merge(&kb, dir, &["--artifacts", "b.json", "--artifacts", "a.json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = merge(
+        &kb,
+        dir,
+        &["--artifacts", "b.json", "--artifacts", "a.json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         again.trim_end(),
@@ -148,7 +171,14 @@ fn merges_matrix_jobs_into_one_index() {
     let e = merge_fails(
         &kb,
         dir,
-        &["--artifacts", "a.json", "--artifacts", "a.json", "-t", "dup"],
+        &[
+            "--artifacts",
+            "a.json",
+            "--artifacts",
+            "a.json",
+            "-t",
+            "dup",
+        ],
     );
     assert!(e.contains("platform linux/amd64 twice"), "{e}");
     assert!(e.contains("(a.json)"), "{e}");
@@ -165,19 +195,27 @@ fn merges_matrix_jobs_into_one_index() {
         .unwrap()
         .replace("/apps/hello", "/elsewhere/hello");
     fs::write(dir.join("c.json"), other).unwrap();
-    let e = merge_fails(&kb, dir, &["--artifacts", "a.json", "--artifacts", "c.json"]);
+    let e = merge_fails(
+        &kb,
+        dir,
+        &["--artifacts", "a.json", "--artifacts", "c.json"],
+    );
     assert!(e.contains("different repositories"), "{e}");
     assert!(e.contains("(a.json)") && e.contains("(c.json)"), "{e}");
 
-    let e = merge_fails(&kb, dir, &["--artifacts", "a.json", "--artifacts", "missing.json"]);
+    let e = merge_fails(
+        &kb,
+        dir,
+        &["--artifacts", "a.json", "--artifacts", "missing.json"],
+    );
     assert!(e.contains("cannot read missing.json"), "{e}");
 
     fs::write(dir.join("broken.json"), "{\"builds\": [").unwrap();
     let e = merge_fails(&kb, dir, &["--artifacts", "broken.json"]);
     assert!(e.contains("broken.json is not an artifacts.json"), "{e}");
 
-    let e = merge_fails(&kb, dir, &["--artifacts", "a.json", "--tag", "-bad"]);
-    assert!(e.contains("--tag \"-bad\""), "{e}");
+    let e = merge_fails(&kb, dir, &["--artifacts", "a.json", "--tag=-bad"]);
+    assert!(e.contains("--tag \"-bad\" is not a valid tag"), "{e}");
 }
 
 #[test]
@@ -209,5 +247,8 @@ fn refuses_to_mix_oci_and_docker_images() {
         dir,
         &["--artifacts", "a.json", "--artifacts", "b.json"],
     );
-    assert!(e.contains("cannot put OCI and Docker manifests in one index"), "{e}");
+    assert!(
+        e.contains("cannot put OCI and Docker manifests in one index"),
+        "{e}"
+    );
 }

@@ -8,12 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::kobuild::*;
-use common::*;
 use ::kobuild::digest::Digest;
 use ::kobuild::image::oci::{Descriptor, Index, Platform};
 use ::kobuild::registry::{Client, ClientOptions, Keychain, Repository};
 use ::kobuild::sbom::{self, BaseInfo, ImageInfo, buildinfo};
+use common::kobuild::*;
+use common::*;
 use serde_json::Value;
 
 const CREATED: &str = "2023-11-14T22:13:20Z";
@@ -182,8 +182,8 @@ async fn image_sbom_validates_and_attaches_with_the_referrers_tag() {
         architecture: "amd64".into(),
         ..Default::default()
     };
-    let file = sbom::write_to_dir(&work.path().join("sboms"), "hello", Some(&platform), &bytes)
-        .unwrap();
+    let file =
+        sbom::write_to_dir(&work.path().join("sboms"), "hello", Some(&platform), &bytes).unwrap();
     assert_eq!(file, work.path().join("sboms/hello-linux-amd64.spdx.json"));
     validate(&file);
 
@@ -215,10 +215,9 @@ async fn image_sbom_validates_and_attaches_with_the_referrers_tag() {
     );
 
     // Attach through the proxy, to see what the second attach sends.
-    let repo = Repository::parse(
-        &repository_of(&p.reference).replace(&p.reg.host(), &p.proxy.host()),
-    )
-    .unwrap();
+    let repo =
+        Repository::parse(&repository_of(&p.reference).replace(&p.reg.host(), &p.proxy.host()))
+            .unwrap();
     let client = client(&p.reg, &p.proxy.host());
     let subject = Descriptor::new(
         manifest["mediaType"].as_str().unwrap(),
@@ -235,7 +234,10 @@ async fn image_sbom_validates_and_attaches_with_the_referrers_tag() {
     let stored = json(&stored);
     assert_eq!(stored["mediaType"], OCI_MANIFEST);
     assert_eq!(stored["artifactType"], "application/spdx+json");
-    assert_eq!(stored["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+    assert_eq!(
+        stored["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
     assert_eq!(stored["config"]["digest"], sha256_digest(b"{}"));
     assert_eq!(stored["layers"][0]["mediaType"], "application/spdx+json");
     assert_eq!(stored["layers"][0]["digest"], sha256_digest(&bytes));
@@ -357,7 +359,10 @@ async fn index_sbom_lists_each_platform_and_attaches_to_the_index() {
         .await
         .unwrap();
     let repo_name = repository_of(&p.reference);
-    let stored = json(&skopeo_inspect_raw(&format!("{repo_name}@{artifact}"), &p.reg));
+    let stored = json(&skopeo_inspect_raw(
+        &format!("{repo_name}@{artifact}"),
+        &p.reg,
+    ));
     assert_eq!(stored["subject"]["mediaType"], OCI_INDEX);
     assert_eq!(stored["subject"]["digest"], digest.to_string());
     let referrers = json(&skopeo_inspect_raw(
@@ -438,5 +443,8 @@ async fn not_a_go_binary_is_an_error() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("cannot run /nonexistent/go version -m"), "{e}");
+    assert!(
+        e.starts_with("cannot run /nonexistent/go version -m"),
+        "{e}"
+    );
 }

@@ -101,13 +101,13 @@ pub async fn attach(
         digest: None,
     };
     let mut index = match client.get_manifest(&reference).await {
-        Ok(found) => serde_json::from_slice::<Index>(&found.bytes).map_err(|e| {
-            SbomError::Referrers {
+        Ok(found) => {
+            serde_json::from_slice::<Index>(&found.bytes).map_err(|e| SbomError::Referrers {
                 repo: repo.to_string(),
                 tag: tag.clone(),
                 reason: e.to_string(),
-            }
-        })?,
+            })?
+        }
         Err(e) if e.is_not_found() => Index {
             schema_version: 2,
             media_type: OCI_INDEX.into(),

@@ -252,10 +252,7 @@ mod tests {
         assert_eq!(info.settings.len(), 8);
         assert_eq!(
             info.settings[3],
-            (
-                "DefaultGODEBUG".into(),
-                "asynctimerchan=1,tlssha1=1".into()
-            )
+            ("DefaultGODEBUG".into(), "asynctimerchan=1,tlssha1=1".into())
         );
         assert_eq!(info.settings[6], ("GOOS".into(), "linux".into()));
     }
@@ -306,7 +303,10 @@ mod tests {
         );
         assert_eq!(setting("k=`raw \\n`"), Some(("k".into(), "raw \\n".into())));
         // Not a Go literal: kept as written.
-        assert_eq!(setting(r#"k="bad \q""#), Some(("k".into(), r#""bad \q""#.into())));
+        assert_eq!(
+            setting(r#"k="bad \q""#),
+            Some(("k".into(), r#""bad \q""#.into()))
+        );
         assert_eq!(setting("no-equals"), None);
         assert_eq!(setting(r#""unterminated=x"#), None);
     }

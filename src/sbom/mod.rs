@@ -7,9 +7,7 @@ mod attach;
 pub mod buildinfo;
 pub mod spdx;
 
-pub use attach::{
-    EMPTY_MEDIA_TYPE, SPDX_MEDIA_TYPE, artifact_manifest, attach, referrers_tag,
-};
+pub use attach::{EMPTY_MEDIA_TYPE, SPDX_MEDIA_TYPE, artifact_manifest, attach, referrers_tag};
 pub use buildinfo::BuildInfo;
 pub use spdx::{BaseInfo, Document, ImageInfo, document, index_document};
 

@@ -3,7 +3,8 @@
 //! differences: package IDs use only the characters SPDX allows (ko's `(devel)` does not
 //! validate), download locations are `NOASSERTION` (ko names a module proxy), a replaced
 //! dependency is described by its replacement (what the binary holds; ko ignores `=>`), and
-//! image purls carry the repository and tag.
+//! images are named by their repository (ko: by digest; the digest is the version here) with
+//! the repository and tag in their purls.
 //!
 //! Output is deterministic: the time is passed in, packages and relationships come in a fixed
 //! order, and the namespace is derived from the image digest.
@@ -241,7 +242,11 @@ pub fn timestamp(rfc3339: &str) -> Option<String> {
     let offset = match s.len().checked_sub(6).and_then(|i| s.get(i..)) {
         Some(z) if z.starts_with(['+', '-']) => {
             let minutes = num(s.len() - 5..s.len() - 3)? * 60 + num(s.len() - 2..s.len())?;
-            if z.starts_with('-') { -minutes } else { minutes }
+            if z.starts_with('-') {
+                -minutes
+            } else {
+                minutes
+            }
         }
         _ => 0,
     };
@@ -307,7 +312,7 @@ fn oci_id(digest: &Digest) -> String {
     format!("SPDXRef-Package-sha256-{}", digest.hex())
 }
 
-/// An image or index: named by its repository when known, else by its digest (as ko does).
+/// An image or index: named by its repository when known, else by its digest (ko's name).
 fn oci_package(digest: &Digest, repository: Option<&str>) -> Package {
     Package {
         id: oci_id(digest),
@@ -343,7 +348,9 @@ fn module_package(id: &str, m: &Module) -> Package {
         ),
         Some(r) => (
             r.clone(),
-            format!("replaces {} {}", m.path, m.version).trim().to_string(),
+            format!("replaces {} {}", m.path, m.version)
+                .trim()
+                .to_string(),
         ),
         None => (m.clone(), String::new()),
     };
@@ -572,17 +579,17 @@ mod tests {
         );
         let p = &v["packages"];
         assert_eq!(p[3]["name"], "example.com/dep");
-        assert_eq!(
-            p[3]["comment"],
-            "replaced by the local directory ../dep"
-        );
+        assert_eq!(p[3]["comment"], "replaced by the local directory ../dep");
         assert!(p[3].get("checksums").is_none());
         assert_eq!(
             p[4]["checksums"][0]["checksumValue"],
             "a1fca1c6f5dc66132c539ba56c588b2a5fd7045a84d464aaedab6ef2d0264d12"
         );
         assert_eq!(p[5]["comment"], "replaces github.com/google/go-cmp v0.6.0");
-        assert_eq!(p[4]["SPDXID"], "SPDXRef-Package-github.com.Foo.Bar-v1.0.0-incompatible");
+        assert_eq!(
+            p[4]["SPDXID"],
+            "SPDXRef-Package-github.com.Foo.Bar-v1.0.0-incompatible"
+        );
         assert_eq!(p[2]["SPDXID"], "SPDXRef-Package-example.com.App--devel-");
         let rels: Vec<String> = v["relationships"]
             .as_array()
@@ -631,9 +638,18 @@ mod tests {
             version: v.into(),
             ..Default::default()
         };
-        assert_eq!(ids.module_id(&m("a/b_c", "v1~x")), "SPDXRef-Package-a.b-c-v1-x");
-        assert_eq!(ids.module_id(&m("a/b~c", "v1_x")), "SPDXRef-Package-a.b-c-v1-x-2");
-        assert_eq!(ids.module_id(&m("a/b~c", "v1+x")), "SPDXRef-Package-a.b-c-v1-x-3");
+        assert_eq!(
+            ids.module_id(&m("a/b_c", "v1~x")),
+            "SPDXRef-Package-a.b-c-v1-x"
+        );
+        assert_eq!(
+            ids.module_id(&m("a/b~c", "v1_x")),
+            "SPDXRef-Package-a.b-c-v1-x-2"
+        );
+        assert_eq!(
+            ids.module_id(&m("a/b~c", "v1+x")),
+            "SPDXRef-Package-a.b-c-v1-x-3"
+        );
     }
 
     #[test]
@@ -683,7 +699,10 @@ mod tests {
         for (input, want) in [
             ("1970-01-01T00:00:00Z", Some("1970-01-01T00:00:00Z")),
             ("2024-02-29T23:30:00-01:00", Some("2024-03-01T00:30:00Z")),
-            ("2024-01-01T00:10:00.999+01:00", Some("2023-12-31T23:10:00Z")),
+            (
+                "2024-01-01T00:10:00.999+01:00",
+                Some("2023-12-31T23:10:00Z"),
+            ),
             ("0001-01-01T00:00:00Z", Some("0001-01-01T00:00:00Z")),
             ("2024-13-01T00:00:00Z", None),
             ("yesterday", None),
