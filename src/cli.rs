@@ -157,6 +157,14 @@ pub struct ImageArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
 
+    /// SBOM to attach to each image: spdx (SPDX 2.3 JSON as an OCI 1.1 referrer) or none.
+    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
+    pub sbom: String,
+
+    /// Also write each SBOM into this directory (ko's file names).
+    #[arg(long, value_name = "DIR")]
+    pub sbom_dir: Option<PathBuf>,
+
     /// Do not reuse layers built by earlier runs (Go's own build cache still applies).
     #[arg(long)]
     pub no_cache: bool,

@@ -14,11 +14,13 @@ use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, Layer, LayerStore};
+use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PushStats};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
+use crate::sbom;
 
 /// Build every artifact of the plan; returns one report per image, in plan order.
 /// artifacts.json is written only after every image was published.
@@ -109,8 +111,13 @@ impl Builder<'_> {
             .map(|c| c.platform.to_string())
             .collect();
         tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
-        let built = self.artifact(a, &target, &pkg, &base).await?;
-        let (reference, push) = publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
+        let (built, binaries) = self.artifact(a, &target, &pkg, &base).await?;
+        let (reference, push, repo) =
+            publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
+        if self.plan.sbom || self.plan.sbom_dir.is_some() {
+            self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
+                .await?;
+        }
         Ok(ImageReport {
             image_name: a
                 .image_name
@@ -248,30 +255,112 @@ impl Builder<'_> {
         Ok(path.clone())
     }
 
-    /// All platforms of one package, built in parallel, then the index.
+    /// SPDX documents for each image (and the index), attached to what was pushed and written
+    /// to `--sbom-dir`. Attaching never changes an image's digest.
+    async fn sboms(
+        &self,
+        a: &ArtifactPlan,
+        pkg: &Package,
+        base: &ResolvedBase,
+        built: &Built,
+        binaries: &[PathBuf],
+        repo: Option<&Repository>,
+    ) -> Result<(), Error> {
+        let plan = self.plan;
+        let tag = a.tags.first().cloned();
+        let info = |digest: &crate::digest::Digest| sbom::ImageInfo {
+            digest: digest.clone(),
+            repository: repo.map(Repository::to_string),
+            tag: tag.clone(),
+        };
+        let base_info = |r: Option<&(String, crate::digest::Digest)>| {
+            r.map(|(name, digest)| sbom::BaseInfo {
+                name: name.clone(),
+                digest: digest.clone(),
+            })
+        };
+        let attach = if plan.sbom { repo } else { None };
+        let mut created = crate::time::ZERO.to_string();
+        for ((image, child), binary) in built.images().iter().zip(&base.children).zip(binaries) {
+            created = match plan.source_date_epoch {
+                Some(epoch) => crate::time::format_unix(epoch),
+                None => serde_json::from_slice::<serde_json::Value>(&image.config)
+                    .ok()
+                    .and_then(|c| c["created"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| crate::time::ZERO.to_string()),
+            };
+            let base = base_info(child.image.reference.as_ref());
+            let doc = sbom::image_sbom(
+                &plan.go,
+                binary,
+                &info(&image.digest),
+                base.as_ref(),
+                &created,
+            )
+            .await?;
+            if let Some(dir) = &plan.sbom_dir {
+                sbom::write_to_dir(dir, pkg.app_name(), Some(&child.platform.to_oci()), &doc)?;
+            }
+            if let Some(repo) = attach {
+                let subject = Descriptor::new(
+                    &image.media_type,
+                    image.manifest.len() as u64,
+                    image.digest.clone(),
+                );
+                sbom::attach(self.client, repo, &subject, &doc, &created).await?;
+            }
+        }
+        if let Built::Index(index) = built {
+            let parsed: oci::Index = serde_json::from_slice(&index.manifest)
+                .map_err(|e| Error::Internal(format!("index just built does not parse: {e}")))?;
+            let index_base = base_info(base.index.as_ref().and_then(|i| i.reference.as_ref()));
+            let doc = sbom::index_document(
+                &info(&index.digest),
+                index_base.as_ref(),
+                &parsed.manifests,
+                &created,
+            )
+            .to_bytes();
+            if let Some(dir) = &plan.sbom_dir {
+                sbom::write_to_dir(dir, pkg.app_name(), None, &doc)?;
+            }
+            if let Some(repo) = attach {
+                let subject = Descriptor::new(
+                    &index.media_type,
+                    index.manifest.len() as u64,
+                    index.digest.clone(),
+                );
+                sbom::attach(self.client, repo, &subject, &doc, &created).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All platforms of one package, built in parallel, then the index; with each image's binary.
     async fn artifact(
         &self,
         a: &ArtifactPlan,
         t: &Target,
         pkg: &Package,
         base: &ResolvedBase,
-    ) -> Result<Built, Error> {
+    ) -> Result<(Built, Vec<PathBuf>), Error> {
         let store = layer_store(self.plan);
         let kodata_dir = pkg.dir.join("kodata");
         let epoch = self.plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
         let kodata = blocking(move || layer::kodata_layer(&kodata_dir, epoch, &store)).await?;
-        let images = try_join_all(
+        let built = try_join_all(
             base.children
                 .iter()
                 .map(|child| self.image(a, t, pkg, child, &kodata)),
         )
         .await?;
+        let (images, binaries): (Vec<BuiltImage>, Vec<PathBuf>) = built.into_iter().unzip();
         let Some(info) = &base.index else {
             let image = images
                 .into_iter()
                 .next()
                 .expect("a base has at least one child");
-            return Ok(Built::Image(Box::new(image)));
+            return Ok((Built::Image(Box::new(image)), binaries));
         };
         let children = images
             .into_iter()
@@ -282,12 +371,13 @@ impl Builder<'_> {
                 platform: &child.platform,
             })
             .collect();
-        Ok(Built::Index(assemble::assemble_index(
+        let index = assemble::assemble_index(
             &info.media_type,
             info.reference.as_ref(),
             children,
             &a.annotations,
-        )))
+        );
+        Ok((Built::Index(index), binaries))
     }
 
     async fn image(
@@ -297,12 +387,13 @@ impl Builder<'_> {
         pkg: &Package,
         child: &BaseChild,
         kodata: &Layer,
-    ) -> Result<BuiltImage, Error> {
+    ) -> Result<(BuiltImage, PathBuf), Error> {
         let binary = self.binary(a, t, &child.platform).await?;
         let store = layer_store(self.plan);
         let app = pkg.app_name().to_string();
-        let bin = blocking(move || layer::binary_layer(&binary, &app, &store)).await?;
-        Ok(assemble::assemble(
+        let path = binary.clone();
+        let bin = blocking(move || layer::binary_layer(&path, &app, &store)).await?;
+        let image = assemble::assemble(
             &child.image,
             kodata,
             &bin,
@@ -314,7 +405,8 @@ impl Builder<'_> {
                 labels: &a.labels,
                 annotations: &a.annotations,
             },
-        ))
+        );
+        Ok((image, binary))
     }
 }
 
@@ -374,7 +466,7 @@ async fn publish_one(
     pkg: &Package,
     base: &ResolvedBase,
     built: &Built,
-) -> Result<(String, Option<PushStats>), Error> {
+) -> Result<(String, Option<PushStats>, Option<Repository>), Error> {
     let tag = &a.tags[0];
     let mut reference = None;
     let mut stats = None;
@@ -414,19 +506,12 @@ async fn publish_one(
             )
         }
     };
-    if let Some(target) = target {
-        let pushed = publish::push(
-            client,
-            built,
-            &base.blobs,
-            &target,
-            &a.tags,
-            &plan.cache_dir,
-        )
-        .await?;
+    if let Some(target) = &target {
+        let pushed =
+            publish::push(client, built, &base.blobs, target, &a.tags, &plan.cache_dir).await?;
         reference = Some(format!("{target}:{tag}@{}", built.digest()));
         stats = Some(pushed);
     }
     let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
-    Ok((reference, stats))
+    Ok((reference, stats, target))
 }

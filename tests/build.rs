@@ -76,6 +76,8 @@ fn pushes_a_ko_image_that_runs_and_rebuilds_identically() {
         "v1",
         "--file-output",
         artifacts.to_str().unwrap(),
+        // Exact request counts below are the image's; SBOMs have their own test.
+        "--sbom=none",
     ];
 
     let refs = kb.ok(&args);
@@ -470,4 +472,63 @@ fn a_single_main_package_under_dot_dot_dot_is_accepted() {
     assert_eq!(bins.len(), 1, "one stable binary directory for the target");
     let binary = bins[0].as_ref().unwrap().path().join("linux-amd64/hello");
     assert!(binary.exists(), "binary built into the stable cache path");
+}
+
+#[test]
+fn every_pushed_image_gets_an_spdx_sbom_as_a_referrer() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let repo = format!("{}/apps", reg.host());
+    let kb = Kobuild::new();
+    let dir = kb.dir().join("sboms");
+    let refs = kb.ok(&[
+        "./hello",
+        "--repo",
+        &repo,
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let index = json(&skopeo_inspect_raw(&pinned(&refs[0]), &reg));
+    let mut subjects: Vec<String> = vec![digest_of(&refs[0]).to_string()];
+    subjects.extend(
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_string()),
+    );
+    for subject in &subjects {
+        let tag = format!("{}/apps/hello:sha256-{}", reg.host(), &subject[7..]);
+        let referrers = json(&skopeo_inspect_raw(&tag, &reg));
+        let entries = referrers["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{referrers}");
+        assert_eq!(entries[0]["artifactType"], "application/spdx+json");
+        let artifact = json(&skopeo_inspect_raw(
+            &format!(
+                "{}/apps/hello@{}",
+                reg.host(),
+                entries[0]["digest"].as_str().unwrap()
+            ),
+            &reg,
+        ));
+        assert_eq!(artifact["subject"]["digest"], subject.as_str());
+    }
+    let mut files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "hello-index.spdx.json",
+            "hello-linux-amd64.spdx.json",
+            "hello-linux-arm64.spdx.json"
+        ]
+    );
+    let doc = json(&fs::read(dir.join("hello-linux-arm64.spdx.json")).unwrap());
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
 }

@@ -119,6 +119,9 @@ pub struct Plan {
     pub cache_dir: PathBuf,
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
+    /// Attach an SPDX SBOM to every pushed image (`--sbom spdx`).
+    pub sbom: bool,
+    pub sbom_dir: Option<PathBuf>,
     pub docker_config_dir: Option<PathBuf>,
     /// Explicit logins (action inputs); they win over the docker config.
     pub credentials: Vec<RegistryCredential>,
@@ -291,6 +294,9 @@ impl Plan {
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
             layer_cache: !args.opts.no_cache,
+            // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
+            sbom: args.opts.sbom != "none",
+            sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
             docker_config_dir,
             credentials: Vec::new(),
             insecure_registries: args.opts.insecure_registries.clone(),
