@@ -75,13 +75,6 @@ fn split(value: Option<String>, separators: &[char]) -> Vec<String> {
         .collect()
 }
 
-/// Software bill of materials to attach. Validated now; generation comes later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sbom {
-    None,
-    Spdx,
-}
-
 /// Every input, parsed and checked, with the GitHub context's defaults applied.
 #[derive(Debug)]
 pub struct ActionInputs {
@@ -94,7 +87,6 @@ pub struct ActionInputs {
     pub derived_repo: Option<String>,
     pub login: Option<Login>,
     pub github_token: Option<String>,
-    pub sbom: Sbom,
 }
 
 /// Explicit registry credentials from the `registry`, `username` and `password` inputs.
@@ -192,9 +184,9 @@ impl ActionInputs {
             ..BuildArgs::default()
         };
 
-        let sbom = match inputs.get("sbom").as_deref() {
-            None | Some("none") => Sbom::None,
-            Some("spdx") => Sbom::Spdx,
+        build.opts.sbom = match inputs.get("sbom").as_deref() {
+            None | Some("spdx") => "spdx".into(),
+            Some("none") => "none".into(),
             Some(other) => {
                 return Err(GhaError::input(
                     "sbom",
@@ -222,7 +214,6 @@ impl ActionInputs {
             build,
             cwd,
             derived_repo,
-            sbom,
         })
     }
 }
@@ -398,7 +389,7 @@ mod tests {
             b.opts.file_output,
             Some(PathBuf::from("out/artifacts.json"))
         );
-        assert_eq!(a.sbom, Sbom::Spdx);
+        assert_eq!(a.build.opts.sbom, "spdx");
         assert_eq!(a.derived_repo, None);
         assert_eq!(a.cwd, PathBuf::from("/"));
         let a = parse(&[("INPUT_WORKING-DIRECTORY", "./tmp/.")]).unwrap();

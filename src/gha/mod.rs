@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use commands::{Commands, Location};
 use files::Files;
-use inputs::{ActionInputs, Inputs, SECRET_INPUTS, Sbom};
+use inputs::{ActionInputs, Inputs, SECRET_INPUTS};
 
 use crate::error::Error;
 use crate::pipeline;
@@ -119,13 +119,6 @@ async fn step<W: Write>(
         tracing::warn!(
             "GITHUB_OUTPUT is not set: not running in GitHub Actions? outputs are skipped"
         );
-    }
-    let nowhere = Location::default();
-    if inputs.sbom == Sbom::Spdx {
-        commands.warning(
-            &nowhere,
-            "input sbom: spdx is accepted, but kobuild does not attach SBOMs yet",
-        )?;
     }
 
     let mut plan = Plan::new(&inputs.build, env, inputs.cwd.clone()).map_err(plan_error)?;
