@@ -114,7 +114,7 @@ impl Builder<'_> {
         let (built, binaries) = self.artifact(a, &target, &pkg, &base).await?;
         let (reference, push, repo) =
             publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
-        if self.plan.sbom || self.plan.sbom_dir.is_some() {
+        if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
             self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
                 .await?;
         }
