@@ -367,7 +367,7 @@ async fn basic_auth_with_right_wrong_and_no_credentials() {
         e,
         format!(
             "authentication to {host} failed for secure/app: check the credentials \
-             (docker login {host}, or --username/--password)"
+             (docker login {host}, or the action's username and password inputs)"
         )
     );
     assert!(!e.contains("wrong-password"));

@@ -154,7 +154,14 @@ async fn ensure_blob(
             repo.registry
         );
     }
-    let path = local_blob(client, digest, source, base, cache).await?;
+    // A base layer comes from the base's registry first; its errors name that registry and
+    // repository, and are reported as part of this push (not as a push to the base).
+    let path = local_blob(client, digest, source, base, cache)
+        .await
+        .map_err(|e| match e {
+            PublishError::Registry { source, .. } => reg_err(source),
+            other => other,
+        })?;
     let start = Instant::now();
     client
         .upload_blob(repo, digest, size, &path)

@@ -103,7 +103,7 @@ impl Client {
         );
         let name = reference.name();
         let action = format!("pull of manifest {}", reference.reference_str());
-        let (bytes, content_type) = retrying(&self.t.retry, "GET", &name, || async {
+        let (bytes, content_type, served) = retrying(&self.t.retry, "GET", &name, || async {
             let req = Request::new(Method::GET, url.clone(), &repo.name, &scope, &action)
                 .header(ACCEPT, MANIFEST_ACCEPT.join(", "));
             let resp = self.t.send(&ep, &req).await?;
@@ -111,22 +111,36 @@ impl Client {
                 return Err(status_error(&ep, &req, resp, &name).await);
             }
             let content_type = header(&resp, CONTENT_TYPE).unwrap_or_default();
+            let served = header(&resp, DOCKER_CONTENT_DIGEST);
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(|e| body_error(&ep, &repo, &action, &e))?;
-            Ok((bytes.to_vec(), content_type))
+            Ok((bytes.to_vec(), content_type, served))
         })
         .await?;
         let digest = Digest::of(&bytes);
-        if let Some(expected) = &reference.digest
-            && *expected != digest
+        // By digest, the bytes must hash to it. By tag, to the digest the registry says it
+        // serves (Docker-Content-Digest; containerd pulls by that digest, so registries get
+        // it right for the manifest types kobuild accepts). Schema 1 manifests are signed
+        // and their header digest covers the payload only, so they are not checked here
+        // (kobuild refuses them later anyway). Without the header a tag cannot be checked.
+        let (expected, what) = match &reference.digest {
+            Some(d) => (Some(d.clone()), "manifest"),
+            None if !is_schema1(&content_type, &bytes) => (
+                served.and_then(|d| Digest::parse(&d).ok()),
+                "manifest (against the registry's Docker-Content-Digest)",
+            ),
+            None => (None, "manifest"),
+        };
+        if let Some(expected) = expected
+            && expected != digest
         {
             return Err(ErrorKind::DigestMismatch {
                 registry: repo.registry,
                 repository: repo.name,
-                what: "manifest".into(),
-                expected: expected.clone(),
+                what: what.into(),
+                expected,
                 actual: digest,
             }
             .into());
@@ -520,6 +534,17 @@ fn check_digest(
         actual,
     }
     .into())
+}
+
+/// A Docker schema 1 manifest (signed; its `Docker-Content-Digest` is not of the bytes).
+fn is_schema1(content_type: &str, bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u64>,
+    }
+    content_type.contains("distribution.manifest.v1")
+        || serde_json::from_slice::<Version>(bytes).is_ok_and(|v| v.schema_version == Some(1))
 }
 
 /// `repo` plus a tag or digest as a [`Reference`].

@@ -16,9 +16,11 @@ pub struct RegistryError(Box<ErrorKind>);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    // kobuild has no --username/--password flags: credentials come from the docker config
+    // (`docker login`) or, in the GitHub Action, from its username/password inputs.
     #[error(
         "authentication to {registry} failed for {repository}: check the credentials \
-         (docker login {registry}, or --username/--password)"
+         (docker login {registry}, or the action's username and password inputs)"
     )]
     Unauthorized {
         registry: String,
@@ -27,7 +29,7 @@ pub enum ErrorKind {
 
     #[error(
         "{registry}/{repository} needs credentials: run docker login {registry}, \
-         or pass --username/--password"
+         or set the action's username and password inputs"
     )]
     CredentialsRequired {
         registry: String,
@@ -218,8 +220,20 @@ fn hint(status: u16, detail: &str) -> &'static str {
         " (the registry rejects this repository name)"
     } else if status == 429 || has("TOOMANYREQUESTS") {
         " (rate limited: try again later, or log in for a higher limit)"
+    } else if status == 408 {
+        " (the registry timed out waiting for the request: check the network and try again)"
     } else if status >= 500 {
         " (the registry kept failing: try again later)"
+    } else if status == 400 {
+        " (the registry refused the request as invalid: its log says why)"
+    } else if status == 401 {
+        " (authentication failed: check the credentials, e.g. docker login)"
+    } else if status == 403 {
+        " (access denied: check that the credentials may use this repository)"
+    } else if status == 404 {
+        // Only pushes get here: a 404 to a pull is `NotFound`, to a HEAD "absent".
+        " (the registry does not know this repository or upload: check the registry \
+         address and the repository name)"
     } else {
         ""
     }
@@ -340,6 +354,19 @@ mod tests {
                 .to_string()
                 .ends_with("HTTP 503 (the registry kept failing: try again later)")
         );
+        // Every permanent status says what to do, even without the registry's error codes.
+        for (code, hint) in [
+            (400, "refused the request"),
+            (403, "access denied"),
+            (404, "check the registry address and the repository name"),
+            (408, "check the network"),
+        ] {
+            let e = status(code, "").to_string();
+            assert!(
+                e.contains(&format!("HTTP {code} (")) && e.contains(hint),
+                "{e}"
+            );
+        }
         assert!(status(503, "").is_retryable() && status(429, "").is_retryable());
         assert!(!status(400, "").is_retryable() && !status(501, "").is_retryable());
     }

@@ -100,6 +100,9 @@ impl<'a> Request<'a> {
     }
 }
 
+/// (registry, scope).
+type TokenKey = (String, String);
+
 #[derive(Clone)]
 struct Token {
     value: String,
@@ -114,8 +117,11 @@ pub(crate) struct Transport {
     insecure_registries: Vec<String>,
     pub(crate) retry: RetryPolicy,
     endpoints: Mutex<HashMap<String, Arc<OnceCell<Arc<Endpoint>>>>>,
-    /// Keyed by (registry, scope).
-    tokens: Mutex<HashMap<(String, String), Token>>,
+    tokens: Mutex<HashMap<TokenKey, Token>>,
+    /// One token fetch per (registry, scope) at a time: parallel requests (uploads start
+    /// four at once) wait for it and share its token instead of each asking the token
+    /// server, which may rate-limit them.
+    token_fetches: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 struct Auth {
@@ -153,6 +159,7 @@ impl Transport {
             retry,
             endpoints: Mutex::default(),
             tokens: Mutex::default(),
+            token_fetches: Mutex::default(),
         })
     }
 
@@ -206,12 +213,18 @@ impl Transport {
             Challenge::None
         };
         if let Challenge::Unsupported(scheme) = &challenge {
+            let message = if scheme == "none" {
+                // Not a registry's answer: something in between refuses the request.
+                "GET /v2/ answered HTTP 401 without an authentication challenge \
+                 (no WWW-Authenticate header): check the registry address and any proxy in front of it"
+                    .to_string()
+            } else {
+                format!("the registry asks for an unsupported authentication scheme ({scheme})")
+            };
             return Err(ErrorKind::Protocol {
                 registry: registry.into(),
                 repository: repo.name.clone(),
-                message: format!(
-                    "the registry asks for an unsupported authentication scheme ({scheme})"
-                ),
+                message,
             }
             .into());
         }
@@ -251,6 +264,15 @@ impl Transport {
             tracing::debug!("GET {url} -> {}", resp.status().as_u16());
             match resp.status() {
                 StatusCode::OK | StatusCode::UNAUTHORIZED => Ok(resp),
+                // Whatever answers there, it is not a registry's API.
+                StatusCode::NOT_FOUND => Err(ErrorKind::Protocol {
+                    registry: repo.registry.clone(),
+                    repository: repo.name.clone(),
+                    message: "GET /v2/ answered HTTP 404, so this is no registry API: \
+                              check the registry address"
+                        .into(),
+                }
+                .into()),
                 status => Err(ErrorKind::Status {
                     registry: repo.registry.clone(),
                     repository: repo.name.clone(),
@@ -369,17 +391,26 @@ impl Transport {
             })),
             (Challenge::Bearer { realm, service }, _) => {
                 let key = (ep.registry.clone(), req.scope.joined());
-                if !refresh {
-                    let cached = lock(&self.tokens)
+                let cached = || {
+                    lock(&self.tokens)
                         .get(&key)
                         .filter(|t| t.expires > Instant::now())
-                        .cloned();
-                    if let Some(token) = cached {
-                        return Ok(Some(Auth {
+                        .map(|token| Auth {
                             header: format!("Bearer {}", token.value),
                             from_cache: true,
-                        }));
-                    }
+                        })
+                };
+                if !refresh && let Some(auth) = cached() {
+                    return Ok(Some(auth));
+                }
+                let gate = lock(&self.token_fetches)
+                    .entry(key.clone())
+                    .or_default()
+                    .clone();
+                let _fetching = gate.lock().await;
+                // Another request may have fetched it while this one waited.
+                if !refresh && let Some(auth) = cached() {
+                    return Ok(Some(auth));
                 }
                 let token = self.fetch_token(ep, realm, service.as_deref(), req).await?;
                 let header = format!("Bearer {}", token.value);
@@ -451,7 +482,9 @@ impl Transport {
                 req.scope,
                 &action,
             );
-            return Err(status_error(ep, &token_req, resp, realm).await);
+            // No `not_found` name: a 404 from the token endpoint is a failed request for
+            // the repository, not a missing image.
+            return Err(status_error(ep, &token_req, resp, "").await);
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -489,7 +522,8 @@ impl Transport {
     }
 }
 
-/// The error for a response with an unexpected status; `not_found` names what a 404 lacks.
+/// The error for a response with an unexpected status; `not_found` names what a 404 to a
+/// GET or HEAD lacks (empty: a 404 is reported as a failed request, as for pushes).
 pub(crate) async fn status_error(
     ep: &Endpoint,
     req: &Request<'_>,
@@ -521,10 +555,15 @@ pub(crate) async fn status_error(
             }
             .into()
         }
-        404 => ErrorKind::NotFound {
-            name: not_found.into(),
+        // A 404 to a pull means the image or blob is not there. To a push (POST, PUT) it
+        // means an unknown repository or upload session: reported with the request and a
+        // hint, since "REPO not found" would not say what failed.
+        404 if matches!(req.method, Method::GET | Method::HEAD) && !not_found.is_empty() => {
+            ErrorKind::NotFound {
+                name: not_found.into(),
+            }
+            .into()
         }
-        .into(),
         _ => ErrorKind::Status {
             registry,
             repository,
