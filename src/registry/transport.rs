@@ -354,7 +354,10 @@ impl Transport {
                         source,
                     })?;
                 rb.header(CONTENT_LENGTH, *size)
-                    .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(file, 1 << 18)))
+                    .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
+                        file,
+                        1 << 18,
+                    )))
             }
         };
         let path = url_path(&req.url);

@@ -65,6 +65,11 @@ fn starts_lower(s: &str) -> bool {
 fn next_chunk(layout: &str) -> Option<(&str, Std, &str)> {
     let b = layout.as_bytes();
     for i in 0..b.len() {
+        // Every element starts with an ASCII byte; slicing inside a multi-byte character
+        // (a layout like `2006年01月`) would panic.
+        if !layout.is_char_boundary(i) {
+            continue;
+        }
         let rest = &layout[i..];
         let hit = |len: usize, std: Std| Some((&layout[..i], std, &layout[i + len..]));
         match b[i] {
@@ -289,5 +294,16 @@ mod tests {
             format_go_time(951_782_400, 0, "2006-01-02 002"),
             "2000-02-29 060"
         );
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/template.rs`): layouts with non-ASCII text
+    /// panicked slicing inside a character.
+    #[test]
+    fn non_ascii_layouts() {
+        assert_eq!(
+            format_go_time(T, 0, "2006年01月02日 Mon ӧ0 Jan _2 PM"),
+            "2009年11月10日 Tue ӧ0 Nov 10 PM"
+        );
+        assert_eq!(format_go_time(T, 0, "é"), "é");
     }
 }
