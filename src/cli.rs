@@ -157,6 +157,15 @@ pub struct ImageArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
 
+    /// Debug build, as Skaffold's debug: `-gcflags all=-N -l` and no `-trimpath`.
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Coverage build (`go build -cover`); the image sets GOCOVERDIR=/tmp, where the binary
+    /// writes its coverage files on exit.
+    #[arg(long)]
+    pub cover: bool,
+
     /// SBOM to attach to each image: spdx (SPDX 2.3 JSON as an OCI 1.1 referrer) or none.
     #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
     pub sbom: String,

@@ -187,6 +187,19 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The artifact's flags, plus what `--debug` (Skaffold's debug flags; `-trimpath` is
+    /// dropped in the build) and `--cover` add. They are part of the binary's key and path.
+    fn flags(&self, a: &ArtifactPlan) -> Vec<String> {
+        let mut flags = a.flags.clone();
+        if self.plan.debug {
+            flags.extend(["-gcflags".to_string(), "all=-N -l".to_string()]);
+        }
+        if self.plan.cover {
+            flags.push("-cover".to_string());
+        }
+        flags
+    }
+
     fn go_env(
         &self,
         a: &ArtifactPlan,
@@ -214,7 +227,7 @@ impl Builder<'_> {
         let key = BinaryKey {
             target: t.clone(),
             env: self.go_env(a, platform)?,
-            flags: a.flags.clone(),
+            flags: self.flags(a),
             ldflags: a.ldflags.clone(),
         };
         let cell = {
@@ -246,6 +259,7 @@ impl Builder<'_> {
                         output,
                         env: key.env.clone(),
                         flags: key.flags.clone(),
+                        trimpath: !self.plan.debug,
                         ldflags: key.ldflags.clone(),
                     })
                     .await?,
@@ -404,11 +418,15 @@ impl Builder<'_> {
                 kodata_date_epoch: self.plan.kodata_date_epoch,
                 labels: &a.labels,
                 annotations: &a.annotations,
+                env: if self.plan.cover { COVER_ENV } else { &[] },
             },
         );
         Ok((image, binary))
     }
 }
+
+/// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.
+const COVER_ENV: &[&str] = &["GOCOVERDIR=/tmp"];
 
 fn layer_store(plan: &Plan) -> LayerStore {
     LayerStore {

@@ -17,6 +17,8 @@ pub struct GoBuild<'a> {
     pub env: Vec<(String, String)>,
     pub flags: Vec<String>,
     pub ldflags: Vec<String>,
+    /// ko's `-trimpath`; off for debug builds, so debuggers find the sources.
+    pub trimpath: bool,
     pub output: PathBuf,
 }
 
@@ -29,7 +31,10 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
         tokio::fs::create_dir_all(parent).await.map_err(out_err)?;
     }
     let mut cmd = Command::new(b.go);
-    cmd.arg("build").args(&b.flags).arg("-trimpath");
+    cmd.arg("build").args(&b.flags);
+    if b.trimpath {
+        cmd.arg("-trimpath");
+    }
     if !b.ldflags.is_empty() {
         cmd.arg(format!("-ldflags={}", b.ldflags.join(" ")));
     }

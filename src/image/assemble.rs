@@ -30,6 +30,8 @@ pub struct Recipe<'a> {
     pub kodata_date_epoch: Option<i64>,
     pub labels: &'a BTreeMap<String, String>,
     pub annotations: &'a BTreeMap<String, String>,
+    /// `KEY=VALUE` entries appended to the config's environment (e.g. `GOCOVERDIR`).
+    pub env: &'a [&'a str],
 }
 
 /// Where a layer's bytes are: the base's blob store, or a file kobuild wrote.
@@ -225,6 +227,7 @@ fn edit_config(mut c: ConfigFile, kodata: &Layer, binary: &Layer, r: &Recipe) ->
         None => c.config.env.push(format!("PATH={APP_DIR}")),
     }
     c.config.env.push(format!("KO_DATA_PATH={KODATA_PATH}"));
+    c.config.env.extend(r.env.iter().map(|e| e.to_string()));
     c.author = AUTHOR.into();
     c.config
         .labels
@@ -337,6 +340,7 @@ mod tests {
             kodata_date_epoch: None,
             labels,
             annotations: ann,
+            env: &[],
         }
     }
 

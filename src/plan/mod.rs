@@ -119,6 +119,10 @@ pub struct Plan {
     pub cache_dir: PathBuf,
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
+    /// Skaffold's debug build: optimisations and inlining off, no `-trimpath`.
+    pub debug: bool,
+    /// `go build -cover`, with `GOCOVERDIR` set in the image.
+    pub cover: bool,
     /// Attach an SPDX SBOM to every pushed image (`--sbom spdx`).
     pub sbom: bool,
     pub sbom_dir: Option<PathBuf>,
@@ -294,6 +298,8 @@ impl Plan {
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
             layer_cache: !args.opts.no_cache,
+            debug: args.opts.debug,
+            cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
             sbom: args.opts.sbom != "none",
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
