@@ -157,6 +157,15 @@ pub struct ImageArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
 
+    /// Layer compression: gzip (ko's, the default) or zstd (smaller and faster; needs
+    /// containerd 1.5+ or Docker 23+ to pull).
+    #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    pub compression: String,
+
+    /// Compression level (gzip 1-9, default 1 as ko; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+
     /// Debug build, as Skaffold's debug: `-gcflags all=-N -l` and no `-trimpath`.
     #[arg(long)]
     pub debug: bool,

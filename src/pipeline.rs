@@ -13,7 +13,7 @@ use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
-use crate::image::layer::{self, Layer, LayerStore};
+use crate::image::layer::{self, Compression, Layer, LayerStore};
 use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
@@ -419,6 +419,7 @@ impl Builder<'_> {
                 labels: &a.labels,
                 annotations: &a.annotations,
                 env: if self.plan.cover { COVER_ENV } else { &[] },
+                zstd: matches!(self.plan.compression, Compression::Zstd(_)),
             },
         );
         Ok((image, binary))
@@ -432,6 +433,7 @@ fn layer_store(plan: &Plan) -> LayerStore {
     LayerStore {
         blobs: plan.cache_dir.join("blobs/sha256"),
         index: plan.layer_cache.then(|| plan.cache_dir.join("layers")),
+        compression: plan.compression,
     }
 }
 

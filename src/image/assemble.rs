@@ -32,6 +32,8 @@ pub struct Recipe<'a> {
     pub annotations: &'a BTreeMap<String, String>,
     /// `KEY=VALUE` entries appended to the config's environment (e.g. `GOCOVERDIR`).
     pub env: &'a [&'a str],
+    /// Layers are zstd (media type `tar+zstd`), not gzip.
+    pub zstd: bool,
 }
 
 /// Where a layer's bytes are: the base's blob store, or a file kobuild wrote.
@@ -162,7 +164,13 @@ pub fn assemble_index(
 }
 
 /// ko's layer media type follows the base manifest's: OCI or Docker.
-pub fn layer_media_type(manifest_media_type: &str) -> &'static str {
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// zstd has only an OCI media type; Docker manifests get it too (containerd reads it).
+pub fn layer_media_type(manifest_media_type: &str, zstd: bool) -> &'static str {
+    if zstd {
+        return OCI_LAYER_ZSTD;
+    }
     if manifest_media_type == oci::DOCKER_MANIFEST {
         oci::DOCKER_LAYER_GZIP
     } else {
@@ -188,7 +196,7 @@ pub fn assemble(base: &BaseImage, kodata: &Layer, binary: &Layer, r: &Recipe) ->
         .iter()
         .map(|d| (d.clone(), LayerSource::Base))
         .collect();
-    let media = layer_media_type(&base.media_type);
+    let media = layer_media_type(&base.media_type, r.zstd);
     for l in [kodata, binary] {
         let d = Descriptor::new(media, l.size, l.digest.clone());
         manifest.layers.push(d.clone());
@@ -341,6 +349,7 @@ mod tests {
             labels,
             annotations: ann,
             env: &[],
+            zstd: false,
         }
     }
 

@@ -5,7 +5,6 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use super::tar::TarWriter;
@@ -40,6 +39,34 @@ pub enum LayerError {
     Write { dir: PathBuf, source: io::Error },
 }
 
+/// How layers are compressed. The algorithm, its level and its implementation all decide
+/// the compressed digest, so each is pinned and part of the layer cache's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip through zlib-rs; level 1 is ko's (ggcr's) default.
+    Gzip(u32),
+    /// zstd through libzstd (OCI's `tar+zstd`), single-threaded so output is reproducible.
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip(1)
+    }
+}
+
+impl Compression {
+    /// Part of the layer cache's key.
+    fn recipe(self) -> String {
+        match self {
+            Compression::Gzip(level) => format!("gzip-{level}-zlib-rs"),
+            Compression::Zstd(level) => {
+                format!("zstd-{level}-libzstd-{}", zstd::zstd_safe::VERSION_NUMBER)
+            }
+        }
+    }
+}
+
 /// Where layers are written, and whether finished layers may be reused.
 #[derive(Clone, Debug)]
 pub struct LayerStore {
@@ -47,10 +74,48 @@ pub struct LayerStore {
     pub blobs: PathBuf,
     /// DiffID → compressed descriptor records; `None` disables reuse.
     pub index: Option<PathBuf>,
+    pub compression: Compression,
 }
 
-/// The recipe a compressed digest depends on besides the tar bytes: part of every cache key.
-const RECIPE: &str = "gzip-1-zlib-rs";
+/// The compressor in the layer pipeline.
+enum Encoder<W: io::Write> {
+    Gzip(GzEncoder<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: io::Write> Encoder<W> {
+    fn new(c: Compression, out: W) -> io::Result<Self> {
+        Ok(match c {
+            Compression::Gzip(level) => {
+                Encoder::Gzip(GzEncoder::new(out, flate2::Compression::new(level)))
+            }
+            Compression::Zstd(level) => Encoder::Zstd(zstd::Encoder::new(out, level)?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheRecord {
@@ -62,7 +127,7 @@ impl LayerStore {
     fn record_path(&self, diff_id: &Digest) -> Option<PathBuf> {
         self.index
             .as_ref()
-            .map(|d| d.join(RECIPE).join(diff_id.hex()))
+            .map(|d| d.join(self.compression.recipe()).join(diff_id.hex()))
     }
 
     /// A layer built before from the same tar bytes, if its blob is still there.
@@ -134,7 +199,7 @@ fn emit<W: io::Write>(
 }
 
 /// Build a layer from `entries`: hash the tar first (cheap), reuse a finished layer with the
-/// same DiffID if the store has one, else tar → gzip level 1 → file, hashed on both sides.
+/// same DiffID if the store has one, else tar → compressor → file, hashed on both sides.
 fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, LayerError> {
     let werr = |source| LayerError::Write {
         dir: store.blobs.clone(),
@@ -154,8 +219,7 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
         .tempfile_in(&store.blobs)
         .map_err(werr)?;
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
-    // Level 1 is ko's (ggcr's) default; level and backend both decide the digest.
-    let gz = GzEncoder::new(compressed, Compression::fast());
+    let gz = Encoder::new(store.compression, compressed).map_err(werr)?;
     let mut tar = TarWriter::new(HashingWriter::new(gz));
     emit(&mut tar, entries, mtime, &werr)?;
     let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();
@@ -263,6 +327,7 @@ mod tests {
         LayerStore {
             blobs: dir.join("blobs"),
             index: Some(dir.join("index")),
+            compression: Compression::default(),
         }
     }
 
@@ -362,10 +427,42 @@ mod tests {
         let plain = LayerStore {
             blobs: out.path().join("plain"),
             index: None,
+            compression: Compression::default(),
         };
         assert_eq!(
             binary_layer(&bin, "app", &plain).unwrap().digest,
             first.digest
         );
+    }
+
+    #[test]
+    fn zstd_layers_are_reproducible_and_cached_apart_from_gzip() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        fs::write(&bin, "hello".repeat(1000)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let gzip = binary_layer(&bin, "app", &store(out.path())).unwrap();
+        let zst = LayerStore {
+            compression: Compression::Zstd(3),
+            ..store(out.path())
+        };
+        let a = binary_layer(&bin, "app", &zst).unwrap();
+        assert_eq!(a.diff_id, gzip.diff_id);
+        assert_ne!(
+            a.digest, gzip.digest,
+            "the gzip layer's cache record is not reused"
+        );
+        assert_eq!(&fs::read(&a.path).unwrap()[..4], b"\x28\xb5\x2f\xfd");
+        let other = tempfile::tempdir().unwrap();
+        let b = binary_layer(
+            &bin,
+            "app",
+            &LayerStore {
+                compression: Compression::Zstd(3),
+                ..store(other.path())
+            },
+        )
+        .unwrap();
+        assert_eq!(a.digest, b.digest);
     }
 }

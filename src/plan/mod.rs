@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
 use crate::config::KoConfig;
+use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
 use crate::registry::{RegistryCredential, Repository};
 use crate::template::KoTemplateData;
@@ -119,6 +120,7 @@ pub struct Plan {
     pub cache_dir: PathBuf,
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
+    pub compression: Compression,
     /// Skaffold's debug build: optimisations and inlining off, no `-trimpath`.
     pub debug: bool,
     /// `go build -cover`, with `GOCOVERDIR` set in the image.
@@ -298,6 +300,7 @@ impl Plan {
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
             layer_cache: !args.opts.no_cache,
+            compression: compression(&args.opts.compression, args.opts.compression_level)?,
             debug: args.opts.debug,
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
@@ -610,6 +613,26 @@ fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf
         ));
     }
     Ok(Some(path))
+}
+
+fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanError> {
+    let bad = |range: &str| {
+        err(
+            "--compression-level",
+            format!(
+                "{} is out of range for {algorithm} ({range})",
+                level.unwrap_or_default()
+            ),
+        )
+    };
+    match (algorithm, level) {
+        ("zstd", None) => Ok(Compression::Zstd(3)),
+        ("zstd", Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
+        ("zstd", Some(_)) => Err(bad("1-19")),
+        (_, None) => Ok(Compression::Gzip(1)),
+        (_, Some(n)) if (1..=9).contains(&n) => Ok(Compression::Gzip(n as u32)),
+        (_, Some(_)) => Err(bad("1-9")),
+    }
 }
 
 fn valid_tag(t: &str) -> bool {
