@@ -170,6 +170,12 @@ pub struct ImageArgs {
     #[arg(long)]
     pub debug: bool,
 
+    /// With --debug: a local Delve binary to add as /ko-app/dlv, started as the entrypoint (as
+    /// ko's --debug); images of other architectures than the binary's get none. Nothing is
+    /// downloaded.
+    #[arg(long, value_name = "PATH", requires = "debug")]
+    pub dlv: Option<PathBuf>,
+
     /// Coverage build (`go build -cover`); the image sets GOCOVERDIR=/tmp, where the binary
     /// writes its coverage files on exit.
     #[arg(long)]

@@ -407,6 +407,20 @@ impl Builder<'_> {
         let app = pkg.app_name().to_string();
         let path = binary.clone();
         let bin = blocking(move || layer::binary_layer(&path, &app, &store)).await?;
+        let dlv = match &self.plan.dlv {
+            Some((dlv, arch)) if *arch == child.platform.arch => {
+                let (dlv, store) = (dlv.clone(), layer_store(self.plan));
+                Some(blocking(move || layer::binary_layer(&dlv, "dlv", &store)).await?)
+            }
+            Some((_, arch)) => {
+                tracing::warn!(
+                    "{}: no Delve layer, the Delve given is for {arch}",
+                    child.platform
+                );
+                None
+            }
+            None => None,
+        };
         let image = assemble::assemble(
             &child.image,
             kodata,
@@ -420,6 +434,7 @@ impl Builder<'_> {
                 annotations: &a.annotations,
                 env: if self.plan.cover { COVER_ENV } else { &[] },
                 zstd: matches!(self.plan.compression, Compression::Zstd(_)),
+                dlv: dlv.as_ref(),
             },
         );
         Ok((image, binary))

@@ -34,6 +34,9 @@ pub struct Recipe<'a> {
     pub env: &'a [&'a str],
     /// Layers are zstd (media type `tar+zstd`), not gzip.
     pub zstd: bool,
+    /// ko's Delve layer (`/ko-app/dlv`) for debug images; the entrypoint then starts the
+    /// app under Delve, as ko does.
+    pub dlv: Option<&'a Layer>,
 }
 
 /// Where a layer's bytes are: the base's blob store, or a file kobuild wrote.
@@ -197,7 +200,7 @@ pub fn assemble(base: &BaseImage, kodata: &Layer, binary: &Layer, r: &Recipe) ->
         .map(|d| (d.clone(), LayerSource::Base))
         .collect();
     let media = layer_media_type(&base.media_type, r.zstd);
-    for l in [kodata, binary] {
+    for l in [Some(kodata), Some(binary), r.dlv].into_iter().flatten() {
         let d = Descriptor::new(media, l.size, l.digest.clone());
         manifest.layers.push(d.clone());
         layers.push((d, LayerSource::File(l.path.clone())));
@@ -264,6 +267,31 @@ fn edit_config(mut c: ConfigFile, kodata: &Layer, binary: &Layer, r: &Recipe) ->
     }
     c.rootfs.diff_ids.push(kodata.diff_id.clone());
     c.rootfs.diff_ids.push(binary.diff_id.clone());
+    if let Some(dlv) = r.dlv {
+        c.history.push(History {
+            author: AUTHOR.into(),
+            created: at(r.source_date_epoch),
+            created_by: format!("kobuild build ko://{}", r.import_path),
+            comment: format!("Delve debugger, at {APP_DIR}/dlv"),
+            empty_layer: false,
+        });
+        c.rootfs.diff_ids.push(dlv.diff_id.clone());
+        let mut entrypoint: Vec<String> = [
+            "exec",
+            "--listen=:40000",
+            "--headless",
+            "--log",
+            "--accept-multiclient",
+            "--api-version=2",
+            "--",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        entrypoint.insert(0, format!("{APP_DIR}/dlv"));
+        entrypoint.push(app);
+        c.config.entrypoint = Some(entrypoint);
+    }
     c
 }
 
@@ -350,6 +378,7 @@ mod tests {
             annotations: ann,
             env: &[],
             zstd: false,
+            dlv: None,
         }
     }
 

@@ -123,6 +123,8 @@ pub struct Plan {
     pub compression: Compression,
     /// Skaffold's debug build: optimisations and inlining off, no `-trimpath`.
     pub debug: bool,
+    /// A local Delve binary for debug images, and the architecture it runs on.
+    pub dlv: Option<(PathBuf, String)>,
     /// `go build -cover`, with `GOCOVERDIR` set in the image.
     pub cover: bool,
     /// Attach an SPDX SBOM to every pushed image (`--sbom spdx`).
@@ -302,6 +304,14 @@ impl Plan {
             layer_cache: !args.opts.no_cache,
             compression: compression(&args.opts.compression, args.opts.compression_level)?,
             debug: args.opts.debug,
+            dlv: match &args.opts.dlv {
+                Some(p) => {
+                    let path = cwd.join(p);
+                    let arch = elf_arch(&path).map_err(|e| err("--dlv", e))?;
+                    Some((path, arch))
+                }
+                None => None,
+            },
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
             sbom: args.opts.sbom != "none",
@@ -613,6 +623,36 @@ fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf
         ));
     }
     Ok(Some(path))
+}
+
+/// The Go architecture an ELF executable is for, from its header's machine field.
+fn elf_arch(path: &Path) -> Result<String, String> {
+    let mut head = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if &head[..4] != b"\x7fELF" {
+        return Err(format!(
+            "{} is not an ELF executable: give a Delve built for linux",
+            path.display()
+        ));
+    }
+    let machine = if head[5] == 2 {
+        u16::from_be_bytes([head[18], head[19]])
+    } else {
+        u16::from_le_bytes([head[18], head[19]])
+    };
+    Ok(match machine {
+        62 => "amd64",
+        183 => "arm64",
+        40 => "arm",
+        22 => "s390x",
+        21 => "ppc64le",
+        243 => "riscv64",
+        3 => "386",
+        other => return Err(format!("{}: unknown ELF machine {other}", path.display())),
+    }
+    .to_string())
 }
 
 fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanError> {
