@@ -87,6 +87,11 @@ pub struct ActionInputs {
     pub derived_repo: Option<String>,
     pub login: Option<Login>,
     pub github_token: Option<String>,
+    /// How many of `build.opts.labels`, from the start, are the GitHub context's defaults
+    /// (the user's follow, and win).
+    pub context_labels: usize,
+    /// Whether to ask the GitHub API for the repository's labels ([`super::metadata`]).
+    pub repository_labels: bool,
 }
 
 /// Explicit registry credentials from the `registry`, `username` and `password` inputs.
@@ -134,9 +139,14 @@ impl ActionInputs {
         }
 
         let mut labels = Vec::new();
-        if inputs.bool("default-labels", true)? {
+        let default_labels = inputs.bool("default-labels", true)?;
+        if default_labels {
             labels.extend(context_labels(env));
         }
+        let context_labels = labels.len();
+        // Outside Actions only when asked for: nothing calls the network uninvited.
+        let in_actions = env.get("GITHUB_ACTIONS").as_deref() == Some("true");
+        let repository_labels = inputs.bool("repository-labels", in_actions)? && default_labels;
         // Later entries win in the plan, so the user's labels override the defaults.
         labels.extend(inputs.lines("labels"));
 
@@ -214,6 +224,8 @@ impl ActionInputs {
             build,
             cwd,
             derived_repo,
+            context_labels,
+            repository_labels,
         })
     }
 }
@@ -265,17 +277,24 @@ fn ghcr_repo(env: &Env) -> Option<String> {
 /// ghcr.io, which a push with the workflow's token needs.
 fn context_labels(env: &Env) -> Vec<String> {
     let mut labels = Vec::new();
-    let server = env.get("GITHUB_SERVER_URL").filter(|s| !s.is_empty());
-    if let (Some(server), Some(repo)) = (server, env.get("GITHUB_REPOSITORY")) {
-        labels.push(format!(
-            "org.opencontainers.image.source={}/{repo}",
-            server.trim_end_matches('/')
-        ));
+    if let Some(source) = context_source(env) {
+        labels.push(format!("org.opencontainers.image.source={source}"));
     }
-    if let Some(sha) = env.get("GITHUB_SHA").filter(|s| !s.is_empty()) {
+    if let Some(sha) = context_sha(env) {
         labels.push(format!("org.opencontainers.image.revision={sha}"));
     }
     labels
+}
+
+/// `GITHUB_SERVER_URL/GITHUB_REPOSITORY`: the repository's page.
+pub fn context_source(env: &Env) -> Option<String> {
+    let server = env.get("GITHUB_SERVER_URL").filter(|s| !s.is_empty())?;
+    let repo = env.get("GITHUB_REPOSITORY")?;
+    Some(format!("{}/{repo}", server.trim_end_matches('/')))
+}
+
+pub fn context_sha(env: &Env) -> Option<String> {
+    env.get("GITHUB_SHA").filter(|s| !s.is_empty())
 }
 
 /// Whether ghcr.io credentials may default to the workflow's token.
@@ -434,6 +453,39 @@ mod tests {
     }
 
     #[test]
+    fn repository_labels_only_in_actions_unless_asked() {
+        let asked = |pairs: &[(&str, &str)]| parse(pairs).unwrap().repository_labels;
+        assert!(asked(&[("GITHUB_ACTIONS", "true")]));
+        assert!(asked(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_REPOSITORY-LABELS", "True")
+        ]));
+        assert!(!asked(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_REPOSITORY-LABELS", "false")
+        ]));
+        assert!(!asked(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_DEFAULT-LABELS", "false")
+        ]));
+        assert!(!asked(&[]));
+        assert!(!asked(&[("GITHUB_ACTIONS", "false")]));
+        assert!(asked(&[("INPUT_REPOSITORY-LABELS", "true")]));
+
+        let a = parse(&[
+            ("INPUT_LABELS", "a=1"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_SHA", "abc"),
+        ])
+        .unwrap();
+        assert_eq!(a.context_labels, 2);
+        assert_eq!(a.build.opts.labels[2], "a=1");
+        let a = parse(&[("INPUT_DEFAULT-LABELS", "false"), ("GITHUB_SHA", "abc")]).unwrap();
+        assert_eq!(a.context_labels, 0);
+    }
+
+    #[test]
     fn login_takes_its_registry_from_the_repo() {
         let a = parse(&[
             ("INPUT_DEFAULT-REPO", "registry.example:5000/team"),
@@ -460,9 +512,13 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_input() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 8] = [
             (&[("INPUT_PUSH", "yes")], "input push: "),
             (&[("INPUT_DEFAULT-LABELS", "no")], "input default-labels: "),
+            (
+                &[("INPUT_REPOSITORY-LABELS", "off")],
+                "input repository-labels: ",
+            ),
             (&[("INPUT_JOBS", "0")], "input jobs: "),
             (&[("INPUT_SBOM", "cyclonedx")], "input sbom: "),
             (&[("INPUT_USERNAME", "me")], "input password: "),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod commands;
 pub mod files;
 pub mod inputs;
+pub mod metadata;
 pub mod summary;
 
 use std::io::Write;
@@ -112,8 +113,11 @@ async fn step<W: Write>(
         return Ok(Vec::new());
     }
 
-    let inputs = ActionInputs::from_env(env, step_dir)?;
+    let mut inputs = ActionInputs::from_env(env, step_dir)?;
     *source_dirs = source_dirs_of(&inputs);
+    if inputs.repository_labels {
+        repository_labels(env, &mut inputs, commands).await?;
+    }
     let files = Files::from_env(env);
     if files.output.is_none() {
         tracing::warn!(
@@ -151,6 +155,46 @@ async fn step<W: Write>(
         files.append_summary(&summary::render(&reports, room))?;
     }
     Ok(reports)
+}
+
+/// Replaces the context's default labels with the repository's (title, description, url,
+/// source, revision, licenses); the user's labels still follow and win. Any failure is a
+/// warning and leaves the context's labels.
+async fn repository_labels<W: Write>(
+    env: &Env,
+    inputs: &mut ActionInputs,
+    commands: &mut Commands<W>,
+) -> Result<(), GhaError> {
+    let source = match metadata::Source::from_env(env) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::info!("no repository labels: {why}");
+            return Ok(());
+        }
+    };
+    match metadata::repository(&source, inputs.github_token.as_deref()).await {
+        Ok(repo) => {
+            let labels = metadata::labels(
+                &repo,
+                inputs::context_source(env).as_deref(),
+                inputs::context_sha(env).as_deref(),
+            );
+            tracing::debug!("repository labels: {labels:?}");
+            inputs
+                .build
+                .opts
+                .labels
+                .splice(..inputs.context_labels, labels);
+            Ok(())
+        }
+        Err(e) => commands.warning(
+            &Location::default(),
+            &format!(
+                "repository labels: {e}; using the GitHub context's labels instead \
+                 (repository-labels: false skips the call)"
+            ),
+        ),
+    }
 }
 
 fn write_outputs(files: &Files, plan: &Plan, reports: &[ImageReport]) -> Result<(), GhaError> {
