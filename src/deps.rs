@@ -40,13 +40,9 @@ pub fn run(
         command: "build",
         kube_context: None,
     };
-    let config =
-        crate::config::load_skaffold(&file, &args.profiles, Some(&activation)).map_err(|e| {
-            crate::plan::PlanError {
-                field: String::new(),
-                reason: e.to_string(),
-            }
-        })?;
+    // The error names FILE:LINE:COL already.
+    let config = crate::config::load_skaffold(&file, &args.profiles, Some(&activation))
+        .map_err(|e| crate::Error::Config(e.to_string()))?;
     let dir = file.parent().unwrap_or(cwd);
     let ko: Vec<_> = config
         .artifacts

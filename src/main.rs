@@ -66,8 +66,7 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             Ok(())
         }
         Command::Init(args) => {
-            let go = env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string());
-            let written = kobuild::init::run(&cwd, &go, args.force)?;
+            let written = kobuild::init::run(&cwd, &env.go_command(), args.force)?;
             let _ = writeln!(std::io::stdout().lock(), "{}", written.display());
             Ok(())
         }

@@ -19,6 +19,11 @@ impl Env {
             .collect())
     }
 
+    /// The `go` to run: `KO_GO_PATH`, as ko reads it, else `go` from PATH.
+    pub fn go_command(&self) -> String {
+        self.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string())
+    }
+
     /// Every variable, for templates whose data is the whole environment.
     pub fn vars(&self) -> &BTreeMap<String, String> {
         &self.0

@@ -192,7 +192,7 @@ impl Plan {
                 .collect::<Result<_, _>>()?,
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
-        let go = env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string());
+        let go = env.go_command();
         let skaffold_file = match &args.filename {
             Some(f) => Some(cwd.join(f)),
             None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
@@ -713,6 +713,13 @@ mod tests {
     use super::*;
     use crate::cli::ImageArgs;
 
+    /// Command-line arguments with one build option set.
+    fn opts(set: impl FnOnce(&mut ImageArgs)) -> BuildArgs {
+        let mut args = BuildArgs::default();
+        set(&mut args.opts);
+        args
+    }
+
     fn plan(args: BuildArgs, env: &[(&str, &str)]) -> Result<Plan, PlanError> {
         Plan::new(&args, &Env::from_pairs(env), PathBuf::from("/work"))
     }
@@ -739,13 +746,7 @@ mod tests {
     #[test]
     fn environment_is_read_here() {
         let p = plan(
-            BuildArgs {
-                opts: ImageArgs {
-                    env: vec!["GOFLAGS=-mod=vendor".into()],
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            opts(|o| o.env = vec!["GOFLAGS=-mod=vendor".into()]),
             &[
                 ("CGO_ENABLED", "1"),
                 ("KOBUILD_DEFAULT_REPO", "127.0.0.1:5000/apps"),
@@ -782,131 +783,45 @@ mod tests {
         type Case<'a> = (BuildArgs, &'a [(&'a str, &'a str)], &'a str);
         let cases: Vec<Case> = vec![
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        platforms: vec!["linux".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.platforms = vec!["linux".into()]),
                 &[],
                 "--platform",
             ),
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        platforms: vec!["a/b/c/d".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.platforms = vec!["a/b/c/d".into()]),
                 &[],
                 "--platform",
             ),
+            (opts(|o| o.tags = vec!["-bad".into()]), &[], "--tag"),
+            (opts(|o| o.labels = vec!["novalue".into()]), &[], "--label"),
+            (opts(|o| o.base = Some("UPPER:x".into())), &[], "--base"),
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        tags: vec!["-bad".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                &[],
-                "--tag",
-            ),
-            (
-                BuildArgs {
-                    opts: ImageArgs {
-                        labels: vec!["novalue".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                &[],
-                "--label",
-            ),
-            (
-                BuildArgs {
-                    opts: ImageArgs {
-                        base: Some("UPPER:x".into()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                &[],
-                "--base",
-            ),
-            (
-                BuildArgs {
-                    opts: ImageArgs {
-                        default_repo: Some("Bad Repo".into()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.default_repo = Some("Bad Repo".into())),
                 &[],
                 "--default-repo",
             ),
-            (
-                BuildArgs {
-                    opts: ImageArgs {
-                        push: Some(false),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                &[],
-                "--push=false",
-            ),
+            (opts(|o| o.push = Some(false)), &[], "--push=false"),
             (
                 BuildArgs::default(),
                 &[("SOURCE_DATE_EPOCH", "yesterday")],
                 "SOURCE_DATE_EPOCH",
             ),
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        platforms: vec!["all,linux/amd64".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.platforms = vec!["all,linux/amd64".into()]),
                 &[],
                 "--platform",
             ),
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        platforms: vec!["linux/arm64".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.platforms = vec!["linux/arm64".into()]),
                 &[("GOARCH", "arm64")],
                 "--platform",
             ),
             (
-                BuildArgs {
-                    opts: ImageArgs {
-                        platforms: vec!["linux/arm/x".into()],
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
+                opts(|o| o.platforms = vec!["linux/arm/x".into()]),
                 &[],
                 "--platform",
             ),
-            (
-                BuildArgs {
-                    opts: ImageArgs {
-                        jobs: Some(0),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-                &[],
-                "--jobs",
-            ),
+            (opts(|o| o.jobs = Some(0)), &[], "--jobs"),
         ];
         for (args, env, field) in cases {
             let e = plan(args, env).unwrap_err();
