@@ -157,6 +157,12 @@ pub struct ImageArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
 
+    /// Seconds a registry request may go without any data moving before it fails and is
+    /// retried; a slow link that keeps moving never times out (env KOBUILD_REGISTRY_TIMEOUT;
+    /// default 300).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub registry_timeout: Option<String>,
+
     /// Layer compression: gzip (ko's, the default) or zstd (smaller and faster; needs
     /// containerd 1.5+ or Docker 23+ to pull).
     #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "zstd"])]

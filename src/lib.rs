@@ -5,6 +5,7 @@
 //! (registry, OCI layout, OCI archive) → [`report`].
 
 pub mod base;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod deps;

@@ -495,6 +495,7 @@ fn client(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Client, MergeError>
         extra_ca_files: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
         user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
         retry: Default::default(),
+        idle_timeout: None,
     })
     .map_err(MergeError::Client)
 }

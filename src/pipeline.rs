@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
+use crate::cache::{self, ArtifactCache, Listing, Record, Snapshot};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
@@ -95,6 +96,23 @@ struct Builder<'a> {
 impl Builder<'_> {
     async fn build(&self, a: &ArtifactPlan) -> Result<ImageReport, Error> {
         let start = Instant::now();
+        let cache = self
+            .plan
+            .artifact_cache
+            .then(|| ArtifactCache::new(self.plan, a));
+        if let Some(record) = cache.as_ref().and_then(ArtifactCache::load) {
+            match self.reuse(a, &record).await {
+                Ok(Some(mut report)) => {
+                    report.seconds = start.elapsed().as_secs_f64();
+                    return Ok(report);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::info!("{}: not reusing the cached image: {e}", a.target),
+            }
+        }
+        let since = cache
+            .as_ref()
+            .and_then(|_| cache::file_clock(&self.plan.cache_dir));
         let target = Target::parse(&a.dir, &a.target)?;
         // The base comes over the network while Go resolves and compiles: for a list of
         // platforms the binaries do not depend on it, so nothing waits for anything else.
@@ -111,12 +129,35 @@ impl Builder<'_> {
             .map(|c| c.platform.to_string())
             .collect();
         tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
-        let (built, binaries) = self.artifact(a, &target, &pkg, &base).await?;
+        // The inputs are listed while the image builds: a record needs them, a build does not.
+        let ((built, binaries), inputs) =
+            tokio::try_join!(self.artifact(a, &target, &pkg, &base), async {
+                Ok(self.inputs(since, a, &target, &pkg, &base).await)
+            },)?;
         let (reference, push, repo) =
             publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
         if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
             self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
                 .await?;
+        }
+        if let (Some(cache), Some(inputs), Some(repo), Some(push)) = (&cache, inputs, &repo, &push)
+        {
+            let record = Record {
+                import_path: pkg.import_path.clone(),
+                base: base_key(base_spec(a, &pkg.import_path)),
+                base_digest: base.digest.clone(),
+                inputs,
+                repository: repo.to_string(),
+                digest: built.digest().clone(),
+                media_type: built.media_type().to_string(),
+                manifest: String::from_utf8_lossy(built.manifest()).into_owned(),
+                platforms: platforms.clone(),
+                size: size_of(&built),
+                blobs: push.uploaded + push.mounted + push.existed,
+            };
+            if let Err(e) = cache.store(&record) {
+                tracing::warn!("cannot record {} in the artifact cache: {e}", a.target);
+            }
         }
         Ok(ImageReport {
             image_name: a
@@ -130,6 +171,125 @@ impl Builder<'_> {
             seconds: start.elapsed().as_secs_f64(),
             push,
         })
+    }
+
+    /// The image a record names, when everything that decided it is unchanged and the
+    /// registry still has it; its tags are pointed at it. `Ok(None)`: build it.
+    async fn reuse(&self, a: &ArtifactPlan, record: &Record) -> Result<Option<ImageReport>, Error> {
+        let spec = base_spec(a, &record.import_path);
+        if base_key(spec) != record.base {
+            return Ok(None);
+        }
+        let inputs = record.inputs.clone();
+        let (base_digest, unchanged) = tokio::join!(
+            base::current_digest(spec, self.client),
+            tokio::task::spawn_blocking(move || inputs.unchanged()),
+        );
+        if base_digest? != record.base_digest {
+            tracing::info!("{}: the base changed, building", a.target);
+            return Ok(None);
+        }
+        if !unchanged.map_err(|e| Error::Internal(e.to_string()))? {
+            tracing::debug!("{}: inputs changed, building", a.target);
+            return Ok(None);
+        }
+        let pkg = Package {
+            import_path: record.import_path.clone(),
+            dir: PathBuf::new(),
+        };
+        let Some(repo) = target_repository(a, &pkg)? else {
+            return Ok(None);
+        };
+        if repo.to_string() != record.repository {
+            return Ok(None);
+        }
+        let digest = &record.digest;
+        let reg_err = |source| publish::PublishError::Registry {
+            repo: repo.to_string(),
+            source,
+        };
+        match self
+            .client
+            .head_manifest(&repo, digest.as_str())
+            .await
+            .map_err(reg_err)?
+        {
+            Some((found, _, _)) if found == *digest => {}
+            _ => {
+                tracing::info!("{repo}@{digest} is gone from the registry, building");
+                return Ok(None);
+            }
+        }
+        publish::tag(
+            self.client,
+            &repo,
+            digest,
+            &record.media_type,
+            record.manifest.as_bytes(),
+            &a.tags,
+        )
+        .await?;
+        tracing::info!(
+            "{}: inputs, base and settings unchanged; {repo}@{digest} reused",
+            record.import_path
+        );
+        Ok(Some(ImageReport {
+            image_name: a
+                .image_name
+                .clone()
+                .unwrap_or_else(|| format!("ko://{}", record.import_path)),
+            reference: format!("{repo}:{}@{digest}", a.tags[0]),
+            digest: digest.clone(),
+            platforms: record.platforms.clone(),
+            size: record.size,
+            seconds: 0.0,
+            push: Some(PushStats {
+                existed: record.blobs,
+                ..PushStats::default()
+            }),
+        }))
+    }
+
+    /// The local files this artifact's build read, for its cache record; `None` when there
+    /// is no cache or Go cannot list them (the image is still good, just not recorded).
+    async fn inputs(
+        &self,
+        since: Option<SystemTime>,
+        a: &ArtifactPlan,
+        t: &Target,
+        pkg: &Package,
+        base: &ResolvedBase,
+    ) -> Option<Snapshot> {
+        let since = since?;
+        let flags = self.flags(a);
+        let mut envs: Vec<Vec<(String, String)>> = Vec::new();
+        for child in &base.children {
+            let env = self.go_env(a, &child.platform).ok()?;
+            if !envs.contains(&env) {
+                envs.push(env);
+            }
+        }
+        let listings: Vec<Listing> = envs
+            .into_iter()
+            .map(|env| Listing {
+                go: &self.plan.go,
+                dir: &t.dir,
+                pattern: &t.pattern,
+                env,
+                flags: &flags,
+            })
+            .collect();
+        let mut extra = Vec::new();
+        if let Some((dlv, _)) = &self.plan.dlv {
+            extra.push(dlv.clone());
+        }
+        match Snapshot::collect(&listings, &extra, &[pkg.dir.join("kodata")], since).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("{}: not cached: {e}", a.target);
+                None
+            }
+        }
     }
 
     async fn base(
@@ -473,6 +633,7 @@ fn client(plan: &Plan) -> Result<Client, Error> {
         extra_ca_files: plan.registry_ca.clone(),
         user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
         retry: Default::default(),
+        idle_timeout: plan.registry_timeout,
     })?)
 }
 
@@ -528,7 +689,20 @@ async fn publish_one(
         }
         reference = Some(format!("oci-layout:{}@{d}", dir.display()));
     }
-    let target = match &a.destination {
+    let target = target_repository(a, pkg)?;
+    if let Some(target) = &target {
+        let pushed =
+            publish::push(client, built, &base.blobs, target, &a.tags, &plan.cache_dir).await?;
+        reference = Some(format!("{target}:{tag}@{}", built.digest()));
+        stats = Some(pushed);
+    }
+    let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
+    Ok((reference, stats, target))
+}
+
+/// The repository an artifact is pushed to, if any.
+fn target_repository(a: &ArtifactPlan, pkg: &Package) -> Result<Option<Repository>, Error> {
+    Ok(match &a.destination {
         Destination::None => None,
         Destination::Repository(r) => Some(r.clone()),
         Destination::DefaultRepo { repo, name } => {
@@ -540,13 +714,16 @@ async fn publish_one(
                     .map_err(|e| Error::Config(format!("image name {name:?}: {e}")))?,
             )
         }
-    };
-    if let Some(target) = &target {
-        let pushed =
-            publish::push(client, built, &base.blobs, target, &a.tags, &plan.cache_dir).await?;
-        reference = Some(format!("{target}:{tag}@{}", built.digest()));
-        stats = Some(pushed);
-    }
-    let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
-    Ok((reference, stats, target))
+    })
+}
+
+/// The base an artifact's package builds on: `.ko.yaml`'s override for it, or the default.
+fn base_spec<'a>(a: &'a ArtifactPlan, import_path: &str) -> &'a BaseSpec {
+    a.base_overrides
+        .get(&import_path.to_lowercase())
+        .unwrap_or(&a.base)
+}
+
+fn base_key(spec: &BaseSpec) -> String {
+    format!("{spec:?}")
 }

@@ -250,6 +250,35 @@ fn cases() -> Vec<Case> {
             "invalid value",
         ),
         build(
+            "zero registry timeout",
+            &["./hello", "--base", "scratch", "--registry-timeout", "0"],
+            2,
+            "--registry-timeout: \"0\" is not a whole number of seconds from 1",
+        ),
+        build(
+            "negative registry timeout",
+            &["./hello", "--base", "scratch", "--registry-timeout", "-5"],
+            2,
+            "--registry-timeout: \"-5\" is not a whole number of seconds from 1",
+        ),
+        build(
+            "registry timeout not a number",
+            &["./hello", "--base", "scratch", "--registry-timeout", "5m"],
+            2,
+            "--registry-timeout: \"5m\" is not a whole number of seconds from 1",
+        ),
+        build(
+            "bad KOBUILD_REGISTRY_TIMEOUT",
+            &["./hello", "--base", "scratch"],
+            2,
+            "KOBUILD_REGISTRY_TIMEOUT: \"0.5\" is not a whole number",
+        )
+        .env("KOBUILD_REGISTRY_TIMEOUT", "0.5"),
+        case("action registry timeout", &[], 2, "input registry-timeout")
+            .sub("action")
+            .env("INPUT_REGISTRY-TIMEOUT", "never")
+            .env("INPUT_TARGETS", "./hello"),
+        build(
             "push not a boolean",
             &["./hello", "--base", "scratch", "--push=maybe"],
             2,
@@ -405,6 +434,19 @@ fn cases() -> Vec<Case> {
             &["{dir}/escape", "--base", "scratch"],
             2,
             "outside",
+        ),
+        // Templates.
+        build(
+            "template over the work limit",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--ldflags",
+                r#"{{$x := "ab"}}{{range 40}}{{$x = printf "%s%s" $x $x}}{{end}}{{$x}}"#,
+            ],
+            2,
+            "exceeds kobuild's work limit",
         ),
         // Environment.
         Case {

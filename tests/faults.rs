@@ -5,7 +5,8 @@
 //! permanent ones (400, 401, 403, 404, MANIFEST_INVALID, MANIFEST_BLOB_UNKNOWN) in exit 1
 //! with exactly one `error:` line naming the registry and repository and what to do, an
 //! empty stdout and no tag. Corrupted pulls fail with a digest mismatch; a slow link does
-//! not time out; a fault that never ends gives up within the retry policy's bound.
+//! not time out, not even when it takes longer than `--registry-timeout`; a stall is retried
+//! after that timeout; a fault that never ends gives up within the retry policy's bound.
 //!
 //! Setup: registry A (the target) and registry B (the base's home), both Plain, each behind
 //! its own per-run fault proxy that also plays a bearer token server, so the token endpoint
@@ -218,6 +219,16 @@ impl World {
 
     /// One `kobuild build` through fresh proxies; `setup` adds rules to them (target, base).
     fn run(&self, base: BaseAt, setup: impl FnOnce(&FaultProxy, &FaultProxy)) -> Run {
+        self.run_with(base, &[], setup)
+    }
+
+    /// [`World::run`] with `extra` arguments for `kobuild build`.
+    fn run_with(
+        &self,
+        base: BaseAt,
+        extra: &[&str],
+        setup: impl FnOnce(&FaultProxy, &FaultProxy),
+    ) -> Run {
         let target = FaultProxy::with_token_server(&self.target, PASSWORD);
         let source = FaultProxy::with_token_server(&self.source, PASSWORD);
         setup(&target, &source);
@@ -230,7 +241,7 @@ impl World {
         };
         let repo_arg = format!("{}/c{n}", target.host());
         let start = Instant::now();
-        let out = kb.run(&[
+        let mut args = vec![
             "./hello",
             "--repo",
             &repo_arg,
@@ -240,7 +251,9 @@ impl World {
             "linux/amd64",
             "-t",
             TAG,
-        ]);
+        ];
+        args.extend(extra);
+        let out = kb.run(&args);
         Run {
             out,
             elapsed: start.elapsed(),
@@ -974,4 +987,120 @@ fn proxy_request_kinds() {
     for (method, path, kind) in cases {
         assert_eq!(Kind::of(method, path), kind, "{method} {path}");
     }
+}
+
+/// `--registry-timeout 2`: a request on which nothing moves for 2 s fails and is retried.
+/// Both stalls here happen once: the binary layer's upload, whose body the proxy stops
+/// reading (on Linux the kernel notices, `TCP_USER_TIMEOUT`: the bytes kobuild handed over
+/// stay unacknowledged), and a manifest pull whose body stops halfway (kobuild's own timer).
+#[test]
+fn a_stall_is_retried_after_the_registry_timeout() {
+    let world = World::start();
+    let biggest = world.layers.last().unwrap().replace(':', "%3A");
+    let (mut upload, mut pull) = (0, 0);
+    let run = world.run_with(
+        BaseAt::Remote,
+        &["--registry-timeout", "2"],
+        |target, source| {
+            upload = target.add(Rule::once(Kind::PutUpload, Fault::Stall).path(&biggest));
+            pull = source
+                .add(Rule::once(Kind::GetManifest, Fault::StallBody).path("/manifests/sha256:"));
+        },
+    );
+    let stderr = run.stderr();
+    assert!(run.out.status.success(), "{stderr}");
+    world.check_image(&run).unwrap();
+    assert_eq!(
+        stderr.matches("no data moved for 2 s").count(),
+        2,
+        "one retry per stall: {stderr}"
+    );
+    for (name, proxy, rule) in [
+        ("upload", &run.target, upload),
+        ("manifest pull", &run.source, pull),
+    ] {
+        let (stalled, retry) = fault_and_retry(proxy, rule)
+            .unwrap_or_else(|| panic!("the stalled {name} was not retried: {stderr}"));
+        let gap = retry.at.duration_since(stalled.at);
+        assert!(
+            gap >= Duration::from_secs(2) && gap < Duration::from_secs(5),
+            "{name}: retried {gap:?} after the stall began"
+        );
+    }
+    eprintln!("two stalls retried: {:.1} s", run.elapsed.as_secs_f64());
+}
+
+/// A registry that stalls every try of a request: after the policy's 4 tries of 1 s each,
+/// one line names the registry, the repository and the timeout, and nothing is tagged.
+#[test]
+fn a_registry_that_always_stalls_fails_with_the_timeout() {
+    let world = World::start();
+    let mut rule = 0;
+    let run = world.run_with(BaseAt::Remote, &["--registry-timeout", "1"], |target, _| {
+        rule = target.add(Rule::always(Kind::PutManifestDigest, Fault::Stall))
+    });
+    let line = run
+        .error_line(Side::Target)
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr()));
+    for part in [
+        "push of manifest",
+        "no data moved for 1 s",
+        "--registry-timeout",
+    ] {
+        assert!(line.contains(part), "{part:?} missing: {line}");
+    }
+    assert_eq!(run.target.hits(rule), 4, "{}", run.stderr());
+    assert!(!world.tag_exists(&run), "tagged");
+    let times: Vec<Instant> = run
+        .target
+        .requests()
+        .iter()
+        .filter(|s| s.rule == Some(rule))
+        .map(|s| s.at)
+        .collect();
+    let spent = times[3].duration_since(times[0]);
+    // Three stalls of 1 s and the waits between (at most 1.4 s) before the last try.
+    assert!(
+        spent >= Duration::from_millis(3_350) && spent < Duration::from_secs(6),
+        "{spent:?}"
+    );
+    eprintln!(
+        "gave up after {:.1} s of stalls ({:.1} s run): {line}",
+        spent.as_secs_f64(),
+        run.elapsed.as_secs_f64()
+    );
+}
+
+/// The timeout is for silence, not for the whole request: with `--registry-timeout 2`, the
+/// binary layer's upload over a 400 kB/s link takes over 4 s, bytes moving all the time, and
+/// nothing times out or retries.
+#[test]
+fn a_slow_upload_outlasts_the_registry_timeout() {
+    let world = World::start();
+    let run = world.run_with(BaseAt::Remote, &["--registry-timeout", "2"], |target, _| {
+        target.add(Rule::every_request(Fault::Throttle(400_000)));
+    });
+    let stderr = run.stderr();
+    assert!(run.out.status.success(), "{stderr}");
+    world.check_image(&run).unwrap();
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    let seen = run.target.requests();
+    let biggest = world.layers.last().unwrap().replace(':', "%3A");
+    let uploads: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.kind == Some(Kind::PutUpload) && s.path.contains(&biggest))
+        .collect();
+    assert_eq!(uploads.len(), 1, "one upload of the binary layer");
+    // The image manifest goes up after every blob, so after the upload ended.
+    let manifest = seen
+        .iter()
+        .find(|s| s.kind == Some(Kind::PutManifestDigest))
+        .expect("a manifest PUT");
+    let took = manifest.at.duration_since(uploads[0].at);
+    assert!(took > Duration::from_secs(4), "the upload took {took:?}");
+    eprintln!(
+        "slow upload: {:.1} s with a 2 s timeout ({:.1} s run)",
+        took.as_secs_f64(),
+        run.elapsed.as_secs_f64()
+    );
 }

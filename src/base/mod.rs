@@ -42,6 +42,8 @@ pub struct ResolvedBase {
     /// One per platform to build, in the base's order.
     pub children: Vec<BaseChild>,
     pub blobs: BlobStore,
+    /// The digest of what the spec named (index or image); `None` for `scratch`.
+    pub digest: Option<Digest>,
 }
 
 #[derive(Clone, Debug)]
@@ -164,6 +166,43 @@ pub async fn resolve(
     }
 }
 
+/// What `spec` names right now, as cheaply as that can be known (a HEAD of a tag, a read
+/// of a layout's index.json): the artifact cache compares it with [`ResolvedBase::digest`].
+pub async fn current_digest(spec: &BaseSpec, client: &Client) -> Result<Option<Digest>, BaseError> {
+    match spec {
+        BaseSpec::Scratch => Ok(None),
+        BaseSpec::Registry(r) => {
+            if let Some(d) = &r.digest {
+                return Ok(Some(d.clone()));
+            }
+            let source = Source::Registry {
+                client,
+                reference: r,
+            };
+            match client
+                .head_manifest(&r.repository(), r.reference_str())
+                .await
+            {
+                Ok(Some((digest, _, _))) => Ok(Some(digest)),
+                Ok(None) => Err(source.invalid("manifest", "not found")),
+                Err(e) => Err(source.reg_err(e)),
+            }
+        }
+        BaseSpec::Layout { dir, selector } => {
+            let source = Source::Layout { dir, selector };
+            let index_path = dir.join("index.json");
+            let index: Index = fs::read(&index_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    source.layout_err(format!("cannot read {}", index_path.display()))
+                })?;
+            let desc = pick_layout_entry(&index, selector).map_err(|r| source.layout_err(r))?;
+            Ok(Some(desc.digest.clone()))
+        }
+    }
+}
+
 fn scratch(platforms: &Platforms) -> Result<ResolvedBase, BaseError> {
     let Platforms::List(list) = platforms else {
         return Err(BaseError::Spec {
@@ -187,6 +226,7 @@ fn scratch(platforms: &Platforms) -> Result<ResolvedBase, BaseError> {
         index,
         children,
         blobs: BlobStore::None,
+        digest: None,
     })
 }
 
@@ -375,7 +415,13 @@ async fn resolve_from(
     let name = source.name();
     let (bytes, media_type, digest) = source.top().await?;
     if !oci::is_index(&media_type) {
-        let image = image(source, &bytes, &media_type, Some((name.clone(), digest))).await?;
+        let image = image(
+            source,
+            &bytes,
+            &media_type,
+            Some((name.clone(), digest.clone())),
+        )
+        .await?;
         let have = config_platform(&image.config);
         match platforms {
             Platforms::All => {}
@@ -398,6 +444,7 @@ async fn resolve_from(
             index: None,
             children: vec![child],
             blobs: source.blob_store(),
+            digest: Some(digest),
         });
     }
 
@@ -421,13 +468,14 @@ async fn resolve_from(
     }
     // One match gives a single image, as ko does.
     let index = (children.len() > 1).then_some(IndexInfo {
-        reference: Some((name, digest)),
+        reference: Some((name, digest.clone())),
         media_type,
     });
     Ok(ResolvedBase {
         index,
         children,
         blobs: source.blob_store(),
+        digest: Some(digest),
     })
 }
 

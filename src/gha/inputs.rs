@@ -187,6 +187,7 @@ impl ActionInputs {
                     .into_iter()
                     .map(PathBuf::from)
                     .collect(),
+                registry_timeout: inputs.get("registry-timeout"),
                 cache_dir: inputs.path("cache-dir"),
                 ..ImageArgs::default()
             },

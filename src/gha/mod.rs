@@ -234,7 +234,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 10] = [
+    const INPUT_OF: [(&str, &str); 11] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -245,6 +245,7 @@ fn plan_error(e: PlanError) -> Error {
         ("--env", "env"),
         ("--jobs", "jobs"),
         ("--push=false", "push"),
+        ("--registry-timeout", "registry-timeout"),
     ];
     match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {
         Some((_, input)) => GhaError::input(input, e.reason).into(),

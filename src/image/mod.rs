@@ -3,4 +3,5 @@
 pub mod assemble;
 pub mod layer;
 pub mod oci;
+pub(crate) mod pgzip;
 pub(crate) mod tar;

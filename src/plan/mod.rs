@@ -98,6 +98,67 @@ pub struct ArtifactPlan {
     pub tags: Vec<String>,
 }
 
+/// The Go toolchain as the artifact cache sees it: which `go` binary runs, the variables
+/// that can change what it builds, and `go env -w`'s file.
+#[derive(Clone, Debug, Default)]
+pub struct Toolchain {
+    pub go_binary: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub env_file: Option<PathBuf>,
+}
+
+impl Toolchain {
+    fn from_env(env: &Env, go: &str) -> Toolchain {
+        // Where things are cached or fetched from does not change a build's output.
+        const IRRELEVANT: &[&str] = &[
+            "GOCACHE",
+            "GOMODCACHE",
+            "GOTMPDIR",
+            "GOPROXY",
+            "GONOPROXY",
+            "GONOSUMDB",
+            "GOPRIVATE",
+            "GOSUMDB",
+            "GOINSECURE",
+            "GOAUTH",
+            "GOPATH",
+        ];
+        let relevant = |k: &str| {
+            (k.starts_with("GO") || k.starts_with("CGO_") || matches!(k, "CC" | "CXX" | "AR"))
+                && !IRRELEVANT.contains(&k)
+        };
+        let go_binary = if go.contains('/') {
+            Some(PathBuf::from(go))
+        } else {
+            env.get("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(go))
+                    .find(|p| p.is_file())
+            })
+        };
+        let env_file = match (
+            env.get("GOENV"),
+            env.get("XDG_CONFIG_HOME"),
+            env.get("HOME"),
+        ) {
+            (Some(f), _, _) => Some(PathBuf::from(f)),
+            (None, Some(x), _) => Some(PathBuf::from(x).join("go/env")),
+            (None, None, Some(h)) => Some(PathBuf::from(h).join(".config/go/env")),
+            (None, None, None) => None,
+        };
+        Toolchain {
+            go_binary,
+            env: env
+                .vars()
+                .iter()
+                .filter(|(k, _)| relevant(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            env_file,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub cwd: PathBuf,
@@ -120,6 +181,11 @@ pub struct Plan {
     pub cache_dir: PathBuf,
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
+    /// Reuse a whole artifact whose inputs are unchanged and whose image the registry
+    /// still has (off with --no-cache, and when local outputs or SBOM files are asked for).
+    pub artifact_cache: bool,
+    /// What identifies the Go toolchain and its settings, for the artifact cache's key.
+    pub toolchain: Toolchain,
     pub compression: Compression,
     /// Skaffold's debug build: optimisations and inlining off, no `-trimpath`.
     pub debug: bool,
@@ -135,6 +201,9 @@ pub struct Plan {
     pub credentials: Vec<RegistryCredential>,
     pub insecure_registries: Vec<String>,
     pub registry_ca: Vec<PathBuf>,
+    /// `--registry-timeout` or `KOBUILD_REGISTRY_TIMEOUT`: how long a registry request may
+    /// go without data moving (None: the client's default).
+    pub registry_timeout: Option<std::time::Duration>,
     /// Things worth a warning line (skipped artifacts, ignored config keys).
     pub warnings: Vec<String>,
 }
@@ -280,6 +349,7 @@ impl Plan {
                 "prints the --output template instead of refs: give --output too",
             ));
         }
+        let toolchain = Toolchain::from_env(env, &go);
         Ok(Plan {
             go,
             artifacts,
@@ -302,6 +372,12 @@ impl Plan {
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
             layer_cache: !args.opts.no_cache,
+            artifact_cache: !args.opts.no_cache
+                && args.opts.sbom_dir.is_none()
+                && args.opts.oci_layout_path.is_none()
+                && args.opts.oci_archive.is_none()
+                && pushes,
+            toolchain,
             compression: compression(&args.opts.compression, args.opts.compression_level)?,
             debug: args.opts.debug,
             dlv: match &args.opts.dlv {
@@ -320,6 +396,7 @@ impl Plan {
             credentials: Vec::new(),
             insecure_registries: args.opts.insecure_registries.clone(),
             registry_ca: args.opts.registry_ca.iter().map(|p| cwd.join(p)).collect(),
+            registry_timeout: registry_timeout(args.opts.registry_timeout.as_deref(), env)?,
             warnings,
             cwd,
         })
@@ -708,6 +785,29 @@ fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {
     }
 }
 
+/// `--registry-timeout`, else `KOBUILD_REGISTRY_TIMEOUT` (empty: unset): whole seconds, 1 to
+/// 86400.
+fn registry_timeout(
+    flag: Option<&str>,
+    env: &Env,
+) -> Result<Option<std::time::Duration>, PlanError> {
+    let (field, value) = match (flag, env.get("KOBUILD_REGISTRY_TIMEOUT")) {
+        (Some(v), _) => ("--registry-timeout", v.to_string()),
+        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT", v),
+        _ => return Ok(None),
+    };
+    match value.trim().parse::<u64>() {
+        Ok(secs @ 1..=86_400) => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => Err(err(
+            field,
+            format!(
+                "{value:?} is not a whole number of seconds from 1 to 86400 (how long a \
+                 registry request may go without data moving), e.g. 60"
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,6 +864,25 @@ mod tests {
             matches!(&a.destination, Destination::DefaultRepo { repo, name: None } if repo.to_string() == "127.0.0.1:5000/apps")
         );
         assert_eq!(p.source_date_epoch, Some(5000));
+    }
+
+    #[test]
+    fn registry_timeout_from_the_flag_else_the_environment() {
+        let secs = |flag: Option<&str>, env: &[(&str, &str)]| {
+            let args = opts(|o| o.registry_timeout = flag.map(String::from));
+            plan(args, env).map(|p| p.registry_timeout.map(|d| d.as_secs()))
+        };
+        let var = "KOBUILD_REGISTRY_TIMEOUT";
+        assert_eq!(secs(None, &[]).unwrap(), None);
+        assert_eq!(secs(None, &[(var, "")]).unwrap(), None);
+        assert_eq!(secs(None, &[(var, "45")]).unwrap(), Some(45));
+        assert_eq!(secs(Some("7"), &[(var, "45")]).unwrap(), Some(7));
+        let e = secs(None, &[(var, "1m")]).unwrap_err().to_string();
+        assert!(e.starts_with("KOBUILD_REGISTRY_TIMEOUT: \"1m\""), "{e}");
+        for bad in ["0", "-5", "1.5", "", "86401"] {
+            let e = secs(Some(bad), &[(var, "45")]).unwrap_err().to_string();
+            assert!(e.starts_with("--registry-timeout: "), "{e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod layout;
 mod registry;
 
 pub use layout::{write_archive, write_layout};
-pub use registry::{PushStats, push};
+pub use registry::{PushStats, push, tag};
 
 use std::path::{Path, PathBuf};
 

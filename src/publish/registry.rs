@@ -53,7 +53,31 @@ pub async fn push(
         stats.uploaded_bytes += again.uploaded_bytes;
         put_manifests(client, repo, built).await.map_err(reg_err)?;
     }
-    let digest = built.digest();
+    tag(
+        client,
+        repo,
+        built.digest(),
+        built.media_type(),
+        built.manifest(),
+        tags,
+    )
+    .await?;
+    Ok(stats)
+}
+
+/// Point `tags` at a manifest the registry has; a tag already there is not put again.
+pub async fn tag(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    media_type: &str,
+    manifest: &[u8],
+    tags: &[String],
+) -> Result<(), PublishError> {
+    let reg_err = |source: RegistryError| PublishError::Registry {
+        repo: repo.to_string(),
+        source,
+    };
     for tag in tags {
         let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
         if current.as_ref().map(|(d, _, _)| d) == Some(digest) {
@@ -61,11 +85,11 @@ pub async fn push(
             continue;
         }
         client
-            .put_manifest(repo, tag, built.media_type(), built.manifest())
+            .put_manifest(repo, tag, media_type, manifest)
             .await
             .map_err(reg_err)?;
     }
-    Ok(stats)
+    Ok(())
 }
 
 async fn upload_all(

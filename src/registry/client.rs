@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, LOCATION};
@@ -14,7 +15,8 @@ use super::error::{ErrorKind, RegistryError, root_cause};
 use super::reference::{Reference, Repository, check_manifest_ref};
 use super::retry::{RetryPolicy, retrying};
 use super::transport::{
-    Endpoint, Payload, Request, Transport, escape, resolve_location, status_error,
+    DEFAULT_IDLE_TIMEOUT, Endpoint, Payload, Request, Transport, escape, resolve_location,
+    status_error,
 };
 use crate::digest::{Digest, HashingWriter};
 use crate::image::oci::MANIFEST_ACCEPT;
@@ -33,6 +35,9 @@ pub struct ClientOptions {
     /// Empty: `kobuild/<version>`.
     pub user_agent: String,
     pub retry: RetryPolicy,
+    /// A request on which no data moves for this long fails (and is retried); one that
+    /// keeps moving never does, however long it takes (`--registry-timeout`). None: 300 s.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A manifest as the registry served it.
@@ -88,6 +93,7 @@ impl Client {
             certs,
             user_agent,
             opts.retry,
+            opts.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         )?;
         Ok(Client { t })
     }
@@ -115,7 +121,7 @@ impl Client {
             let bytes = resp
                 .bytes()
                 .await
-                .map_err(|e| body_error(&ep, &repo, &action, &e))?;
+                .map_err(|e| self.body_error(&ep, &repo, &action, &e))?;
             Ok((bytes.to_vec(), content_type, served))
         })
         .await?;
@@ -249,7 +255,7 @@ impl Client {
             Ok(resp
                 .bytes()
                 .await
-                .map_err(|e| body_error(&ep, repo, &action, &e))?
+                .map_err(|e| self.body_error(&ep, repo, &action, &e))?
                 .to_vec())
         })
         .await?;
@@ -299,7 +305,7 @@ impl Client {
             let mut hasher = HashingWriter::new(std::io::sink());
             let mut body = resp.bytes_stream();
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| body_error(&ep, repo, &action, &e))?;
+                let chunk = chunk.map_err(|e| self.body_error(&ep, repo, &action, &e))?;
                 hasher
                     .write_all(&chunk)
                     .map_err(io("cannot write", tmp.path()))?;
@@ -464,6 +470,16 @@ impl Client {
         Ok(digest)
     }
 
+    fn body_error(
+        &self,
+        ep: &Endpoint,
+        repo: &Repository,
+        action: &str,
+        e: &reqwest::Error,
+    ) -> RegistryError {
+        self.t.transport_error(&ep.registry, &repo.name, action, e)
+    }
+
     /// A blob GET or HEAD. Redirects (e.g. to object storage) are followed here; the
     /// transport attaches credentials only for the registry's own origin.
     async fn blob_request(
@@ -511,10 +527,6 @@ fn header(resp: &Response, name: HeaderName) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-fn body_error(ep: &Endpoint, repo: &Repository, action: &str, e: &reqwest::Error) -> RegistryError {
-    RegistryError::from_transport(&ep.registry, &repo.name, action, e)
 }
 
 fn check_digest(

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::auth::AuthError;
+use super::idle::Stalled;
 use super::reference::ReferenceError;
 use crate::digest::Digest;
 
@@ -69,6 +70,18 @@ pub enum ErrorKind {
         repository: String,
         action: String,
         reason: String,
+    },
+
+    /// Nothing moved on the connection for the registry timeout (`--registry-timeout`).
+    #[error(
+        "{action} in {registry}/{repository} failed: no data moved for {secs} s (the registry timeout); \
+         check the network, or allow more with --registry-timeout SECONDS"
+    )]
+    Timeout {
+        registry: String,
+        repository: String,
+        action: String,
+        secs: u64,
     },
 
     /// An unexpected status; `detail` holds the registry's error codes and messages.
@@ -149,7 +162,9 @@ impl RegistryError {
     /// Worth another attempt: connection trouble, timeouts, overload, gateway errors.
     pub(crate) fn is_retryable(&self) -> bool {
         match *self.0 {
-            ErrorKind::Unreachable { .. } | ErrorKind::Connection { .. } => true,
+            ErrorKind::Unreachable { .. }
+            | ErrorKind::Connection { .. }
+            | ErrorKind::Timeout { .. } => true,
             ErrorKind::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }
@@ -162,11 +177,24 @@ impl RegistryError {
         }
     }
 
-    /// Classifies a failed send or body read.
+    /// The request made no progress for `idle`.
+    pub(crate) fn timeout(registry: &str, repository: &str, action: &str, idle: Duration) -> Self {
+        ErrorKind::Timeout {
+            registry: registry.into(),
+            repository: repository.into(),
+            action: action.into(),
+            secs: idle.as_secs(),
+        }
+        .into()
+    }
+
+    /// Classifies a failed send or body read; `idle` is the registry timeout, which the
+    /// kernel enforces too (`TCP_USER_TIMEOUT`, a "timed out" I/O error).
     pub(crate) fn from_transport(
         registry: &str,
         repository: &str,
         action: &str,
+        idle: Duration,
         e: &reqwest::Error,
     ) -> Self {
         if is_certificate_error(e) {
@@ -174,6 +202,9 @@ impl RegistryError {
                 registry: registry.into(),
             }
             .into();
+        }
+        if !e.is_connect() && is_stall(e) {
+            return Self::timeout(registry, repository, action, idle);
         }
         let reason = root_cause(e);
         if e.is_builder() {
@@ -258,6 +289,22 @@ fn next_cause<'a>(
             .and_then(|io| io.get_ref())
             .map(|inner| inner as &(dyn std::error::Error + 'static))
     })
+}
+
+/// A body that stalled ([`Stalled`]), or a connection the kernel gave up on because its
+/// data went unacknowledged (`ETIMEDOUT`).
+fn is_stall(e: &reqwest::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let timed_out = err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out || err.downcast_ref::<Stalled>().is_some() {
+            return true;
+        }
+        current = next_cause(err);
+    }
+    false
 }
 
 fn is_certificate_error(e: &reqwest::Error) -> bool {

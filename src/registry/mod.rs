@@ -10,6 +10,7 @@ mod auth;
 mod challenge;
 mod client;
 mod error;
+mod idle;
 mod reference;
 mod retry;
 mod transport;

@@ -13,8 +13,15 @@ use super::error::RegistryError;
 /// not retry in step), capped at `max_delay`; a `Retry-After` from the registry replaces
 /// the backoff but is capped at `max_delay` too. The default policy thus makes 4 tries with
 /// 0.1-0.2 s, 0.2-0.4 s and 0.4-0.8 s between them (at most 1.4 s of waiting), or at most
-/// 3 x 5 s = 15 s when the registry keeps asking for more with `Retry-After`. A stalled
-/// connection counts as failed after the transport's read timeout.
+/// 3 x 5 s = 15 s when the registry keeps asking for more with `Retry-After`.
+///
+/// Each try can itself take long only while data moves: a try on which nothing moves for the
+/// registry timeout (`ClientOptions::idle_timeout`, `--registry-timeout`, 300 s by default)
+/// fails and counts as transient, so a registry that stalls every try costs at most
+/// `attempts` x that timeout plus the waits above (`--registry-timeout 2`: about 9.5 s).
+/// A request body still in the operating system's buffers adds its drain time at 64 KiB/s
+/// (at most 128 s) to the timeout on kobuild's side; on Linux the kernel enforces the
+/// timeout for it as well. A slow link that keeps moving is never cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries in all, the first included (at least one is always made).

@@ -13,19 +13,20 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
-use reqwest::{Certificate, Method, Response, StatusCode};
+use reqwest::{Certificate, Method, RequestBuilder, Response, StatusCode};
 use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
 
 use super::auth::{Credential, Keychain};
 use super::challenge::{Challenge, Scope};
 use super::error::{ErrorKind, RegistryError, describe_body, root_cause};
+use super::idle::{self, Progress};
 use super::reference::Repository;
 use super::retry::{RetryPolicy, parse_retry_after, retrying};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Per read, not per request: a large upload may take long, a silent peer may not.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request may go without data moving (`--registry-timeout`), unless set.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A loopback or insecure registry answers an HTTPS probe at once or not at all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Token lifetime when the token endpoint does not say, and the most we believe.
@@ -116,6 +117,8 @@ pub(crate) struct Transport {
     keychain: Keychain,
     insecure_registries: Vec<String>,
     pub(crate) retry: RetryPolicy,
+    /// A request fails when no data moves for this long (see [`idle`]).
+    idle: Duration,
     endpoints: Mutex<HashMap<String, Arc<OnceCell<Arc<Endpoint>>>>>,
     tokens: Mutex<HashMap<TokenKey, Token>>,
     /// One token fetch per (registry, scope) at a time: parallel requests (uploads start
@@ -136,20 +139,25 @@ impl Transport {
         certs: Vec<Certificate>,
         user_agent: &str,
         retry: RetryPolicy,
+        idle: Duration,
     ) -> Result<Self, RegistryError> {
         let build = |accept_invalid: bool| {
-            reqwest::Client::builder()
+            // No reqwest read_timeout: until the response head it is one timer for the
+            // whole upload, not an idle one. `idle` keeps the time instead.
+            let builder = reqwest::Client::builder()
                 .user_agent(user_agent)
                 // Redirects are followed by hand so that credentials stay with the registry.
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
                 .tls_certs_merge(certs.iter().cloned())
-                .tls_danger_accept_invalid_certs(accept_invalid)
-                .build()
-                .map_err(|e| {
-                    ErrorKind::Setup(format!("cannot set up the HTTP client: {}", root_cause(&e)))
-                })
+                .tls_danger_accept_invalid_certs(accept_invalid);
+            // The kernel sees bytes move that kobuild has handed over: sent data that stays
+            // unacknowledged (or unread: a zero window) this long fails the connection.
+            #[cfg(any(target_os = "android", target_os = "linux"))]
+            let builder = builder.tcp_user_timeout(idle);
+            builder.build().map_err(|e| {
+                ErrorKind::Setup(format!("cannot set up the HTTP client: {}", root_cause(&e)))
+            })
         };
         Ok(Transport {
             verified: build(false)?,
@@ -157,6 +165,7 @@ impl Transport {
             keychain,
             insecure_registries,
             retry,
+            idle,
             endpoints: Mutex::default(),
             tokens: Mutex::default(),
             token_fetches: Mutex::default(),
@@ -258,9 +267,9 @@ impl Transport {
             if let Some(t) = timeout {
                 rb = rb.timeout(t);
             }
-            let resp = rb.send().await.map_err(|e| {
-                RegistryError::from_transport(&repo.registry, &repo.name, action, &e)
-            })?;
+            let resp = self
+                .exchange(rb, &Progress::new(0), &repo.registry, &repo.name, action)
+                .await?;
             tracing::debug!("GET {url} -> {}", resp.status().as_u16());
             match resp.status() {
                 StatusCode::OK | StatusCode::UNAUTHORIZED => Ok(resp),
@@ -342,9 +351,16 @@ impl Transport {
             value.set_sensitive(true);
             rb = rb.header(AUTHORIZATION, value);
         }
+        let progress;
         rb = match &req.body {
-            Payload::Empty => rb,
-            Payload::Bytes(bytes) => rb.body(bytes.to_vec()),
+            Payload::Empty => {
+                progress = Progress::new(0);
+                rb
+            }
+            Payload::Bytes(bytes) => {
+                progress = Progress::new(bytes.len() as u64);
+                rb.body(bytes.to_vec())
+            }
             Payload::File { path, size } => {
                 let file = tokio::fs::File::open(path)
                     .await
@@ -353,29 +369,51 @@ impl Transport {
                         path: path.to_path_buf(),
                         source,
                     })?;
+                progress = Progress::new(0);
+                let chunks = ReaderStream::with_capacity(file, idle::CHUNK);
                 rb.header(CONTENT_LENGTH, *size)
-                    .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
-                        file,
-                        1 << 18,
-                    )))
+                    .body(reqwest::Body::wrap_stream(progress.count(chunks)))
             }
         };
         let path = url_path(&req.url);
-        match rb.send().await {
-            Ok(resp) => {
-                tracing::debug!("{} {path} -> {}", req.method, resp.status().as_u16());
-                Ok(resp)
-            }
-            Err(e) => {
-                tracing::debug!("{} {path} failed: {}", req.method, root_cause(&e));
-                Err(RegistryError::from_transport(
-                    &ep.registry,
-                    req.repository,
-                    req.action,
-                    &e,
-                ))
+        let result = self
+            .exchange(rb, &progress, &ep.registry, req.repository, req.action)
+            .await;
+        match &result {
+            Ok(resp) => tracing::debug!("{} {path} -> {}", req.method, resp.status().as_u16()),
+            Err(e) => tracing::debug!("{} {path} failed: {e}", req.method),
+        }
+        result
+    }
+
+    /// Sends `rb`, failing when no data moves for the registry timeout, and returns the
+    /// response with a body that fails so too. The other arguments name it in errors.
+    async fn exchange(
+        &self,
+        rb: RequestBuilder,
+        progress: &Progress,
+        registry: &str,
+        repository: &str,
+        action: &str,
+    ) -> Result<Response, RegistryError> {
+        match idle::watch(rb.send(), progress, self.idle).await {
+            Ok(Ok(resp)) => Ok(idle::guard(resp, self.idle)),
+            Ok(Err(e)) => Err(self.transport_error(registry, repository, action, &e)),
+            Err(idle::Stalled(after)) => {
+                Err(RegistryError::timeout(registry, repository, action, after))
             }
         }
+    }
+
+    /// A failed send or body read, classified.
+    pub(crate) fn transport_error(
+        &self,
+        registry: &str,
+        repository: &str,
+        action: &str,
+        e: &reqwest::Error,
+    ) -> RegistryError {
+        RegistryError::from_transport(registry, repository, action, self.idle, e)
     }
 
     async fn authorization(
@@ -469,9 +507,9 @@ impl Transport {
                 }
             }
         };
-        let resp = rb.send().await.map_err(|e| {
-            RegistryError::from_transport(&ep.registry, req.repository, &action, &e)
-        })?;
+        let resp = self
+            .exchange(rb, &Progress::new(0), &ep.registry, req.repository, &action)
+            .await?;
         tracing::debug!(
             "token endpoint {} -> {}",
             url_path(realm),
@@ -495,9 +533,10 @@ impl Transport {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body = resp.bytes().await.map_err(|e| {
-            RegistryError::from_transport(&ep.registry, req.repository, &action, &e)
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&ep.registry, req.repository, &action, &e))?;
         let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
         let (value, expires_in) = parsed
             .and_then(|t| {

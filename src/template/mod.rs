@@ -9,8 +9,11 @@
 //!   `.Timestamp`, `missingkey=error`, no extra functions);
 //! - [`output_template`]: Skaffold's `--output` template over the build results.
 //!
-//! The engine is gotmpl; nothing outside this module depends on it.
+//! The engine is gotmpl; nothing outside this module depends on it. Configuration is only
+//! semi-trusted, so every execution is bounded (`budget.rs`): 16 MiB of work, 10,000
+//! `{{range}}` iterations, nesting 200 deep; going over fails with an error naming the limit.
 
+mod budget;
 mod funcs;
 mod gotime;
 
@@ -46,6 +49,9 @@ const BUILTINS: [&str; 19] = [
     "and", "call", "eq", "ge", "gt", "html", "index", "js", "le", "len", "lt", "ne", "not", "or",
     "print", "printf", "println", "slice", "urlquery",
 ];
+
+/// The name templates are parsed under (`{{template "kobuild"}}` calls the whole text).
+const NAME: &str = "kobuild";
 
 /// Caps `{{range}}` iterations per execution; real templates iterate over a few builds. Each
 /// iteration may cost as much as its body's functions (a `split` and `toJson` of a long
@@ -122,29 +128,51 @@ fn render(
         ));
     }
 
-    let template = Template::new("kobuild")
+    let meter = budget::Meter::new(budget::MAX_WORK);
+    let template = Template::new(NAME)
         .max_range_iters(MAX_RANGE_ITERATIONS)
         .missing_key(match engine.missing {
             Missing::NoValue => MissingKey::Invalid,
             Missing::KeyError | Missing::FieldError => MissingKey::Error,
         })
-        .funcs(engine.funcs)
+        .funcs(budget::metered(engine.funcs, &meter))
         .parse(source)
         .map_err(from_gotmpl)?;
-    template.execute_to_string(data).map_err(|e| {
-        let message = match e {
-            gotmpl::TemplateError::MissingKey { key } => match engine.missing {
-                Missing::FieldError => format!("can't evaluate field {key}"),
-                _ => format!("map has no entry for key {key:?}"),
-            },
-            gotmpl::TemplateError::Exec(message) => message,
-            other => other.to_string(),
-        };
-        TemplateError::Execute {
-            template: original.to_string(),
-            message,
+    let (template, named) = budget::instrument(template, NAME);
+    let mut out = budget::Output::new(&meter);
+    let executed = if named {
+        template.execute_template_fmt(&mut out, NAME, data)
+    } else {
+        template.execute_fmt(&mut out, data)
+    };
+    match executed {
+        Ok(()) => Ok(out.text),
+        Err(e) => {
+            let message = match e {
+                _ if meter.exceeded() => budget::work_limit_message(),
+                gotmpl::TemplateError::MissingKey { key } => match engine.missing {
+                    Missing::FieldError => format!("can't evaluate field {key}"),
+                    _ => format!("map has no entry for key {key:?}"),
+                },
+                gotmpl::TemplateError::RangeIterLimit => format!(
+                    "range iteration budget exhausted (kobuild allows {MAX_RANGE_ITERATIONS} \
+                     iterations per template): {}",
+                    budget::ADVICE
+                ),
+                gotmpl::TemplateError::RecursionLimit => format!(
+                    "recursion limit exceeded ({{{{template}}}}, {{{{if}}}}, {{{{with}}}} and \
+                     {{{{range}}}} nest at most 200 deep): {}",
+                    budget::ADVICE
+                ),
+                gotmpl::TemplateError::Exec(message) => message,
+                other => other.to_string(),
+            };
+            Err(TemplateError::Execute {
+                template: original.to_string(),
+                message,
+            })
         }
-    })
+    }
 }
 
 /// 1-based line and character column of a byte offset.
@@ -434,15 +462,20 @@ mod tests {
             "{{$}} {s,i)e{{split.Rupe \"\"\"\u{11}\0\0\u{6}\0",
             "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM*****at *\" | toJson}}",
         );
+        // The work budget (`budget.rs`) now stops it before the iteration budget does.
         let err = skaffold_expand(found, &env, &extra).unwrap_err();
-        assert!(
-            err.to_string()
-                .ends_with("range iteration budget exhausted"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("work limit"), "{err}");
         let loop_of =
             |n: u64| skaffold_expand(&format!("{{{{range {n}}}}}{{{{end}}}}"), &env, &extra);
         assert!(loop_of(MAX_RANGE_ITERATIONS).is_ok());
-        assert!(loop_of(MAX_RANGE_ITERATIONS + 1).is_err());
+        let err = loop_of(MAX_RANGE_ITERATIONS + 1).unwrap_err();
+        assert!(
+            err.to_string().ends_with(&format!(
+                "range iteration budget exhausted (kobuild allows 10000 iterations per \
+                 template): {}",
+                budget::ADVICE
+            )),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! A fault-injection HTTP proxy for the tests: it sits between kobuild and a real
 //! `docker-registry` and, per request, forwards, answers with an injected status, resets the
-//! connection, delays, truncates or corrupts the response, or throttles the link.
+//! connection, delays, truncates or corrupts the response, throttles the link, or stalls.
 //!
 //! Rules are (request kind or method, path substring, fault, times); the first rule that
 //! matches a request and has times left decides. Every request is recorded with the time it
@@ -101,6 +101,12 @@ pub enum Fault {
     Corrupt,
     /// Forward, reading the request body and writing the response at this many bytes/s.
     Throttle(u64),
+    /// Read the request head, then nothing more: the body stays unread (the sender's
+    /// window closes) and no answer comes. The connection stays open until the proxy goes.
+    Stall,
+    /// Forward, then send the response head and half the body (none for a HEAD), and then
+    /// nothing more, with the connection open until the proxy goes.
+    StallBody,
 }
 
 impl Fault {
@@ -155,6 +161,8 @@ impl Fault {
             Fault::Truncate => "truncate".into(),
             Fault::Corrupt => "corrupt".into(),
             Fault::Throttle(rate) => format!("throttle {rate} B/s"),
+            Fault::Stall => "stall".into(),
+            Fault::StallBody => "stall in the body".into(),
         }
     }
 }
@@ -657,6 +665,7 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
             return Ok(false);
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::Stall) => return hold(conn).await,
         _ => {}
     }
     let body = conn.read_body(&headers, false, rate).await?;
@@ -697,6 +706,14 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
             let mid = body_bytes.len() / 2;
             body_bytes[mid] ^= 0x01;
         }
+        Some(Fault::StallBody) => {
+            conn.stream.write_all(&head_bytes).await?;
+            conn.stream
+                .write_all(&body_bytes[..body_bytes.len() / 2])
+                .await?;
+            conn.stream.flush().await?;
+            return hold(conn).await;
+        }
         _ => {}
     }
     conn.stream.write_all(&head_bytes).await?;
@@ -710,6 +727,13 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
     }
     conn.stream.flush().await?;
     Ok(true)
+}
+
+/// Keeps `conn` open and silent: nothing more is read or written. The proxy's runtime drops
+/// the task (and so the connection) when the proxy goes.
+async fn hold(conn: &mut Conn) -> std::io::Result<bool> {
+    let _open = conn;
+    std::future::pending().await
 }
 
 /// The token server's own answers: tokens, and 401s for requests without a valid one.

@@ -1,0 +1,361 @@
+//! The exact files a build reads, as `go list -deps` names them, and a check that none of
+//! them changed. Packages from the module cache are immutable (go.mod and go.sum pin them)
+//! and the standard library belongs to the toolchain, so only local files are recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::digest::Digest;
+
+/// Every local input: file contents by path, and the names in every directory that holds
+/// one (a new file in a package or an embedded directory changes what Go reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    files: BTreeMap<PathBuf, Option<Digest>>,
+    dirs: BTreeMap<PathBuf, Vec<String>>,
+    /// Where Go runs, and the `go.work` it finds walking up from there.
+    start: PathBuf,
+    workspace: Option<PathBuf>,
+}
+
+/// One `go list -deps` run: a directory, a pattern, and the environment and flags of one
+/// platform's build (they decide which files and packages take part).
+pub struct Listing<'a> {
+    pub go: &'a str,
+    pub dir: &'a Path,
+    pub pattern: &'a str,
+    pub env: Vec<(String, String)>,
+    pub flags: &'a [String],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listed {
+    dir: PathBuf,
+    #[serde(default)]
+    standard: bool,
+    module: Option<Module>,
+    #[serde(flatten)]
+    files: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Module {
+    #[serde(default)]
+    main: bool,
+    #[serde(default)]
+    dir: PathBuf,
+    #[serde(default)]
+    go_mod: PathBuf,
+}
+
+/// The file lists `go list` gives per package; the ignored ones too, so that a build tag
+/// edit or another platform's files are covered.
+const FILE_FIELDS: &[&str] = &[
+    "GoFiles",
+    "CgoFiles",
+    "CFiles",
+    "CXXFiles",
+    "MFiles",
+    "HFiles",
+    "FFiles",
+    "SFiles",
+    "SwigFiles",
+    "SwigCXXFiles",
+    "SysoFiles",
+    "EmbedFiles",
+    "IgnoredGoFiles",
+    "IgnoredOtherFiles",
+];
+
+impl Listed {
+    /// From the module cache: a versioned, read-only directory (`path@version`).
+    fn immutable(&self) -> bool {
+        self.standard
+            || self.module.as_ref().is_some_and(|m| {
+                !m.main
+                    && m.dir
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains('@'))
+                    && self.dir.starts_with(&m.dir)
+            })
+    }
+}
+
+impl Snapshot {
+    /// List every platform's dependencies, then read and hash the local files, plus
+    /// `extra` files and every file under `trees` (kodata).
+    /// Anything modified at or after `since` (the build's start, on the file system's clock)
+    /// may not be what the build read: then there is no snapshot.
+    pub async fn collect(
+        listings: &[Listing<'_>],
+        extra: &[PathBuf],
+        trees: &[PathBuf],
+        since: SystemTime,
+    ) -> Result<Snapshot, String> {
+        let outputs = futures_util::future::try_join_all(listings.iter().map(list)).await?;
+        let mut files = BTreeSet::new();
+        let mut dirs = BTreeSet::new();
+        for packages in outputs {
+            for p in packages.iter().filter(|p| !p.immutable()) {
+                dirs.insert(p.dir.clone());
+                if let Some(m) = p
+                    .module
+                    .as_ref()
+                    .filter(|m| !m.go_mod.as_os_str().is_empty())
+                {
+                    files.insert(m.go_mod.clone());
+                    files.insert(m.go_mod.with_file_name("go.sum"));
+                }
+                for field in FILE_FIELDS {
+                    let Some(names) = p.files.get(*field).and_then(|v| v.as_array()) else {
+                        continue;
+                    };
+                    for name in names.iter().filter_map(|n| n.as_str()) {
+                        let path = p.dir.join(name);
+                        // Embedded files may sit in subdirectories: each one's listing counts.
+                        let mut parent = path.parent();
+                        while let Some(d) = parent.filter(|d| d.starts_with(&p.dir)) {
+                            dirs.insert(d.to_path_buf());
+                            parent = d.parent();
+                        }
+                        files.insert(path);
+                    }
+                }
+            }
+        }
+        files.extend(extra.iter().cloned());
+        for tree in trees {
+            walk(tree, &mut files, &mut dirs).map_err(|e| format!("{}: {e}", tree.display()))?;
+        }
+        let start = listings
+            .first()
+            .map(|l| l.dir.to_path_buf())
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let workspace = find_workspace(&start);
+            let mut files: BTreeSet<PathBuf> = files;
+            if let Some(w) = &workspace {
+                files.insert(w.clone());
+                files.insert(w.with_file_name("go.work.sum"));
+            }
+            let changed = |p: &Path| {
+                fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            };
+            if let Some(p) = files.iter().chain(&dirs).find(|p| changed(p)) {
+                return Err(format!("{} changed during the build", p.display()));
+            }
+            Ok(Snapshot {
+                files: files.into_iter().map(|f| (f.clone(), hash(&f))).collect(),
+                dirs: dirs.into_iter().map(|d| (d.clone(), listing(&d))).collect(),
+                start,
+                workspace,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether every recorded file and directory reads as it did.
+    pub fn unchanged(&self) -> bool {
+        find_workspace(&self.start) == self.workspace
+            && self.dirs.iter().all(|(d, names)| listing(d) == *names)
+            && self.files.iter().all(|(f, digest)| hash(f) == *digest)
+    }
+}
+
+async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
+    let fields = format!("-json=Dir,Standard,Module,{}", FILE_FIELDS.join(","));
+    let out = Command::new(l.go)
+        .arg("list")
+        .arg("-deps")
+        .arg(fields)
+        .args(l.flags)
+        .arg("--")
+        .arg(l.pattern)
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(l.dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", l.go))?;
+    if !out.status.success() {
+        return Err(format!(
+            "go list -deps failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("unreadable go list output: {e}"))
+}
+
+/// A missing file is recorded as missing: its appearance is a change too.
+fn hash(path: &Path) -> Option<Digest> {
+    fs::read(path).ok().map(|b| Digest::of(&b))
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // No kodata directory: its appearance shows in the package directory's listing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    dirs.insert(dir.to_path_buf());
+    for entry in entries {
+        let path = entry?.path();
+        // Followed, as the kodata layer follows links inside the tree.
+        if fs::metadata(&path)?.is_dir() {
+            walk(&path, files, dirs)?;
+        } else {
+            files.insert(path);
+        }
+    }
+    Ok(())
+}
+
+fn find_workspace(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join("go.work"))
+        .find(|w| w.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(dir: &Path) {
+        fs::create_dir_all(dir.join("kodata/sub")).unwrap();
+        fs::create_dir_all(dir.join("internal/greet/static")).unwrap();
+        fs::write(dir.join("go.mod"), "module example.com/app\n\ngo 1.22\n").unwrap();
+        fs::write(
+            dir.join("main.go"),
+            "package main\n\nimport \"example.com/app/internal/greet\"\n\nfunc main() { println(greet.Hello) }\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("internal/greet/greet.go"),
+            "package greet\n\nimport _ \"embed\"\n\n//go:embed static/hello.txt\nvar Hello string\n",
+        )
+        .unwrap();
+        fs::write(dir.join("internal/greet/static/hello.txt"), "hi").unwrap();
+        fs::write(dir.join("kodata/sub/page.html"), "<p>").unwrap();
+    }
+
+    async fn snapshot(dir: &Path) -> Snapshot {
+        let listing = Listing {
+            go: "go",
+            dir,
+            pattern: ".",
+            env: vec![("GOFLAGS".into(), "-mod=mod".into())],
+            flags: &[],
+        };
+        let since = SystemTime::now() + std::time::Duration::from_secs(1);
+        Snapshot::collect(&[listing], &[], &[dir.join("kodata")], since)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_local_input_is_recorded_and_any_change_is_seen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        app(dir);
+        let s = snapshot(dir).await;
+        for f in [
+            "go.mod",
+            "main.go",
+            "internal/greet/greet.go",
+            "internal/greet/static/hello.txt",
+            "kodata/sub/page.html",
+        ] {
+            assert!(
+                s.files.contains_key(&dir.join(f)),
+                "{f} not recorded: {s:?}"
+            );
+        }
+        assert!(s.unchanged());
+        assert!(
+            !s.files
+                .keys()
+                .any(|f| f.starts_with(std::env::var("HOME").unwrap_or_default() + "/go"))
+        );
+
+        type Edit = fn(&Path);
+        let edits: &[(&str, Edit)] = &[
+            ("a Go file", |d| {
+                fs::write(d.join("main.go"), "package main\n\nfunc main() {}\n").unwrap()
+            }),
+            ("an embedded file", |d| {
+                fs::write(d.join("internal/greet/static/hello.txt"), "ho").unwrap()
+            }),
+            ("a new file in a package", |d| {
+                fs::write(d.join("internal/greet/extra.go"), "package greet\n").unwrap()
+            }),
+            ("a kodata file", |d| {
+                fs::write(d.join("kodata/sub/page.html"), "<b>").unwrap()
+            }),
+            ("a new kodata file", |d| {
+                fs::write(d.join("kodata/new.txt"), "").unwrap()
+            }),
+            ("go.sum appearing", |d| {
+                fs::write(d.join("go.sum"), "").unwrap()
+            }),
+            ("a workspace", |d| {
+                fs::write(d.join("go.work"), "go 1.22\n").unwrap()
+            }),
+        ];
+        for (what, edit) in edits {
+            let tmp = tempfile::tempdir().unwrap();
+            let d = tmp.path();
+            app(d);
+            let s = snapshot(d).await;
+            edit(d);
+            assert!(!s.unchanged(), "{what}: change not seen");
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_recorded_when_an_input_changed_during_the_build() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        app(dir);
+        let listing = Listing {
+            go: "go",
+            dir,
+            pattern: ".",
+            env: vec![],
+            flags: &[],
+        };
+        let since = SystemTime::now() - std::time::Duration::from_secs(3600);
+        let err = Snapshot::collect(&[listing], &[], &[], since)
+            .await
+            .unwrap_err();
+        assert!(err.contains("changed during the build"), "{err}");
+    }
+}

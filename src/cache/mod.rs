@@ -1,0 +1,134 @@
+//! The artifact cache: a whole image skipped when nothing that decides it changed.
+//!
+//! The key is the artifact's expanded configuration with the plan settings that shape an
+//! image and the Go toolchain's identity. Its record holds what the key cannot know
+//! before building: the package, the base's digest and a snapshot of every local input.
+//! A record is used only when all of those still match and the registry still has the
+//! image; the tags are then pointed at it remotely.
+
+mod inputs;
+
+pub use inputs::{Listing, Snapshot};
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, to_hex};
+use crate::plan::{ArtifactPlan, Plan};
+use crate::publish::write_atomic;
+
+/// Bumped when the record's meaning changes, so old records are never misread.
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub import_path: String,
+    /// The base as configured, and the digest it named when the image was built.
+    pub base: String,
+    pub base_digest: Option<Digest>,
+    pub inputs: Snapshot,
+    pub repository: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// The manifest (or index) itself, to tag it without fetching it.
+    pub manifest: String,
+    pub platforms: Vec<String>,
+    pub size: u64,
+    pub blobs: usize,
+}
+
+/// Where one artifact's record lives.
+pub struct ArtifactCache {
+    path: PathBuf,
+}
+
+impl ArtifactCache {
+    pub fn new(plan: &Plan, a: &ArtifactPlan) -> ArtifactCache {
+        ArtifactCache {
+            path: plan
+                .cache_dir
+                .join("artifacts")
+                .join(format!("{}.json", key(plan, a))),
+        }
+    }
+
+    pub fn load(&self) -> Option<Record> {
+        serde_json::from_slice(&fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Atomic: a concurrent run reads the old record or the new one, never a mix.
+    pub fn store(&self, record: &Record) -> Result<(), String> {
+        let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        write_atomic(&self.path, &bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Everything known before building that decides the image, tags excepted: a new tag
+/// for the same image is a remote re-tag, not a rebuild.
+fn key(plan: &Plan, a: &ArtifactPlan) -> String {
+    let mut h = Sha256::new();
+    let mut field = |name: &str, value: String| {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(value.len().to_le_bytes());
+        h.update(value.as_bytes());
+    };
+    field("format", format!("{FORMAT} {}", env!("CARGO_PKG_VERSION")));
+    let mut artifact = a.clone();
+    artifact.tags.clear();
+    field("artifact", format!("{artifact:?}"));
+    field(
+        "plan",
+        format!(
+            "{:?} {} {} {:?} {:?} {} {:?} {:?}",
+            plan.compression,
+            plan.debug,
+            plan.cover,
+            plan.source_date_epoch,
+            plan.kodata_date_epoch,
+            plan.cgo_disabled_by_default,
+            plan.sbom,
+            plan.dlv.as_ref().map(|(p, arch)| (file_identity(p), arch)),
+        ),
+    );
+    let t = &plan.toolchain;
+    field(
+        "go",
+        format!(
+            "{} {:?}",
+            plan.go,
+            t.go_binary.as_deref().map(file_identity)
+        ),
+    );
+    field("go env", format!("{:?}", t.env));
+    field(
+        "go env file",
+        t.env_file
+            .as_deref()
+            .and_then(|f| fs::read(f).ok())
+            .map(|b| Digest::of(&b).to_string())
+            .unwrap_or_default(),
+    );
+    to_hex(&h.finalize())
+}
+
+/// Now, on the clock file modification times use (the kernel's coarse clock, which can lag
+/// `SystemTime::now()`): a file edited after this has a later or equal mtime.
+pub fn file_clock(dir: &Path) -> Option<SystemTime> {
+    fs::create_dir_all(dir).ok()?;
+    let marker = tempfile::NamedTempFile::new_in(dir).ok()?;
+    marker.as_file().metadata().ok()?.modified().ok()
+}
+
+/// A binary's identity without reading it all: where it is, its size and its mtime.
+fn file_identity(path: &Path) -> String {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match fs::metadata(&path).and_then(|m| Ok((m.len(), m.modified()?))) {
+        Ok((len, modified)) => format!("{} {len} {modified:?}", path.display()),
+        Err(_) => path.display().to_string(),
+    }
+}

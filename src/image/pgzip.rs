@@ -1,0 +1,500 @@
+//! Deterministic parallel gzip, in pigz's format: one gzip member whose deflate stream is cut
+//! into fixed-size blocks of input, each compressed on its own (primed with the 32 KiB of input
+//! before it, as pigz does) and ended with a sync flush, the last one with BFINAL. The trailer
+//! holds the CRC-32 and size of the whole input, so any gzip reader sees one ordinary stream.
+//!
+//! The output depends only on the input bytes and the level: block boundaries are fixed
+//! offsets ([`BLOCK_SIZE`]), each block's bytes are a pure function of its input and the 32 KiB
+//! before it, and blocks are written in order. Thread count and timing only decide when a
+//! block is compressed, never what it becomes, so `threads = 0` (all inline) and any number of
+//! workers give identical bytes.
+//!
+//! Small streams take the same path: an input of at most one block is one ordinary deflate
+//! stream, byte for byte what flate2's `GzEncoder` writes when given the input in one write.
+//! Keeping the streaming `GzEncoder` for them would have kept their old digests, but those
+//! depend on how the input was cut into writes (zlib-rs' level 1 emits different bytes for
+//! the same input written in 8 KiB pieces or in one piece), that is on the tar writer's and
+//! `std::io::copy`'s buffer sizes. Here each block goes to zlib-rs in one call, so the bytes
+//! depend on nothing but the input and the level; small layers' digests changed once for it.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::{self, JoinHandle};
+
+use flate2::{Compress, Crc, FlushCompress, Status};
+
+/// Input bytes per deflate block. Part of the compression recipe (the layer cache's key):
+/// changing it changes the digest of every layer larger than one block.
+pub const BLOCK_SIZE: usize = 1 << 20;
+
+/// Each block after the first is primed with this much preceding input (deflate's window).
+pub const DICT_SIZE: usize = 32 * 1024;
+
+/// Blocks queued or being compressed per worker: bounds memory to a few MiB per worker.
+const IN_FLIGHT_PER_WORKER: usize = 2;
+
+/// More workers than this would outrun the producer (tar + sha256 on one thread).
+const MAX_THREADS: usize = 8;
+
+/// Worker threads for one stream: the machine's parallelism, capped.
+pub fn default_threads() -> usize {
+    thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_THREADS)
+}
+
+/// The 10-byte header flate2's `GzEncoder` writes: no name, no mtime, XFL from the level
+/// (2 = best, 4 = fastest), OS 255 (unknown).
+pub fn header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9.. => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]
+}
+
+/// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block.
+struct Job {
+    buf: Vec<u8>,
+    dict: usize,
+    last: bool,
+    out: Vec<u8>,
+    reply: mpsc::SyncSender<io::Result<Done>>,
+}
+
+/// A compressed block, with both buffers handed back for reuse.
+struct Done {
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    crc: Crc,
+}
+
+/// A gzip writer compressing [`BLOCK_SIZE`] blocks on up to `threads` workers. Call
+/// [`GzEncoder::finish`]: dropping it unfinished abandons the stream.
+pub struct GzEncoder<W: Write> {
+    out: W,
+    level: u32,
+    threads: usize,
+    /// Dictionary (`dict` bytes) then the block being filled.
+    cur: Vec<u8>,
+    dict: usize,
+    header_written: bool,
+    crc: Crc,
+    pool: Option<Pool>,
+    /// Replies for dispatched blocks, oldest first: output order.
+    pending: VecDeque<mpsc::Receiver<io::Result<Done>>>,
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For blocks compressed on the calling thread.
+    inline: Option<Compress>,
+}
+
+impl<W: Write> GzEncoder<W> {
+    /// `threads = 0` compresses every block on the calling thread; the bytes are the same.
+    pub fn new(out: W, level: u32, threads: usize) -> Self {
+        GzEncoder {
+            out,
+            level,
+            threads,
+            cur: Vec::new(),
+            dict: 0,
+            header_written: false,
+            crc: Crc::new(),
+            pool: None,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            inline: None,
+        }
+    }
+
+    /// Compress what is left, write the trailer and hand back the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.pool.is_none() {
+            // At most one block in all (or no workers): no threads for small streams.
+            self.threads = 0;
+        }
+        self.dispatch(true)?;
+        while !self.pending.is_empty() {
+            self.drain_one()?;
+        }
+        if !self.header_written {
+            self.write_header()?;
+        }
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        self.out.write_all(&trailer)?;
+        // Join the workers before handing the writer back.
+        self.pool.take();
+        Ok(self.out)
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        self.header_written = true;
+        self.out.write_all(&header(self.level))
+    }
+
+    /// Send the current block off (or compress it here), keeping its tail as the next
+    /// block's dictionary.
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let (mut next, out) = self.spare.pop().unwrap_or_default();
+        next.clear();
+        let dict = if last {
+            0
+        } else {
+            let tail = self.cur.len() - DICT_SIZE.min(self.cur.len() - self.dict);
+            next.reserve(DICT_SIZE + BLOCK_SIZE);
+            next.extend_from_slice(&self.cur[tail..]);
+            next.len()
+        };
+        let buf = std::mem::replace(&mut self.cur, next);
+        let job_dict = std::mem::replace(&mut self.dict, dict);
+        if self.threads > 0 && self.pool.is_none() {
+            match Pool::start(self.threads, self.level) {
+                Ok(pool) => self.pool = Some(pool),
+                // Fewer threads never change the output: carry on inline.
+                Err(_) => self.threads = 0,
+            }
+        }
+        if self.pool.is_none() {
+            let c = self.inline.get_or_insert_with(|| compressor(self.level));
+            let done = compress_block(c, buf, job_dict, last, out)?;
+            return self.emit(done);
+        }
+        while self.pending.len() >= self.threads * IN_FLIGHT_PER_WORKER {
+            self.drain_one()?;
+        }
+        let (reply, rx) = mpsc::sync_channel(1);
+        let pool = self.pool.as_ref().expect("workers are running");
+        pool.send(Job {
+            buf,
+            dict: job_dict,
+            last,
+            out,
+            reply,
+        })?;
+        self.pending.push_back(rx);
+        // Write whatever is already done, so output hashing keeps pace with compression.
+        while let Some(rx) = self.pending.front() {
+            match rx.try_recv() {
+                Ok(done) => {
+                    self.pending.pop_front();
+                    self.emit(done?)?;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Err(worker_lost()),
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        let rx = self.pending.pop_front().expect("a pending block");
+        let done = rx.recv().map_err(|_| worker_lost())??;
+        self.emit(done)
+    }
+
+    fn emit(&mut self, done: Done) -> io::Result<()> {
+        if !self.header_written {
+            self.write_header()?;
+        }
+        self.out.write_all(&done.out)?;
+        self.crc.combine(&done.crc);
+        self.spare.push((done.buf, done.out));
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for GzEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let filled = self.cur.len() - self.dict;
+            if filled == BLOCK_SIZE {
+                // Only now is this block known not to be the last.
+                self.dispatch(false)?;
+                continue;
+            }
+            let n = rest.len().min(BLOCK_SIZE - filled);
+            self.cur.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        Ok(buf.len())
+    }
+
+    /// Flushes only what is already compressed: a deflate flush here would make the output
+    /// depend on when callers flush.
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn worker_lost() -> io::Error {
+    io::Error::other("gzip worker thread failed")
+}
+
+fn compressor(level: u32) -> Compress {
+    Compress::new(flate2::Compression::new(level), false)
+}
+
+/// Raw deflate of `buf[dict..]` primed with `buf[..dict]`, ended with a sync flush (or
+/// finished, for the last block), into `out`.
+///
+/// Always the same two calls, whatever the block: all input without flushing, then the
+/// flush alone. zlib-rs' output depends on how it is called (level 1 opens a block as final
+/// when it starts under `Finish`, and cuts differently when input comes in pieces); this is
+/// how flate2's `GzEncoder` drives it given everything in one write.
+fn compress_block(
+    c: &mut Compress,
+    buf: Vec<u8>,
+    dict: usize,
+    last: bool,
+    mut out: Vec<u8>,
+) -> io::Result<Done> {
+    let (dictionary, input) = buf.split_at(dict);
+    c.reset();
+    if !dictionary.is_empty() {
+        c.set_dictionary(dictionary).map_err(io::Error::other)?;
+    }
+    let mut crc = Crc::new();
+    crc.update(input);
+    out.clear();
+    // Level 1 (static Huffman codes) can grow incompressible input by 1/8; more is looped for.
+    out.reserve(input.len() + input.len() / 8 + 1024);
+    let start = c.total_in();
+    let mut consumed = 0;
+    while consumed < input.len() {
+        make_room(&mut out);
+        c.compress_vec(&input[consumed..], &mut out, FlushCompress::None)
+            .map_err(io::Error::other)?;
+        consumed = (c.total_in() - start) as usize;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        make_room(&mut out);
+        let status = c
+            .compress_vec(&[], &mut out, flush)
+            .map_err(io::Error::other)?;
+        match status {
+            Status::StreamEnd => break,
+            // A sync flush is complete when it leaves output space over.
+            _ if !last && out.len() < out.capacity() => break,
+            _ => {}
+        }
+    }
+    Ok(Done { buf, out, crc })
+}
+
+fn make_room(out: &mut Vec<u8>) {
+    if out.capacity() - out.len() < 1024 {
+        out.reserve(out.capacity().max(1 << 16));
+    }
+}
+
+/// Worker threads taking jobs from one queue; each job carries its own reply channel.
+struct Pool {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(threads: usize, level: u32) -> io::Result<Pool> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut pool = Pool {
+            jobs: Some(tx),
+            handles: Vec::with_capacity(threads),
+        };
+        for _ in 0..threads {
+            let rx = Arc::clone(&rx);
+            let handle = thread::Builder::new()
+                .name("kobuild-gzip".into())
+                .spawn(move || worker(&rx, level))?;
+            pool.handles.push(handle);
+        }
+        Ok(pool)
+    }
+
+    fn send(&self, job: Job) -> io::Result<()> {
+        self.jobs
+            .as_ref()
+            .expect("pool is running")
+            .send(job)
+            .map_err(|_| worker_lost())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, level: u32) {
+    let mut c = compressor(level);
+    loop {
+        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let done = compress_block(&mut c, job.buf, job.dict, job.last, job.out);
+        // The encoder may be gone (an error elsewhere): nobody to tell.
+        let _ = job.reply.send(done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Go-binary-like input: runs of compressible text between pseudo-random stretches.
+    fn data(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(3) {
+                v.extend_from_slice(b"runtime.gopanic main.main reflect.Value ");
+            } else {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn pgzip(input: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), level, threads);
+        for c in input.chunks(chunk.max(1)) {
+            gz.write_all(c).unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut single = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut single)
+            .unwrap();
+        let mut multi = Vec::new();
+        flate2::read::MultiGzDecoder::new(gz)
+            .read_to_end(&mut multi)
+            .unwrap();
+        assert_eq!(single, multi);
+        single
+    }
+
+    #[test]
+    fn header_is_what_flate2_writes() {
+        for level in 0..=9 {
+            let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            assert_eq!(gz.finish().unwrap()[..10], header(level), "level {level}");
+        }
+        assert_eq!(header(1), *b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff");
+    }
+
+    #[test]
+    fn one_block_is_what_flate2_writes_given_it_at_once() {
+        let input = data(BLOCK_SIZE);
+        for len in [0, 1, 5000, BLOCK_SIZE - 1, BLOCK_SIZE] {
+            for level in [1, 6, 9] {
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                gz.write_all(&input[..len]).unwrap();
+                let expected = gz.finish().unwrap();
+                for threads in [0, 2] {
+                    assert_eq!(
+                        pgzip(&input[..len], level, threads, 512),
+                        expected,
+                        "{len} bytes, level {level}, {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_depends_only_on_input_and_level() {
+        const B: usize = BLOCK_SIZE;
+        let input = data(3 * B + 12345);
+        for len in [
+            0,
+            1,
+            B - 1,
+            B,
+            B + 1,
+            2 * B,
+            3 * B,
+            3 * B + 1,
+            3 * B + 12345,
+        ] {
+            let input = &input[..len];
+            let reference = pgzip(input, 1, 0, len);
+            assert_eq!(gunzip(&reference), input, "{len} bytes");
+            let blocks = len.div_ceil(B).max(1);
+            // Each block but the last ends with an empty stored block (sync flush).
+            let syncs = reference
+                .windows(4)
+                .filter(|w| *w == [0, 0, 0xff, 0xff])
+                .count();
+            assert!(syncs >= blocks - 1, "{len} bytes: {syncs} sync flushes");
+            for (threads, chunk) in [(1, 4096), (2, 8192), (3, 1), (7, 100_000), (2, B + 7)] {
+                if chunk == 1 && len > B + 1 {
+                    continue; // byte-at-a-time writes are slow in debug builds
+                }
+                assert_eq!(
+                    pgzip(input, 1, threads, chunk),
+                    reference,
+                    "{len} bytes, {threads} threads, writes of {chunk}"
+                );
+            }
+        }
+        let six = pgzip(&input, 6, 2, 65536);
+        assert_eq!(gunzip(&six), input);
+        assert_eq!(pgzip(&input, 6, 0, 65536), six);
+    }
+
+    #[test]
+    fn system_gzip_reads_the_stream() {
+        let Ok(_) = std::process::Command::new("gzip").arg("--version").output() else {
+            eprintln!("no gzip on PATH: skipped");
+            return;
+        };
+        let input = data(2 * BLOCK_SIZE + 777);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.gz");
+        std::fs::write(&path, pgzip(&input, 1, 2, 65536)).unwrap();
+        let t = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        let z = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(z.status.success(), "{}", String::from_utf8_lossy(&z.stderr));
+        assert!(z.stdout == input, "gzip -dc gives other bytes");
+    }
+
+    #[test]
+    fn dropping_unfinished_stops_the_workers() {
+        let mut gz = GzEncoder::new(Vec::new(), 1, 3);
+        gz.write_all(&data(5 * BLOCK_SIZE)).unwrap();
+        drop(gz);
+    }
+}

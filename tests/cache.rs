@@ -1,0 +1,222 @@
+//! The artifact cache: an unchanged artifact is neither built nor pushed again (Go is not
+//! even asked), a new tag is set remotely, and anything that decides the image — a Go
+//! file, kodata, the base, the registry no longer having the image — builds it again.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::kobuild::*;
+use common::*;
+use tempfile::TempDir;
+
+/// A `go` that logs its subcommand, so a test can see whether Go ran at all.
+struct GoSpy {
+    dir: TempDir,
+}
+
+impl GoSpy {
+    fn new() -> GoSpy {
+        let dir = tempfile::tempdir().unwrap();
+        let real =
+            String::from_utf8(run_checked(Command::new("sh").args(["-c", "command -v go"])).stdout)
+                .unwrap();
+        let script = format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.path().join("log").display(),
+            real.trim()
+        );
+        let go = dir.path().join("go");
+        fs::write(&go, script).unwrap();
+        run_checked(Command::new("chmod").arg("+x").arg(&go));
+        GoSpy { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("go")
+    }
+
+    /// The subcommands run since the last call.
+    fn take(&self) -> Vec<String> {
+        let log = self.dir.path().join("log");
+        let runs = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        runs.lines().map(str::to_string).collect()
+    }
+}
+
+struct Setup {
+    reg: Registry,
+    go: GoSpy,
+    kb: Kobuild,
+    app: TempDir,
+    base: String,
+    _base_dir: TempDir,
+}
+
+fn setup() -> Setup {
+    let reg = Registry::start(RegistryKind::Plain);
+    let base_dir = tempfile::tempdir().unwrap();
+    let layout = make_base(&base_dir.path().join("base"), "v1", false, &["linux/amd64"]);
+    let base = push_base(&reg, &layout, "v1", "base/cache");
+    let app = tempfile::tempdir().unwrap();
+    run_checked(
+        Command::new("cp")
+            .arg("-r")
+            .arg(app_dir("hello"))
+            .arg(app.path()),
+    );
+    let go = GoSpy::new();
+    let kb = Kobuild::new().env("KO_GO_PATH", &go.path().display().to_string());
+    Setup {
+        reg,
+        go,
+        kb,
+        app,
+        base,
+        _base_dir: base_dir,
+    }
+}
+
+impl Setup {
+    fn dir(&self) -> PathBuf {
+        self.app.path().join("hello")
+    }
+
+    fn build(&self, extra: &[&str]) -> String {
+        let repo = format!("{}/cache", self.reg.host());
+        let mut args = vec![
+            "--repo",
+            &repo,
+            "--base",
+            &self.base,
+            "--platform",
+            "linux/amd64",
+        ];
+        args.extend_from_slice(extra);
+        args.push(".");
+        let refs = self.kb.ok_in(&self.dir(), &args);
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        refs[0].clone()
+    }
+
+    fn tag_digest(&self, tag: &str) -> String {
+        let raw = skopeo_inspect_raw(&format!("{}/cache/hello:{tag}", self.reg.host()), &self.reg);
+        sha256_digest(&raw)
+    }
+}
+
+/// Write a file as an editor did a moment ago: a file changed at the very instant a build
+/// starts is (rightly) not recorded, and these tests want the record.
+fn edit(path: &Path, content: &str) {
+    fs::write(path, content).unwrap();
+    run_checked(
+        Command::new("touch")
+            .args(["-d", "2 seconds ago"])
+            .arg(path)
+            .arg(path.parent().unwrap()),
+    );
+}
+
+fn built(go: &[String]) -> bool {
+    go.iter().any(|c| c == "build")
+}
+
+#[test]
+fn an_unchanged_artifact_is_reused_without_running_go_and_retagged_remotely() {
+    let s = setup();
+    let first = s.build(&[]);
+    assert!(built(&s.go.take()));
+
+    let again = s.build(&[]);
+    assert_eq!(again, first);
+    assert_eq!(
+        s.go.take(),
+        Vec::<String>::new(),
+        "go ran for an unchanged artifact"
+    );
+
+    let tagged = s.build(&["-t", "v2"]);
+    assert_eq!(digest_of(&tagged), digest_of(&first));
+    assert!(tagged.contains(":v2@"), "{tagged}");
+    assert_eq!(s.go.take(), Vec::<String>::new());
+    assert_eq!(s.tag_digest("v2"), digest_of(&first));
+
+    // --no-cache builds (Go relinks nothing, but runs) and gives the same image.
+    let uncached = s.build(&["--no-cache"]);
+    assert_eq!(digest_of(&uncached), digest_of(&first));
+    assert!(built(&s.go.take()));
+}
+
+#[test]
+fn a_changed_go_file_or_kodata_file_builds_again() {
+    let s = setup();
+    let first = s.build(&[]);
+    s.go.take();
+    let main = s.dir().join("main.go");
+    let source = fs::read_to_string(&main).unwrap();
+    edit(&main, &format!("{source}\nvar cacheTest = 1\n"));
+    s.build(&[]);
+    assert!(built(&s.go.take()), "a Go edit did not build");
+
+    edit(&s.dir().join("kodata/extra.txt"), "new");
+    let kodata_changed = s.build(&[]);
+    assert_ne!(digest_of(&kodata_changed), digest_of(&first));
+    assert!(built(&s.go.take()));
+    assert_eq!(s.build(&[]), kodata_changed);
+    assert_eq!(s.go.take(), Vec::<String>::new());
+}
+
+#[test]
+fn a_moved_base_tag_builds_on_the_new_base() {
+    let s = setup();
+    let first = s.build(&[]);
+    s.go.take();
+    // Same tag, new content: Docker media types give a different base digest.
+    let other = tempfile::tempdir().unwrap();
+    let layout = make_base(&other.path().join("base"), "v1", true, &["linux/amd64"]);
+    assert_eq!(push_base(&s.reg, &layout, "v1", "base/cache"), s.base);
+    let rebuilt = s.build(&[]);
+    assert_ne!(digest_of(&rebuilt), digest_of(&first));
+    assert!(!s.go.take().is_empty());
+}
+
+#[test]
+fn an_image_gone_from_the_registry_is_pushed_again() {
+    let s = setup();
+    let first = s.build(&[]);
+    s.go.take();
+    let repos = s
+        .reg
+        .storage_dir()
+        .join("docker/registry/v2/repositories/cache");
+    fs::remove_dir_all(&repos).unwrap();
+    let again = s.build(&[]);
+    assert_eq!(digest_of(&again), digest_of(&first));
+    assert_eq!(s.tag_digest("latest"), digest_of(&first));
+    assert!(
+        !s.go.take().is_empty(),
+        "reused an image the registry no longer has"
+    );
+}
+
+#[test]
+fn artifact_records_are_keyed_apart_by_settings() {
+    let s = setup();
+    let plain = s.build(&[]);
+    s.go.take();
+    let labelled = s.build(&["--label", "team=cache"]);
+    assert_ne!(digest_of(&labelled), digest_of(&plain));
+    assert!(!s.go.take().is_empty());
+    // Both are remembered.
+    assert_eq!(s.build(&[]), plain);
+    assert_eq!(s.build(&["--label", "team=cache"]), labelled);
+    assert_eq!(s.go.take(), Vec::<String>::new());
+    assert!(records(s.kb.dir()) >= 2);
+}
+
+fn records(home: &Path) -> usize {
+    fs::read_dir(home.join("cache/artifacts")).map_or(0, |d| d.count())
+}
