@@ -257,6 +257,11 @@ pub struct MergeArgs {
     /// Extra CA certificate (PEM) to trust for registries (repeatable).
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_ca: Vec<PathBuf>,
+
+    /// Seconds a registry request may go without data moving before it is retried
+    /// (env KOBUILD_REGISTRY_TIMEOUT; default 300).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub registry_timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,8 @@ pub enum MergeError {
     },
     #[error("registry setup: {0}")]
     Client(RegistryError),
+    #[error(transparent)]
+    Option(#[from] crate::plan::PlanError),
     #[error("{repo}: {source}")]
     Registry { repo: String, source: RegistryError },
     #[error(transparent)]
@@ -495,7 +497,7 @@ fn client(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Client, MergeError>
         extra_ca_files: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
         user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
         retry: Default::default(),
-        idle_timeout: None,
+        idle_timeout: crate::plan::registry_timeout(args.registry_timeout.as_deref(), env)?,
     })
     .map_err(MergeError::Client)
 }

@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
-use crate::cache::{self, ArtifactCache, Listing, Record, Snapshot};
+use crate::cache::{self, ArtifactCache, Inputs, Listing, Record, Snapshot};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
@@ -83,6 +83,9 @@ struct BinaryKey {
 
 type BaseKey = (String, String);
 
+/// The inputs `go list` named, and the build environments it listed them for.
+type Listed = (Inputs, Vec<Vec<(String, String)>>);
+
 struct Builder<'a> {
     plan: &'a Plan,
     client: &'a Client,
@@ -114,32 +117,28 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|_| cache::file_clock(&self.plan.cache_dir));
         let target = Target::parse(&a.dir, &a.target)?;
-        // The base comes over the network while Go resolves and compiles: for a list of
-        // platforms the binaries do not depend on it, so nothing waits for anything else.
-        let (base, (target, pkg)) =
-            tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, &target))?;
-        let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
-            Some(spec) => self.base(spec, &a.platforms).await?,
-            None => base,
+        // A record needs the inputs listed, a build does not: Go lists them while it builds,
+        // when the linker leaves a core idle.
+        let listing = async {
+            match since {
+                Some(_) => Some(self.list_inputs(a, &target).await),
+                None => None,
+            }
         };
-        log_base(&base);
-        let platforms: Vec<String> = base
-            .children
-            .iter()
-            .map(|c| c.platform.to_string())
-            .collect();
-        tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
-        // The inputs are listed while the image builds: a record needs them, a build does not.
-        let ((built, binaries), inputs) =
-            tokio::try_join!(self.artifact(a, &target, &pkg, &base), async {
-                Ok(self.inputs(since, a, &target, &pkg, &base).await)
-            },)?;
-        let (reference, push, repo) =
-            publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
-        if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
-            self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
-                .await?;
-        }
+        let (building, listed) = tokio::join!(self.build_image(a, &target), listing);
+        let (base, pkg, built, binaries, platforms) = building?;
+        let publishing = async {
+            let (reference, push, repo) =
+                publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
+            if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
+                self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
+                    .await?;
+            }
+            Ok::<_, Error>((reference, push, repo))
+        };
+        let (published, inputs) =
+            tokio::join!(publishing, self.snapshot(a, since, listed, &pkg, &base));
+        let (reference, push, repo) = published?;
         if let (Some(cache), Some(inputs), Some(repo), Some(push)) = (&cache, inputs, &repo, &push)
         {
             let record = Record {
@@ -171,6 +170,31 @@ impl Builder<'_> {
             seconds: start.elapsed().as_secs_f64(),
             push,
         })
+    }
+
+    /// Resolve, compile and assemble one artifact's image (not yet published).
+    async fn build_image(
+        &self,
+        a: &ArtifactPlan,
+        target: &Target,
+    ) -> Result<(Arc<ResolvedBase>, Package, Built, Vec<PathBuf>, Vec<String>), Error> {
+        // The base comes over the network while Go resolves and compiles: for a list of
+        // platforms the binaries do not depend on it, so nothing waits for anything else.
+        let (base, (target, pkg)) =
+            tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, target))?;
+        let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
+            Some(spec) => self.base(spec, &a.platforms).await?,
+            None => base,
+        };
+        log_base(&base);
+        let platforms: Vec<String> = base
+            .children
+            .iter()
+            .map(|c| c.platform.to_string())
+            .collect();
+        tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
+        let (built, binaries) = self.artifact(a, &target, &pkg, &base).await?;
+        Ok((base, pkg, built, binaries, platforms))
     }
 
     /// The image a record names, when everything that decided it is unchanged and the
@@ -250,40 +274,74 @@ impl Builder<'_> {
         }))
     }
 
-    /// The local files this artifact's build read, for its cache record; `None` when there
-    /// is no cache or Go cannot list them (the image is still good, just not recorded).
-    async fn inputs(
-        &self,
-        since: Option<SystemTime>,
-        a: &ArtifactPlan,
-        t: &Target,
-        pkg: &Package,
-        base: &ResolvedBase,
-    ) -> Option<Snapshot> {
-        let since = since?;
-        let flags = self.flags(a);
+    /// `go list -deps` of the target for each platform's environment, with the
+    /// environments listed. A failure only means no record: the build reports its own.
+    async fn list_inputs(&self, a: &ArtifactPlan, t: &Target) -> Result<Listed, String> {
+        let platforms = match &a.platforms {
+            Platforms::List(list) => list.clone(),
+            Platforms::All => {
+                let base = self
+                    .base(&a.base, &a.platforms)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                base.children.iter().map(|c| c.platform.clone()).collect()
+            }
+        };
         let mut envs: Vec<Vec<(String, String)>> = Vec::new();
-        for child in &base.children {
-            let env = self.go_env(a, &child.platform).ok()?;
+        for p in &platforms {
+            let env = self.go_env(a, p).map_err(|e| e.to_string())?;
             if !envs.contains(&env) {
                 envs.push(env);
             }
         }
+        let flags = self.flags(a);
         let listings: Vec<Listing> = envs
-            .into_iter()
+            .iter()
             .map(|env| Listing {
                 go: &self.plan.go,
                 dir: &t.dir,
                 pattern: &t.pattern,
-                env,
+                env: env.clone(),
                 flags: &flags,
             })
             .collect();
-        let mut extra = Vec::new();
-        if let Some((dlv, _)) = &self.plan.dlv {
-            extra.push(dlv.clone());
+        Ok((Inputs::list(&listings).await?, envs))
+    }
+
+    /// The record's snapshot of the inputs, once the image is built: only when the listing
+    /// covered every platform built (an override base may add platforms).
+    async fn snapshot(
+        &self,
+        a: &ArtifactPlan,
+        since: Option<SystemTime>,
+        listed: Option<Result<Listed, String>>,
+        pkg: &Package,
+        base: &ResolvedBase,
+    ) -> Option<Snapshot> {
+        let (inputs, envs) = match listed? {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!("{}: not cached: {e}", a.target);
+                return None;
+            }
+        };
+        let since = since?;
+        for child in &base.children {
+            if !envs.contains(&self.go_env(a, &child.platform).ok()?) {
+                tracing::debug!(
+                    "{}: not cached: {} was not listed",
+                    a.target,
+                    child.platform
+                );
+                return None;
+            }
         }
-        match Snapshot::collect(&listings, &extra, &[pkg.dir.join("kodata")], since).await {
+        let extra: Vec<PathBuf> = self.plan.dlv.iter().map(|(p, _)| p.clone()).collect();
+        let trees = [pkg.dir.join("kodata")];
+        let taken =
+            tokio::task::spawn_blocking(move || Snapshot::take(inputs, &extra, &trees, since))
+                .await;
+        match taken.map_err(|e| e.to_string()).and_then(|t| t) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("{}: not cached: {e}", a.target);

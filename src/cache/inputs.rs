@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 
 /// Every local input: file contents by path, and the names in every directory that holds
 /// one (a new file in a package or an embedded directory changes what Go reads).
@@ -90,80 +90,94 @@ impl Listed {
     }
 }
 
+/// What `go list -deps` named, before anything is read: started with the build, as it
+/// needs only the target and the platforms.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    start: PathBuf,
+    files: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Inputs {
+    /// List every platform's dependencies (one `go list` per distinct environment).
+    pub async fn list(listings: &[Listing<'_>]) -> Result<Inputs, String> {
+        let outputs = futures_util::future::try_join_all(listings.iter().map(list)).await?;
+        let mut inputs = Inputs {
+            start: listings
+                .first()
+                .map(|l| l.dir.to_path_buf())
+                .unwrap_or_default(),
+            ..Inputs::default()
+        };
+        for p in outputs.iter().flatten().filter(|p| !p.immutable()) {
+            inputs.dirs.insert(p.dir.clone());
+            if let Some(m) = p
+                .module
+                .as_ref()
+                .filter(|m| !m.go_mod.as_os_str().is_empty())
+            {
+                inputs.files.insert(m.go_mod.clone());
+                inputs.files.insert(m.go_mod.with_file_name("go.sum"));
+            }
+            for field in FILE_FIELDS {
+                let Some(names) = p.files.get(*field).and_then(|v| v.as_array()) else {
+                    continue;
+                };
+                for name in names.iter().filter_map(|n| n.as_str()) {
+                    let path = p.dir.join(name);
+                    // Embedded files may sit in subdirectories: each one's listing counts.
+                    let mut parent = path.parent();
+                    while let Some(d) = parent.filter(|d| d.starts_with(&p.dir)) {
+                        inputs.dirs.insert(d.to_path_buf());
+                        parent = d.parent();
+                    }
+                    inputs.files.insert(path);
+                }
+            }
+        }
+        Ok(inputs)
+    }
+}
+
 impl Snapshot {
-    /// List every platform's dependencies, then read and hash the local files, plus
-    /// `extra` files and every file under `trees` (kodata).
-    /// Anything modified at or after `since` (the build's start, on the file system's clock)
-    /// may not be what the build read: then there is no snapshot.
-    pub async fn collect(
-        listings: &[Listing<'_>],
+    /// Read and hash the listed files, plus `extra` files and every file under `trees`
+    /// (kodata). Anything modified at or after `since` (the build's start, on the file
+    /// system's clock) may not be what the build read: then there is no snapshot.
+    pub fn take(
+        inputs: Inputs,
         extra: &[PathBuf],
         trees: &[PathBuf],
         since: SystemTime,
     ) -> Result<Snapshot, String> {
-        let outputs = futures_util::future::try_join_all(listings.iter().map(list)).await?;
-        let mut files = BTreeSet::new();
-        let mut dirs = BTreeSet::new();
-        for packages in outputs {
-            for p in packages.iter().filter(|p| !p.immutable()) {
-                dirs.insert(p.dir.clone());
-                if let Some(m) = p
-                    .module
-                    .as_ref()
-                    .filter(|m| !m.go_mod.as_os_str().is_empty())
-                {
-                    files.insert(m.go_mod.clone());
-                    files.insert(m.go_mod.with_file_name("go.sum"));
-                }
-                for field in FILE_FIELDS {
-                    let Some(names) = p.files.get(*field).and_then(|v| v.as_array()) else {
-                        continue;
-                    };
-                    for name in names.iter().filter_map(|n| n.as_str()) {
-                        let path = p.dir.join(name);
-                        // Embedded files may sit in subdirectories: each one's listing counts.
-                        let mut parent = path.parent();
-                        while let Some(d) = parent.filter(|d| d.starts_with(&p.dir)) {
-                            dirs.insert(d.to_path_buf());
-                            parent = d.parent();
-                        }
-                        files.insert(path);
-                    }
-                }
-            }
-        }
+        let Inputs {
+            start,
+            mut files,
+            mut dirs,
+        } = inputs;
         files.extend(extra.iter().cloned());
         for tree in trees {
             walk(tree, &mut files, &mut dirs).map_err(|e| format!("{}: {e}", tree.display()))?;
         }
-        let start = listings
-            .first()
-            .map(|l| l.dir.to_path_buf())
-            .unwrap_or_default();
-        tokio::task::spawn_blocking(move || {
-            let workspace = find_workspace(&start);
-            let mut files: BTreeSet<PathBuf> = files;
-            if let Some(w) = &workspace {
-                files.insert(w.clone());
-                files.insert(w.with_file_name("go.work.sum"));
-            }
-            let changed = |p: &Path| {
-                fs::metadata(p)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since)
-            };
-            if let Some(p) = files.iter().chain(&dirs).find(|p| changed(p)) {
-                return Err(format!("{} changed during the build", p.display()));
-            }
-            Ok(Snapshot {
-                files: files.into_iter().map(|f| (f.clone(), hash(&f))).collect(),
-                dirs: dirs.into_iter().map(|d| (d.clone(), listing(&d))).collect(),
-                start,
-                workspace,
-            })
+        let workspace = find_workspace(&start);
+        if let Some(w) = &workspace {
+            files.insert(w.clone());
+            files.insert(w.with_file_name("go.work.sum"));
+        }
+        let changed = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        };
+        if let Some(p) = files.iter().chain(&dirs).find(|p| changed(p)) {
+            return Err(format!("{} changed during the build", p.display()));
+        }
+        Ok(Snapshot {
+            files: files.into_iter().map(|f| (f.clone(), hash(&f))).collect(),
+            dirs: dirs.into_iter().map(|d| (d.clone(), listing(&d))).collect(),
+            start,
+            workspace,
         })
-        .await
-        .map_err(|e| e.to_string())?
     }
 
     /// Whether every recorded file and directory reads as it did.
@@ -204,7 +218,10 @@ async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
 
 /// A missing file is recorded as missing: its appearance is a change too.
 fn hash(path: &Path) -> Option<Digest> {
-    fs::read(path).ok().map(|b| Digest::of(&b))
+    let mut file = fs::File::open(path).ok()?;
+    let mut w = HashingWriter::new(io::sink());
+    io::copy(&mut file, &mut w).ok()?;
+    Some(w.finish().1)
 }
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -276,9 +293,8 @@ mod tests {
             flags: &[],
         };
         let since = SystemTime::now() + std::time::Duration::from_secs(1);
-        Snapshot::collect(&[listing], &[], &[dir.join("kodata")], since)
-            .await
-            .unwrap()
+        let inputs = Inputs::list(&[listing]).await.unwrap();
+        Snapshot::take(inputs, &[], &[dir.join("kodata")], since).unwrap()
     }
 
     #[tokio::test]
@@ -353,9 +369,8 @@ mod tests {
             flags: &[],
         };
         let since = SystemTime::now() - std::time::Duration::from_secs(3600);
-        let err = Snapshot::collect(&[listing], &[], &[], since)
-            .await
-            .unwrap_err();
+        let inputs = Inputs::list(&[listing]).await.unwrap();
+        let err = Snapshot::take(inputs, &[], &[], since).unwrap_err();
         assert!(err.contains("changed during the build"), "{err}");
     }
 }

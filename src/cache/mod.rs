@@ -8,7 +8,7 @@
 
 mod inputs;
 
-pub use inputs::{Listing, Snapshot};
+pub use inputs::{Inputs, Listing, Snapshot};
 
 use std::fs;
 use std::path::{Path, PathBuf};

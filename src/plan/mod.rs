@@ -787,7 +787,7 @@ fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {
 
 /// `--registry-timeout`, else `KOBUILD_REGISTRY_TIMEOUT` (empty: unset): whole seconds, 1 to
 /// 86400.
-fn registry_timeout(
+pub(crate) fn registry_timeout(
     flag: Option<&str>,
     env: &Env,
 ) -> Result<Option<std::time::Duration>, PlanError> {
