@@ -202,6 +202,11 @@ pub struct ImageArgs {
     /// Cache directory for binaries and layers (env KOBUILD_CACHE_DIR; default ~/.cache/kobuild).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Go's build cache (GOCACHE) for every go command kobuild runs (default: GOCACHE from the
+    /// environment, else Go's own default; never a fresh directory).
+    #[arg(long, value_name = "DIR")]
+    pub gocache: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Args)]

@@ -424,6 +424,9 @@ impl Builder<'_> {
         platform: &Platform,
     ) -> Result<Vec<(String, String)>, Error> {
         let mut env = Vec::new();
+        if let Some(dir) = &self.plan.gocache {
+            env.push(("GOCACHE".to_string(), dir.display().to_string()));
+        }
         if self.plan.cgo_disabled_by_default {
             env.push(("CGO_ENABLED".to_string(), "0".to_string()));
         }

@@ -220,3 +220,32 @@ fn artifact_records_are_keyed_apart_by_settings() {
 fn records(home: &Path) -> usize {
     fs::read_dir(home.join("cache/artifacts")).map_or(0, |d| d.count())
 }
+
+#[test]
+fn gocache_names_the_go_build_cache() {
+    let work = tempfile::tempdir().unwrap();
+    let gocache = work.path().join("gocache");
+    let layout = work.path().join("oci");
+    let kb = Kobuild::new();
+    kb.ok_in(
+        &app_dir("hello"),
+        &[
+            "--push=false",
+            "--oci-layout-path",
+            &layout.display().to_string(),
+            "--base",
+            "scratch",
+            "--platform",
+            "linux/amd64",
+            "--gocache",
+            &gocache.display().to_string(),
+            ".",
+        ],
+    );
+    // Go marks a cache directory it uses with a README and fills 256 subdirectories.
+    assert!(
+        gocache.join("README").is_file(),
+        "go build did not use --gocache"
+    );
+    assert!(gocache.join("00").is_dir());
+}

@@ -189,6 +189,7 @@ impl ActionInputs {
                     .collect(),
                 registry_timeout: inputs.get("registry-timeout"),
                 cache_dir: inputs.path("cache-dir"),
+                gocache: inputs.path("gocache"),
                 ..ImageArgs::default()
             },
             // Options without an input keep their command-line defaults.

@@ -179,6 +179,8 @@ pub struct Plan {
     pub source_date_epoch: Option<i64>,
     pub kodata_date_epoch: Option<i64>,
     pub cache_dir: PathBuf,
+    /// `--gocache`: GOCACHE for every go command; `None` leaves the environment's (or Go's).
+    pub gocache: Option<PathBuf>,
     /// Reuse finished layers by DiffID (off with --no-cache).
     pub layer_cache: bool,
     /// Reuse a whole artifact whose inputs are unchanged and whose image the registry
@@ -371,6 +373,7 @@ impl Plan {
             source_date_epoch: common.source_date_epoch,
             kodata_date_epoch: epoch(env, "KO_DATA_DATE_EPOCH")?,
             cache_dir,
+            gocache: args.opts.gocache.as_ref().map(|d| cwd.join(d)),
             layer_cache: !args.opts.no_cache,
             artifact_cache: !args.opts.no_cache
                 && args.opts.sbom_dir.is_none()
