@@ -9,16 +9,16 @@ use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
+use crate::base::{self, BaseChild, BaseSpec, BlobStore, ResolvedBase};
 use crate::cache::{self, ArtifactCache, Inputs, Listing, Record, Snapshot};
 use crate::error::Error;
-use crate::gobuild::{self, GoBuild, Package, Target};
+use crate::gobuild::{self, GoBuild, GoError, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, Compression, Layer, LayerStore};
 use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
-use crate::publish::{self, PushStats};
+use crate::publish::{self, PushStats, Pushed};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
 use crate::sbom;
@@ -71,6 +71,13 @@ fn log_base(base: &ResolvedBase) {
     }
 }
 
+/// A binary at its stable path, and whether this run's `go build` wrote it.
+#[derive(Clone)]
+struct Binary {
+    path: PathBuf,
+    linked: bool,
+}
+
 /// Binaries are memoized by what decides their bytes, so a platform built before the base
 /// was known is not built again, and artifacts sharing a package and flags build it once.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -83,15 +90,31 @@ struct BinaryKey {
 
 type BaseKey = (String, String);
 
-/// The inputs `go list` named, and the build environments it listed them for.
-type Listed = (Inputs, Vec<Vec<(String, String)>>);
+type BinaryCell = Arc<OnceCell<Result<Binary, GoError>>>;
+
+/// Where each platform's image goes as soon as it is built, when several are: the
+/// repository, the base's blobs, and what was pushed so far.
+struct Ahead<'a> {
+    repo: Repository,
+    base: &'a BlobStore,
+    pushed: &'a Pushed,
+}
+
+/// What the input listing needs: the resolved target and the platforms to build.
+struct Listable {
+    target: Target,
+    platforms: Vec<Platform>,
+    kodata: PathBuf,
+}
 
 struct Builder<'a> {
     plan: &'a Plan,
     client: &'a Client,
     /// Bounds concurrent `go build`s (`--jobs`).
     jobs: Semaphore,
-    binaries: Mutex<HashMap<BinaryKey, Arc<OnceCell<PathBuf>>>>,
+    /// A failure is kept too: every image waiting for that binary gets the same error, and
+    /// Go does not run a failing build twice.
+    binaries: Mutex<HashMap<BinaryKey, BinaryCell>>,
     /// Artifacts on the same base fetch it once.
     bases: Mutex<HashMap<BaseKey, Arc<OnceCell<Arc<ResolvedBase>>>>>,
 }
@@ -117,28 +140,28 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|_| cache::file_clock(&self.plan.cache_dir));
         let target = Target::parse(&a.dir, &a.target)?;
-        // A record needs the inputs listed, a build does not: Go lists them while it builds,
-        // when the linker leaves a core idle.
-        let listing = async {
-            match since {
-                Some(_) => Some(self.list_inputs(a, &target).await),
-                None => None,
-            }
+        // A record needs the inputs listed, the image does not: they are listed (at low
+        // priority) and hashed alongside the build and the push.
+        let (listable_tx, listable_rx) = tokio::sync::oneshot::channel();
+        let listable_tx = since.map(|_| listable_tx);
+        let recording = async {
+            let listable = listable_rx.await.ok()?;
+            self.snapshot(a, since?, &listable).await
         };
-        let (building, listed) = tokio::join!(self.build_image(a, &target), listing);
-        let (base, pkg, built, binaries, platforms) = building?;
+        let pushed = Pushed::default();
         let publishing = async {
+            let (base, pkg, built, binaries, platforms) =
+                self.build_image(a, &target, listable_tx, &pushed).await?;
             let (reference, push, repo) =
-                publish_one(self.plan, self.client, a, &pkg, &base, &built).await?;
+                publish_one(self.plan, self.client, a, &pkg, &base, &built, &pushed).await?;
             if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
                 self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
                     .await?;
             }
-            Ok::<_, Error>((reference, push, repo))
+            Ok::<_, Error>((base, pkg, built, platforms, reference, push, repo))
         };
-        let (published, inputs) =
-            tokio::join!(publishing, self.snapshot(a, since, listed, &pkg, &base));
-        let (reference, push, repo) = published?;
+        let (published, inputs) = tokio::join!(publishing, recording);
+        let (base, pkg, built, platforms, reference, push, repo) = published?;
         if let (Some(cache), Some(inputs), Some(repo), Some(push)) = (&cache, inputs, &repo, &push)
         {
             let record = Record {
@@ -173,28 +196,53 @@ impl Builder<'_> {
     }
 
     /// Resolve, compile and assemble one artifact's image (not yet published).
+    /// `listable` is sent the target and platforms as soon as both are known.
     async fn build_image(
         &self,
         a: &ArtifactPlan,
         target: &Target,
+        listable: Option<tokio::sync::oneshot::Sender<Listable>>,
+        pushed: &Pushed,
     ) -> Result<(Arc<ResolvedBase>, Package, Built, Vec<PathBuf>, Vec<String>), Error> {
         // The base comes over the network while Go resolves and compiles: for a list of
         // platforms the binaries do not depend on it, so nothing waits for anything else.
-        let (base, (target, pkg)) =
-            tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, target))?;
-        let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
-            Some(spec) => self.base(spec, &a.platforms).await?,
-            None => base,
+        let image = async {
+            let (base, (target, pkg)) =
+                tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, target))?;
+            let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
+                Some(spec) => self.base(spec, &a.platforms).await?,
+                None => base,
+            };
+            log_base(&base);
+            let platforms: Vec<String> = base
+                .children
+                .iter()
+                .map(|c| c.platform.to_string())
+                .collect();
+            tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
+            let ahead = match (&base.index, target_repository(a, &pkg)?) {
+                (Some(_), Some(repo)) => Some(Ahead {
+                    repo,
+                    base: &base.blobs,
+                    pushed,
+                }),
+                _ => None,
+            };
+            let (built, binaries) = self
+                .artifact(a, &target, &pkg, &base, listable, ahead.as_ref())
+                .await?;
+            Ok((base, pkg, built, binaries, platforms))
         };
-        log_base(&base);
-        let platforms: Vec<String> = base
-            .children
-            .iter()
-            .map(|c| c.platform.to_string())
-            .collect();
-        tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
-        let (built, binaries) = self.artifact(a, &target, &pkg, &base).await?;
-        Ok((base, pkg, built, binaries, platforms))
+        // A build's failure reaches the image through the memoized binary; a failing
+        // `go list` ends everything at once (its message explains more), killing the builds.
+        let prebuild = async {
+            if target.is_buildable() {
+                let _ = self.prebuild(a, target).await;
+            }
+            Ok::<(), Error>(())
+        };
+        let (image, ()) = tokio::try_join!(image, prebuild)?;
+        Ok(image)
     }
 
     /// The image a record names, when everything that decided it is unchanged and the
@@ -274,21 +322,10 @@ impl Builder<'_> {
         }))
     }
 
-    /// `go list -deps` of the target for each platform's environment, with the
-    /// environments listed. A failure only means no record: the build reports its own.
-    async fn list_inputs(&self, a: &ArtifactPlan, t: &Target) -> Result<Listed, String> {
-        let platforms = match &a.platforms {
-            Platforms::List(list) => list.clone(),
-            Platforms::All => {
-                let base = self
-                    .base(&a.base, &a.platforms)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                base.children.iter().map(|c| c.platform.clone()).collect()
-            }
-        };
+    /// `go list -deps` of the target in each built platform's environment.
+    async fn list_inputs(&self, a: &ArtifactPlan, what: &Listable) -> Result<Inputs, String> {
         let mut envs: Vec<Vec<(String, String)>> = Vec::new();
-        for p in &platforms {
+        for p in &what.platforms {
             let env = self.go_env(a, p).map_err(|e| e.to_string())?;
             if !envs.contains(&env) {
                 envs.push(env);
@@ -296,48 +333,35 @@ impl Builder<'_> {
         }
         let flags = self.flags(a);
         let listings: Vec<Listing> = envs
-            .iter()
+            .into_iter()
             .map(|env| Listing {
                 go: &self.plan.go,
-                dir: &t.dir,
-                pattern: &t.pattern,
-                env: env.clone(),
+                dir: &what.target.dir,
+                pattern: &what.target.pattern,
+                env,
                 flags: &flags,
             })
             .collect();
-        Ok((Inputs::list(&listings).await?, envs))
+        Inputs::list(&listings).await
     }
 
-    /// The record's snapshot of the inputs, once the image is built: only when the listing
-    /// covered every platform built (an override base may add platforms).
+    /// The record's snapshot of the inputs of what was built. A failure only means no
+    /// record: the build reports its own.
     async fn snapshot(
         &self,
         a: &ArtifactPlan,
-        since: Option<SystemTime>,
-        listed: Option<Result<Listed, String>>,
-        pkg: &Package,
-        base: &ResolvedBase,
+        since: SystemTime,
+        what: &Listable,
     ) -> Option<Snapshot> {
-        let (inputs, envs) = match listed? {
-            Ok(listed) => listed,
+        let inputs = match self.list_inputs(a, what).await {
+            Ok(inputs) => inputs,
             Err(e) => {
                 tracing::warn!("{}: not cached: {e}", a.target);
                 return None;
             }
         };
-        let since = since?;
-        for child in &base.children {
-            if !envs.contains(&self.go_env(a, &child.platform).ok()?) {
-                tracing::debug!(
-                    "{}: not cached: {} was not listed",
-                    a.target,
-                    child.platform
-                );
-                return None;
-            }
-        }
         let extra: Vec<PathBuf> = self.plan.dlv.iter().map(|(p, _)| p.clone()).collect();
-        let trees = [pkg.dir.join("kodata")];
+        let trees = [what.kodata.clone()];
         let taken =
             tokio::task::spawn_blocking(move || Snapshot::take(inputs, &extra, &trees, since))
                 .await;
@@ -372,19 +396,12 @@ impl Builder<'_> {
         Ok(base.clone())
     }
 
-    /// `go list` the target and, at the same time, start the binaries an explicit platform
-    /// list determines (`linux/arm` without a variant is left to the base: it may offer v6
-    /// and v7). A `...` pattern is listed first to find its one main package.
+    /// `go list` the target; a `...` pattern becomes its one main package's directory.
     async fn resolve(&self, a: &ArtifactPlan, t: &Target) -> Result<(Target, Package), Error> {
+        let pkg = gobuild::resolve(&self.plan.go, t).await?;
         if t.is_buildable() {
-            let list = async { Ok::<_, Error>(gobuild::resolve(&self.plan.go, t).await?) };
-            // When both fail, what `go list` says (e.g. "not a main package") explains more.
-            let (pkg, built) = tokio::join!(list, self.prebuild(a, t));
-            let pkg = pkg?;
-            built?;
             return Ok((t.clone(), pkg));
         }
-        let pkg = gobuild::resolve(&self.plan.go, t).await?;
         let t = Target {
             name: t.name.clone(),
             dir: pkg.dir.clone(),
@@ -394,6 +411,8 @@ impl Builder<'_> {
         Ok((t, pkg))
     }
 
+    /// Start the binaries an explicit platform list determines (`linux/arm` without a
+    /// variant is left to the base: it may offer v6 and v7).
     async fn prebuild(&self, a: &ArtifactPlan, t: &Target) -> Result<(), Error> {
         let Platforms::List(list) = &a.platforms else {
             return Ok(());
@@ -444,7 +463,7 @@ impl Builder<'_> {
         a: &ArtifactPlan,
         t: &Target,
         platform: &Platform,
-    ) -> Result<PathBuf, Error> {
+    ) -> Result<Binary, Error> {
         let key = BinaryKey {
             target: t.clone(),
             env: self.go_env(a, platform)?,
@@ -458,13 +477,10 @@ impl Builder<'_> {
                 .map_err(|e| Error::Internal(e.to_string()))?;
             map.entry(key.clone()).or_default().clone()
         };
-        let path = cell
-            .get_or_try_init(|| async {
-                let _permit = self
-                    .jobs
-                    .acquire()
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+        let built = cell
+            .get_or_init(|| async {
+                // The semaphore is never closed.
+                let _permit = self.jobs.acquire().await.ok();
                 let output = gobuild::output_path(
                     &self.plan.cache_dir,
                     t,
@@ -472,22 +488,29 @@ impl Builder<'_> {
                     &key.flags,
                     &key.ldflags,
                 );
-                Ok::<_, Error>(
-                    gobuild::build(&GoBuild {
-                        go: &self.plan.go,
-                        target: t,
-                        platform: platform.to_string(),
-                        output,
-                        env: key.env.clone(),
-                        flags: key.flags.clone(),
-                        trimpath: !self.plan.debug,
-                        ldflags: key.ldflags.clone(),
-                    })
-                    .await?,
-                )
+                // Go leaves an up-to-date binary untouched.
+                let stamp = |p: &std::path::Path| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .map(|m| (m.modified().ok(), m.len()))
+                };
+                let before = stamp(&output);
+                let path = gobuild::build(&GoBuild {
+                    go: &self.plan.go,
+                    target: t,
+                    platform: platform.to_string(),
+                    output,
+                    env: key.env.clone(),
+                    flags: key.flags.clone(),
+                    trimpath: !self.plan.debug,
+                    ldflags: key.ldflags.clone(),
+                })
+                .await?;
+                let linked = before.is_none() || stamp(&path) != before;
+                Ok(Binary { path, linked })
             })
-            .await?;
-        Ok(path.clone())
+            .await;
+        Ok(built.clone()?)
     }
 
     /// SPDX documents for each image (and the index), attached to what was pushed and written
@@ -571,22 +594,32 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// All platforms of one package, built in parallel, then the index; with each image's binary.
+    /// All platforms of one package, built in parallel, then the index; with each image's
+    /// binary. Each platform's layers are made as soon as its binary is linked.
     async fn artifact(
         &self,
         a: &ArtifactPlan,
         t: &Target,
         pkg: &Package,
         base: &ResolvedBase,
+        listable: Option<tokio::sync::oneshot::Sender<Listable>>,
+        ahead: Option<&Ahead<'_>>,
     ) -> Result<(Built, Vec<PathBuf>), Error> {
         let store = layer_store(self.plan);
         let kodata_dir = pkg.dir.join("kodata");
         let epoch = self.plan.kodata_date_epoch.unwrap_or(0).max(0) as u64;
         let kodata = blocking(move || layer::kodata_layer(&kodata_dir, epoch, &store)).await?;
+        if let Some(tx) = listable {
+            let _ = tx.send(Listable {
+                target: t.clone(),
+                platforms: base.children.iter().map(|c| c.platform.clone()).collect(),
+                kodata: pkg.dir.join("kodata"),
+            });
+        }
         let built = try_join_all(
             base.children
                 .iter()
-                .map(|child| self.image(a, t, pkg, child, &kodata)),
+                .map(|child| self.image(a, t, pkg, child, &kodata, ahead)),
         )
         .await?;
         let (images, binaries): (Vec<BuiltImage>, Vec<PathBuf>) = built.into_iter().unzip();
@@ -622,12 +655,17 @@ impl Builder<'_> {
         pkg: &Package,
         child: &BaseChild,
         kodata: &Layer,
+        ahead: Option<&Ahead<'_>>,
     ) -> Result<(BuiltImage, PathBuf), Error> {
         let binary = self.binary(a, t, &child.platform).await?;
         let store = layer_store(self.plan);
         let app = pkg.app_name().to_string();
-        let path = binary.clone();
-        let bin = blocking(move || layer::binary_layer(&path, &app, &store)).await?;
+        let path = binary.path.clone();
+        let make = match binary.linked {
+            true => layer::fresh_binary_layer,
+            false => layer::binary_layer,
+        };
+        let bin = blocking(move || make(&path, &app, &store)).await?;
         let dlv = match &self.plan.dlv {
             Some((dlv, arch)) if *arch == child.platform.arch => {
                 let (dlv, store) = (dlv.clone(), layer_store(self.plan));
@@ -658,7 +696,18 @@ impl Builder<'_> {
                 dlv: dlv.as_ref(),
             },
         );
-        Ok((image, binary))
+        if let Some(ahead) = ahead {
+            publish::push_ahead(
+                self.client,
+                &image,
+                ahead.base,
+                &ahead.repo,
+                &self.plan.cache_dir,
+                ahead.pushed,
+            )
+            .await;
+        }
+        Ok((image, binary.path))
     }
 }
 
@@ -723,6 +772,7 @@ async fn publish_one(
     pkg: &Package,
     base: &ResolvedBase,
     built: &Built,
+    pushed: &Pushed,
 ) -> Result<(String, Option<PushStats>, Option<Repository>), Error> {
     let tag = &a.tags[0];
     let mut reference = None;
@@ -752,10 +802,10 @@ async fn publish_one(
     }
     let target = target_repository(a, pkg)?;
     if let Some(target) = &target {
-        let pushed =
-            publish::push(client, built, &base.blobs, target, &a.tags, &plan.cache_dir).await?;
+        let cache = &plan.cache_dir;
+        let pushed = publish::push(client, built, &base.blobs, target, &a.tags, cache, pushed);
+        stats = Some(pushed.await?);
         reference = Some(format!("{target}:{tag}@{}", built.digest()));
-        stats = Some(pushed);
     }
     let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
     Ok((reference, stats, target))

@@ -388,3 +388,63 @@ fn platform_errors_are_one_line_each() {
     let err = kb.fails(&args, 1);
     assert!(err.contains("nested index"), "{err}");
 }
+
+/// One platform's image reaches the registry while the next platform is still building:
+/// the arm64 `go build` (run after amd64's, `--jobs 1`) waits for a manifest to appear in
+/// the registry's storage, and fails the build if none comes.
+#[test]
+fn each_platform_is_pushed_while_the_next_one_builds() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let kb = Kobuild::new();
+    let base = make_base(
+        &kb.dir().join("base"),
+        "v1",
+        false,
+        &["linux/amd64", "linux/arm64"],
+    );
+    let base_ref = push_base(&reg, &base, "v1", "base/ahead");
+    let revisions = reg
+        .storage_dir()
+        .join("docker/registry/v2/repositories/ahead/hello/_manifests/revisions/sha256");
+    let real =
+        String::from_utf8(run_checked(Command::new("sh").args(["-c", "command -v go"])).stdout)
+            .unwrap();
+    let go = kb.dir().join("go");
+    fs::write(
+        &go,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = build ] && [ \"$GOARCH\" = arm64 ]; then\n\
+             \x20 i=0\n\
+             \x20 until [ -n \"$(ls '{dir}' 2>/dev/null)\" ]; do\n\
+             \x20   i=$((i+1)); [ $i -gt 600 ] && {{ echo 'no image was pushed ahead' >&2; exit 1; }}\n\
+             \x20   sleep 0.1\n\
+             \x20 done\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            dir = revisions.display(),
+            real = real.trim()
+        ),
+    )
+    .unwrap();
+    run_checked(Command::new("chmod").arg("+x").arg(&go));
+    let kb = kb.env("KO_GO_PATH", &go.display().to_string());
+    let refs = kb.ok(&[
+        "./hello",
+        "--repo",
+        &format!("{}/ahead", reg.host()),
+        "--base",
+        &base_ref,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--jobs",
+        "1",
+        "--sbom=none",
+    ]);
+    let raw = skopeo_inspect_raw(&pinned(&refs[0]), &reg);
+    assert_eq!(sha256_digest(&raw), digest_of(&refs[0]));
+    assert_eq!(
+        index_platforms(&parse(&raw)),
+        ["linux/amd64", "linux/arm64"]
+    );
+}

@@ -100,14 +100,26 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// List every platform's dependencies (one `go list` per distinct environment).
+    /// List every platform's dependencies: the first environment's, and the others' only
+    /// when a local package there leaves a Go file out. Otherwise every local file already
+    /// took part, so no other platform can import a local package or read a local file that
+    /// the first listing missed (an excluded file is the only way imports differ).
     pub async fn list(listings: &[Listing<'_>]) -> Result<Inputs, String> {
-        let outputs = futures_util::future::try_join_all(listings.iter().map(list)).await?;
+        let Some((first, others)) = listings.split_first() else {
+            return Ok(Inputs::default());
+        };
+        let mut outputs = vec![list(first).await?];
+        let excludes = |p: &Listed| {
+            p.files
+                .get("IgnoredGoFiles")
+                .and_then(|v| v.as_array())
+                .is_some_and(|names| !names.is_empty())
+        };
+        if outputs[0].iter().any(|p| !p.immutable() && excludes(p)) {
+            outputs.extend(futures_util::future::try_join_all(others.iter().map(list)).await?);
+        }
         let mut inputs = Inputs {
-            start: listings
-                .first()
-                .map(|l| l.dir.to_path_buf())
-                .unwrap_or_default(),
+            start: first.dir.to_path_buf(),
             ..Inputs::default()
         };
         for p in outputs.iter().flatten().filter(|p| !p.immutable()) {
@@ -190,7 +202,17 @@ impl Snapshot {
 
 async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
     let fields = format!("-json=Dir,Standard,Module,{}", FILE_FIELDS.join(","));
-    let out = Command::new(l.go)
+    let mut cmd = Command::new(l.go);
+    // Background work, at the lowest priority: it runs alongside the builds on what they
+    // leave idle, instead of slowing them down.
+    // SAFETY: setpriority is async-signal-safe; a failure only leaves the default priority.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            Ok(())
+        });
+    }
+    let out = cmd
         .arg("list")
         .arg("-deps")
         .arg(fields)
@@ -354,6 +376,58 @@ mod tests {
             edit(d);
             assert!(!s.unchanged(), "{what}: change not seen");
         }
+    }
+
+    #[tokio::test]
+    async fn other_platforms_are_listed_only_when_a_local_go_file_is_left_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        app(dir);
+        let listing = |go, arch: &str| Listing {
+            go,
+            dir,
+            pattern: ".",
+            env: vec![
+                ("GOOS".into(), "linux".into()),
+                ("GOARCH".into(), arch.into()),
+                ("CGO_ENABLED".into(), "0".into()),
+            ],
+            flags: &[],
+        };
+        let missing_go = "/nonexistent/go";
+        // Every local file builds for amd64: the arm64 listing (whose go is missing) is not run.
+        let inputs = Inputs::list(&[listing("go", "amd64"), listing(missing_go, "arm64")])
+            .await
+            .unwrap();
+        assert!(inputs.files.contains(&dir.join("internal/greet/greet.go")));
+
+        // A file only arm64 builds imports a package only arm64 needs.
+        fs::create_dir_all(dir.join("armonly")).unwrap();
+        fs::write(
+            dir.join("armonly/armonly.go"),
+            "package armonly
+",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("main_arm64.go"),
+            "package main
+
+import _ \"example.com/app/armonly\"
+",
+        )
+        .unwrap();
+        let armonly = dir.join("armonly/armonly.go");
+        let amd64 = Inputs::list(&[listing("go", "amd64")]).await.unwrap();
+        assert!(!amd64.files.contains(&armonly));
+        let err = Inputs::list(&[listing("go", "amd64"), listing(missing_go, "arm64")])
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot run /nonexistent/go"), "{err}");
+        let both = Inputs::list(&[listing("go", "amd64"), listing("go", "arm64")])
+            .await
+            .unwrap();
+        assert!(both.files.contains(&armonly), "{both:?}");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub struct GoBuild<'a> {
 pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
     let out_err = |source| GoError::Output {
         path: b.output.clone(),
-        source,
+        source: std::sync::Arc::new(source),
     };
     if let Some(parent) = b.output.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(out_err)?;
@@ -49,7 +49,7 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
     tracing::debug!(target = %b.target.name, platform = %b.platform, "go build");
     let out = cmd.output().await.map_err(|source| GoError::Spawn {
         go: b.go.to_string(),
-        source,
+        source: source.into(),
     })?;
     if !out.status.success() {
         let mut output = String::from_utf8_lossy(&out.stderr).trim_end().to_string();

@@ -7,11 +7,16 @@ pub use build::{GoBuild, build, output_path};
 pub use resolve::{Package, Target, resolve};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
+/// Clone: one failed build is reported to every image waiting for that binary.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GoError {
     #[error("cannot run {go}: {source} (is Go installed and on PATH?)")]
-    Spawn { go: String, source: std::io::Error },
+    Spawn {
+        go: String,
+        source: Arc<std::io::Error>,
+    },
     #[error("{target}: {message}")]
     Resolve { target: String, message: String },
     #[error("go build of {import_path} for {platform} failed:\n{output}")]
@@ -23,7 +28,7 @@ pub enum GoError {
     #[error("cannot prepare build output {path}: {source}")]
     Output {
         path: PathBuf,
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 

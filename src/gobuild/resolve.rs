@@ -99,7 +99,7 @@ pub async fn resolve(go: &str, t: &Target) -> Result<Package, GoError> {
         .await
         .map_err(|source| GoError::Spawn {
             go: go.to_string(),
-            source,
+            source: source.into(),
         })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -204,7 +204,7 @@ fn emit<W: io::Write>(
 }
 
 fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, LayerError> {
-    build_with(entries, mtime, store, pgzip::default_threads())
+    build_with(entries, mtime, store, pgzip::default_threads(), true)
 }
 
 /// Build a layer from `entries`: hash the tar first, reuse a finished layer with the same
@@ -216,18 +216,21 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
 /// save at most those 60 ms on a miss, but make every hit (an unchanged binary, kodata) cost
 /// a whole compression instead of a hash. The second pass hashes the tar again rather than
 /// trust the first, so a layer's DiffID always describes the bytes that were compressed.
-/// Without a cache (`--no-cache`) there is one pass. `threads` decides speed, never bytes.
+/// Without a cache (`--no-cache`), or without `lookup` (a binary just linked, whose DiffID is
+/// new unless the link reproduced an earlier one) there is one pass; the layer is still
+/// recorded. `threads` decides speed, never bytes.
 fn build_with(
     entries: &[Entry],
     mtime: u64,
     store: &LayerStore,
     threads: usize,
+    lookup: bool,
 ) -> Result<Layer, LayerError> {
     let werr = |source| LayerError::Write {
         dir: store.blobs.clone(),
         source,
     };
-    if store.index.is_some() {
+    if lookup && store.index.is_some() {
         let mut hasher = TarWriter::new(HashingWriter::new(io::sink()));
         emit(&mut hasher, entries, mtime, &werr)?;
         let (_, diff_id, _) = hasher.finish().map_err(werr)?.finish();
@@ -266,6 +269,26 @@ pub fn binary_layer(
     app_name: &str,
     store: &LayerStore,
 ) -> Result<Layer, LayerError> {
+    build_binary_layer(binary, app_name, store, true)
+}
+
+/// [`binary_layer`] for a binary this run just linked: compressed at once, without first
+/// hashing it to look for a finished layer (almost always a miss; a hit would give the
+/// same bytes anyway).
+pub fn fresh_binary_layer(
+    binary: &Path,
+    app_name: &str,
+    store: &LayerStore,
+) -> Result<Layer, LayerError> {
+    build_binary_layer(binary, app_name, store, false)
+}
+
+fn build_binary_layer(
+    binary: &Path,
+    app_name: &str,
+    store: &LayerStore,
+    lookup: bool,
+) -> Result<Layer, LayerError> {
     let size = fs::metadata(binary)
         .map_err(|source| LayerError::Read {
             path: binary.to_path_buf(),
@@ -280,7 +303,7 @@ pub fn binary_layer(
             size,
         },
     ];
-    build(&entries, 0, store)
+    build_with(&entries, 0, store, pgzip::default_threads(), lookup)
 }
 
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
@@ -441,6 +464,16 @@ mod tests {
             binary_layer(&bin, "other", &st).unwrap().diff_id,
             first.diff_id
         );
+        // A fresh binary is compressed again, to the same layer, and recorded.
+        let fresh = fresh_binary_layer(&bin, "app", &st).unwrap();
+        assert_eq!(
+            (&fresh.digest, &fresh.diff_id),
+            (&first.digest, &first.diff_id)
+        );
+        assert_ne!(
+            fs::metadata(&fresh.path).unwrap().modified().unwrap(),
+            marker
+        );
         fs::remove_file(&first.path).unwrap();
         let rebuilt = binary_layer(&bin, "app", &st).unwrap();
         assert_eq!(rebuilt.digest, first.digest);
@@ -573,7 +606,7 @@ mod tests {
                     index: None,
                     compression: Compression::default(),
                 };
-                build_with(&entries, 0, &st, threads).unwrap()
+                build_with(&entries, 0, &st, threads, true).unwrap()
             })
             .collect();
         for l in &layers[1..] {
@@ -685,7 +718,14 @@ mod tests {
         });
         for threads in [0, 1, 2, pgzip::default_threads()] {
             bench(&format!("blocks, {threads} workers, no cache"), &mut |i| {
-                build_with(&entries, 0, &fresh(&format!("t{threads}-{i}")), threads).unwrap()
+                build_with(
+                    &entries,
+                    0,
+                    &fresh(&format!("t{threads}-{i}")),
+                    threads,
+                    true,
+                )
+                .unwrap()
             });
         }
         bench("blocks, cache miss", &mut |i| {

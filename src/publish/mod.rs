@@ -4,13 +4,13 @@ mod layout;
 mod registry;
 
 pub use layout::{write_archive, write_layout};
-pub use registry::{PushStats, push, tag};
+pub use registry::{PushStats, Pushed, push, push_ahead, tag};
 
 use std::path::{Path, PathBuf};
 
 use crate::base::BlobStore;
 use crate::digest::Digest;
-use crate::image::assemble::{Built, LayerSource};
+use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::registry::{Client, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,16 +114,24 @@ pub(crate) fn blobs(
     built: &Built,
     cache: &Path,
 ) -> Result<Vec<(Digest, u64, LayerSource)>, PublishError> {
+    images_blobs(built.images(), cache)
+}
+
+/// [`blobs`] of some images.
+pub(crate) fn images_blobs(
+    images: &[BuiltImage],
+    cache: &Path,
+) -> Result<Vec<(Digest, u64, LayerSource)>, PublishError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for image in built.images() {
+    for image in images {
         let config = cache_bytes(cache, &image.config)?;
         let d = &image.config_descriptor;
         if seen.insert(d.digest.clone()) {
             out.push((d.digest.clone(), d.size, LayerSource::File(config)));
         }
     }
-    for image in built.images() {
+    for image in images {
         for (d, source) in &image.layers {
             if seen.insert(d.digest.clone()) {
                 out.push((d.digest.clone(), d.size, source.clone()));

@@ -1,18 +1,20 @@
 //! Push: blobs (HEAD first, mount base layers, else upload), the manifest by digest, then
 //! the tags, so no tag ever points at something incomplete.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::{PublishError, blobs, local_blob};
+use super::{PublishError, blobs, images_blobs, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
-use crate::image::assemble::{Built, LayerSource};
+use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::registry::{Client, RegistryError, Repository};
 
-const PARALLEL_UPLOADS: usize = 4;
+const PARALLEL_UPLOADS: usize = 8;
 
 /// What a push had to do, for logs and the step summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,10 +25,64 @@ pub struct PushStats {
     pub existed: usize,
 }
 
+#[derive(Clone, Copy)]
 enum Outcome {
     Existed,
     Mounted,
     Uploaded(u64),
+}
+
+/// What one repository already received during this run: blobs and untagged manifests of
+/// the platforms pushed ahead of the whole image ([`push_ahead`]).
+#[derive(Default)]
+pub struct Pushed {
+    blobs: Mutex<HashMap<Digest, Outcome>>,
+    manifests: Mutex<HashSet<Digest>>,
+}
+
+impl Pushed {
+    fn blob(&self, digest: &Digest) -> Option<Outcome> {
+        self.blobs.lock().ok()?.get(digest).copied()
+    }
+
+    fn has_manifest(&self, digest: &Digest) -> bool {
+        self.manifests.lock().is_ok_and(|m| m.contains(digest))
+    }
+}
+
+/// Push one platform's blobs and manifest (by digest, untagged) while the other platforms
+/// still build. Best effort: whatever fails here, [`push`] does again and reports.
+pub async fn push_ahead(
+    client: &Client,
+    image: &BuiltImage,
+    base: &BlobStore,
+    repo: &Repository,
+    cache: &Path,
+    pushed: &Pushed,
+) {
+    let ahead = async {
+        let blobs = images_blobs(std::slice::from_ref(image), cache)?;
+        upload_all(client, repo, &blobs, base, cache, Some(pushed)).await?;
+        client
+            .put_manifest(
+                repo,
+                image.digest.as_str(),
+                &image.media_type,
+                &image.manifest,
+            )
+            .await
+            .map_err(|source| PublishError::Registry {
+                repo: repo.to_string(),
+                source,
+            })?;
+        if let Ok(mut m) = pushed.manifests.lock() {
+            m.insert(image.digest.clone());
+        }
+        Ok::<_, PublishError>(())
+    };
+    if let Err(e) = ahead.await {
+        tracing::debug!("{repo}: pushing {} ahead: {e}", image.digest);
+    }
 }
 
 pub async fn push(
@@ -36,30 +92,38 @@ pub async fn push(
     repo: &Repository,
     tags: &[String],
     cache: &Path,
+    pushed: &Pushed,
 ) -> Result<PushStats, PublishError> {
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,
     };
     let blobs = blobs(built, cache)?;
-    let mut stats = upload_all(client, repo, &blobs, base, cache).await?;
-    if let Err(e) = put_manifests(client, repo, built).await {
+    // Where the tags point is asked while the blobs go up: one round trip less at the end.
+    let (mut stats, current) = tokio::try_join!(
+        upload_all(client, repo, &blobs, base, cache, Some(pushed)),
+        tag_targets(client, repo, tags)
+    )?;
+    if let Err(e) = put_manifests(client, repo, built, Some(pushed)).await {
         if !e.is_blob_unknown() {
             return Err(reg_err(e));
         }
         tracing::warn!("{repo}: {e}; checking every blob again");
-        let again = upload_all(client, repo, &blobs, base, cache).await?;
+        let again = upload_all(client, repo, &blobs, base, cache, None).await?;
         stats.uploaded += again.uploaded;
         stats.uploaded_bytes += again.uploaded_bytes;
-        put_manifests(client, repo, built).await.map_err(reg_err)?;
+        put_manifests(client, repo, built, None)
+            .await
+            .map_err(reg_err)?;
     }
-    tag(
+    put_tags(
         client,
         repo,
         built.digest(),
         built.media_type(),
         built.manifest(),
         tags,
+        &current,
     )
     .await?;
     Ok(stats)
@@ -74,13 +138,42 @@ pub async fn tag(
     manifest: &[u8],
     tags: &[String],
 ) -> Result<(), PublishError> {
+    let current = tag_targets(client, repo, tags).await?;
+    put_tags(client, repo, digest, media_type, manifest, tags, &current).await
+}
+
+/// The digest each tag points at now, if it exists.
+async fn tag_targets(
+    client: &Client,
+    repo: &Repository,
+    tags: &[String],
+) -> Result<Vec<Option<Digest>>, PublishError> {
+    let heads = tags.iter().map(|tag| async move {
+        let head = client.head_manifest(repo, tag).await;
+        head.map(|found| found.map(|(d, _, _)| d))
+            .map_err(|source| PublishError::Registry {
+                repo: repo.to_string(),
+                source,
+            })
+    });
+    futures_util::future::try_join_all(heads).await
+}
+
+async fn put_tags(
+    client: &Client,
+    repo: &Repository,
+    digest: &Digest,
+    media_type: &str,
+    manifest: &[u8],
+    tags: &[String],
+    current: &[Option<Digest>],
+) -> Result<(), PublishError> {
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,
     };
-    for tag in tags {
-        let current = client.head_manifest(repo, tag).await.map_err(reg_err)?;
-        if current.as_ref().map(|(d, _, _)| d) == Some(digest) {
+    for (tag, current) in tags.iter().zip(current) {
+        if current.as_ref() == Some(digest) {
             tracing::info!("{repo}:{tag} already points at {digest}");
             continue;
         }
@@ -98,9 +191,22 @@ async fn upload_all(
     blobs: &[(Digest, u64, LayerSource)],
     base: &BlobStore,
     cache: &Path,
+    pushed: Option<&Pushed>,
 ) -> Result<PushStats, PublishError> {
+    // Largest first: small blobs fill in while the big ones upload.
+    let mut blobs: Vec<_> = blobs.iter().collect();
+    blobs.sort_by_key(|(_, size, _)| std::cmp::Reverse(*size));
     let outcomes = stream::iter(blobs)
-        .map(|(digest, size, source)| ensure_blob(client, repo, digest, *size, source, base, cache))
+        .map(|(digest, size, source)| async move {
+            if let Some(done) = pushed.and_then(|p| p.blob(digest)) {
+                return Ok(done);
+            }
+            let outcome = ensure_blob(client, repo, digest, *size, source, base, cache).await?;
+            if let Some(Ok(mut blobs)) = pushed.map(|p| p.blobs.lock()) {
+                blobs.insert(digest.clone(), outcome);
+            }
+            Ok(outcome)
+        })
         .buffer_unordered(PARALLEL_UPLOADS)
         .try_collect::<Vec<Outcome>>()
         .await?;
@@ -124,9 +230,14 @@ async fn put_manifests(
     client: &Client,
     repo: &Repository,
     built: &Built,
+    pushed: Option<&Pushed>,
 ) -> Result<(), RegistryError> {
     if let Built::Index(index) = built {
-        stream::iter(&index.children)
+        let missing = index
+            .children
+            .iter()
+            .filter(|c| !pushed.is_some_and(|p| p.has_manifest(&c.digest)));
+        stream::iter(missing)
             .map(|c| client.put_manifest(repo, c.digest.as_str(), &c.media_type, &c.manifest))
             .buffer_unordered(PARALLEL_UPLOADS)
             .try_collect::<Vec<Digest>>()
