@@ -71,11 +71,23 @@ fn log_base(base: &ResolvedBase) {
     }
 }
 
-/// A binary at its stable path, and whether this run's `go build` wrote it.
+/// A binary at its stable path, and what this run's `go build` did to it.
 #[derive(Clone)]
 struct Binary {
     path: PathBuf,
-    linked: bool,
+    link: Link,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Up to date: its layer is most likely cached.
+    Kept,
+    /// Linked where there was none (a new cache): the layer may well be in the registry
+    /// already, from a build of the same source elsewhere.
+    New,
+    /// Linked over an older binary (the source changed): the layer is new, so it is
+    /// uploaded while it is compressed.
+    Replaced,
 }
 
 /// Binaries are memoized by what decides their bytes, so a platform built before the base
@@ -92,12 +104,14 @@ type BaseKey = (String, String);
 
 type BinaryCell = Arc<OnceCell<Result<Binary, GoError>>>;
 
-/// Where each platform's image goes as soon as it is built, when several are: the
-/// repository, the base's blobs, and what was pushed so far.
+/// Where images go while they are built: the repository, the base's blobs, and what was
+/// pushed so far.
 struct Ahead<'a> {
     repo: Repository,
     base: &'a BlobStore,
     pushed: &'a Pushed,
+    /// Each platform's whole image too (several platforms): the push then adds the index.
+    images: bool,
 }
 
 /// What the input listing needs: the resolved target and the platforms to build.
@@ -220,14 +234,12 @@ impl Builder<'_> {
                 .map(|c| c.platform.to_string())
                 .collect();
             tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
-            let ahead = match (&base.index, target_repository(a, &pkg)?) {
-                (Some(_), Some(repo)) => Some(Ahead {
-                    repo,
-                    base: &base.blobs,
-                    pushed,
-                }),
-                _ => None,
-            };
+            let ahead = target_repository(a, &pkg)?.map(|repo| Ahead {
+                repo,
+                base: &base.blobs,
+                pushed,
+                images: base.index.is_some(),
+            });
             let (built, binaries) = self
                 .artifact(a, &target, &pkg, &base, listable, ahead.as_ref())
                 .await?;
@@ -253,16 +265,28 @@ impl Builder<'_> {
             return Ok(None);
         }
         let inputs = record.inputs.clone();
-        let (base_digest, unchanged) = tokio::join!(
-            base::current_digest(spec, self.client),
-            tokio::task::spawn_blocking(move || inputs.unchanged()),
-        );
-        if base_digest? != record.base_digest {
+        // Changed inputs end the check at once: Go starts without waiting for the registry.
+        let unchanged = async {
+            match tokio::task::spawn_blocking(move || inputs.unchanged()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(None),
+                Err(e) => Err(Some(Error::Internal(e.to_string()))),
+            }
+        };
+        let base_digest = async {
+            let digest = base::current_digest(spec, self.client).await;
+            digest.map_err(|e| Some(Error::from(e)))
+        };
+        let base_digest = match tokio::try_join!(base_digest, unchanged) {
+            Ok((digest, ())) => digest,
+            Err(Some(e)) => return Err(e),
+            Err(None) => {
+                tracing::debug!("{}: inputs changed, building", a.target);
+                return Ok(None);
+            }
+        };
+        if base_digest != record.base_digest {
             tracing::info!("{}: the base changed, building", a.target);
-            return Ok(None);
-        }
-        if !unchanged.map_err(|e| Error::Internal(e.to_string()))? {
-            tracing::debug!("{}: inputs changed, building", a.target);
             return Ok(None);
         }
         let pkg = Package {
@@ -506,8 +530,12 @@ impl Builder<'_> {
                     ldflags: key.ldflags.clone(),
                 })
                 .await?;
-                let linked = before.is_none() || stamp(&path) != before;
-                Ok(Binary { path, linked })
+                let link = match before {
+                    None => Link::New,
+                    Some(_) if stamp(&path) == before => Link::Kept,
+                    Some(_) => Link::Replaced,
+                };
+                Ok(Binary { path, link })
             })
             .await;
         Ok(built.clone()?)
@@ -661,11 +689,19 @@ impl Builder<'_> {
         let store = layer_store(self.plan);
         let app = pkg.app_name().to_string();
         let path = binary.path.clone();
-        let make = match binary.linked {
-            true => layer::fresh_binary_layer,
-            false => layer::binary_layer,
+        let bin = match (binary.link, ahead) {
+            (Link::Replaced, Some(ahead)) => {
+                let (tx, rx) = tokio::sync::watch::channel(layer::Written::default());
+                let build =
+                    blocking(move || layer::fresh_binary_layer(&path, &app, &store, Some(&tx)));
+                publish::push_while_written(self.client, &ahead.repo, ahead.pushed, rx, build)
+                    .await?
+            }
+            (Link::New | Link::Replaced, _) => {
+                blocking(move || layer::fresh_binary_layer(&path, &app, &store, None)).await?
+            }
+            (Link::Kept, _) => blocking(move || layer::binary_layer(&path, &app, &store)).await?,
         };
-        let bin = blocking(move || make(&path, &app, &store)).await?;
         let dlv = match &self.plan.dlv {
             Some((dlv, arch)) if *arch == child.platform.arch => {
                 let (dlv, store) = (dlv.clone(), layer_store(self.plan));
@@ -696,7 +732,7 @@ impl Builder<'_> {
                 dlv: dlv.as_ref(),
             },
         );
-        if let Some(ahead) = ahead {
+        if let Some(ahead) = ahead.filter(|a| a.images) {
             publish::push_ahead(
                 self.client,
                 &image,

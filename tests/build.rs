@@ -532,3 +532,93 @@ fn every_pushed_image_gets_an_spdx_sbom_as_a_referrer() {
     let doc = json(&fs::read(dir.join("hello-linux-arm64.spdx.json")).unwrap());
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
 }
+
+/// The hello app in a temp dir, built once into `repo` through `via`, then changed so
+/// that the next build relinks its binary over the old one.
+fn built_then_changed(
+    kb: &Kobuild,
+    reg: &Registry,
+    via: &impl Endpoint,
+    base_repo: &str,
+) -> (TempDir, Vec<String>) {
+    let (_b, base) = base_in(reg, false, base_repo);
+    let app = tempfile::tempdir().unwrap();
+    run_checked(
+        Command::new("cp")
+            .arg("-r")
+            .arg(app_dir("hello"))
+            .arg(app.path()),
+    );
+    let args = vec![
+        "--repo".to_string(),
+        format!("{}/apps", via.host()),
+        "--base".to_string(),
+        base.replace(&reg.host(), &via.host()),
+        "--sbom=none".to_string(),
+        ".".to_string(),
+    ];
+    let dir = app.path().join("hello");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    kb.ok_in(&dir, &argv);
+    let main = dir.join("main.go");
+    let source = fs::read_to_string(&main)
+        .unwrap()
+        .replace("hello from kobuild", "hello again from kobuild");
+    fs::write(&main, source).unwrap();
+    (app, args)
+}
+
+/// The last layer of the image `reference` (through `reg`): ko's binary layer.
+fn binary_layer_hex(reference: &str, reg: &Registry) -> String {
+    let manifest = json(&skopeo_inspect_raw(reference, reg));
+    let layers = manifest["layers"].as_array().unwrap();
+    let digest = layers.last().unwrap()["digest"].as_str().unwrap();
+    digest.trim_start_matches("sha256:").to_string()
+}
+
+/// A binary relinked over an older one is uploaded while its layer is compressed: one
+/// streamed PATCH, committed under the layer's digest, and never uploaded again.
+#[test]
+fn a_changed_binary_is_uploaded_while_it_is_compressed() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let proxy = Proxy::start(&reg);
+    let kb = Kobuild::new();
+    let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/stream");
+    proxy.clear();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
+    let hex = binary_layer_hex(&reference, &reg);
+    let requests = proxy.requests();
+    let patches = requests.iter().filter(|(m, _)| m == "PATCH").count();
+    assert_eq!(patches, 1, "{requests:?}");
+    let puts = requests
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p.contains("/blobs/uploads/") && p.contains(&hex))
+        .count();
+    assert_eq!(puts, 1, "the binary layer, committed once: {requests:?}");
+    assert_eq!(
+        run_image(&reference, &reg),
+        "hello again from kobuild\nHello there\n"
+    );
+}
+
+/// A streamed upload that fails is not retried as a stream: the finished layer file is
+/// uploaded as any other blob, and the image is complete.
+#[test]
+fn a_failed_streamed_upload_falls_back_to_the_file() {
+    use common::faults::{Fault, FaultProxy, Kind, Rule};
+    let reg = Registry::start(RegistryKind::Plain);
+    let proxy = FaultProxy::start(&reg);
+    let kb = Kobuild::new();
+    let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/fallback");
+    let rule = proxy.add(Rule::once(Kind::PatchUpload, Fault::Reset));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    assert_eq!(proxy.hits(rule), 1, "{:?}", proxy.requests());
+    let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
+    assert_eq!(
+        run_image(&reference, &reg),
+        "hello again from kobuild\nHello there\n"
+    );
+}

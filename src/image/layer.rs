@@ -122,6 +122,39 @@ impl<W: io::Write> io::Write for Encoder<W> {
     }
 }
 
+/// How far a layer file is written, for an upload that follows it.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    /// The file being written (renamed when finished; an open handle does not mind).
+    pub path: Option<PathBuf>,
+    /// Bytes in the file so far.
+    pub bytes: u64,
+    /// Every byte is in the file.
+    pub done: bool,
+}
+
+pub type WrittenTx = tokio::sync::watch::Sender<Written>;
+
+/// Reports every write that reached the file.
+struct Reporting<'a, W> {
+    inner: W,
+    tx: Option<&'a WrittenTx>,
+}
+
+impl<W: io::Write> io::Write for Reporting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(tx) = self.tx {
+            tx.send_modify(|w| w.bytes += n as u64);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheRecord {
     digest: Digest,
@@ -204,7 +237,7 @@ fn emit<W: io::Write>(
 }
 
 fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, LayerError> {
-    build_with(entries, mtime, store, pgzip::default_threads(), true)
+    build_with(entries, mtime, store, pgzip::default_threads(), true, None)
 }
 
 /// Build a layer from `entries`: hash the tar first, reuse a finished layer with the same
@@ -218,13 +251,14 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
 /// trust the first, so a layer's DiffID always describes the bytes that were compressed.
 /// Without a cache (`--no-cache`), or without `lookup` (a binary just linked, whose DiffID is
 /// new unless the link reproduced an earlier one) there is one pass; the layer is still
-/// recorded. `threads` decides speed, never bytes.
+/// recorded. `threads` decides speed, never bytes. `follow` hears of every write.
 fn build_with(
     entries: &[Entry],
     mtime: u64,
     store: &LayerStore,
     threads: usize,
     lookup: bool,
+    follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
     let werr = |source| LayerError::Write {
         dir: store.blobs.clone(),
@@ -243,13 +277,23 @@ fn build_with(
         .prefix(".layer-")
         .tempfile_in(&store.blobs)
         .map_err(werr)?;
-    let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, tmp));
+    if let Some(tx) = follow {
+        tx.send_modify(|w| w.path = Some(tmp.path().to_path_buf()));
+    }
+    let reporting = Reporting {
+        inner: tmp,
+        tx: follow,
+    };
+    let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, reporting));
     let gz = Encoder::new(store.compression, compressed, threads).map_err(werr)?;
     let mut tar = TarWriter::new(HashingWriter::new(gz));
     emit(&mut tar, entries, mtime, &werr)?;
     let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();
     let (buf, digest, size) = gz.finish().map_err(werr)?.finish();
-    let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+    let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?.inner;
+    if let Some(tx) = follow {
+        tx.send_modify(|w| w.done = true);
+    }
     tmp.as_file().sync_data().map_err(werr)?;
     let path = store.blobs.join(digest.hex());
     tmp.persist(&path).map_err(|e| werr(e.error))?;
@@ -269,18 +313,19 @@ pub fn binary_layer(
     app_name: &str,
     store: &LayerStore,
 ) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, true)
+    build_binary_layer(binary, app_name, store, true, None)
 }
 
 /// [`binary_layer`] for a binary this run just linked: compressed at once, without first
 /// hashing it to look for a finished layer (almost always a miss; a hit would give the
-/// same bytes anyway).
+/// same bytes anyway). `follow` hears of every write, for an upload that follows the file.
 pub fn fresh_binary_layer(
     binary: &Path,
     app_name: &str,
     store: &LayerStore,
+    follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, false)
+    build_binary_layer(binary, app_name, store, false, follow)
 }
 
 fn build_binary_layer(
@@ -288,6 +333,7 @@ fn build_binary_layer(
     app_name: &str,
     store: &LayerStore,
     lookup: bool,
+    follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
     let size = fs::metadata(binary)
         .map_err(|source| LayerError::Read {
@@ -303,7 +349,7 @@ fn build_binary_layer(
             size,
         },
     ];
-    build_with(&entries, 0, store, pgzip::default_threads(), lookup)
+    build_with(&entries, 0, store, pgzip::default_threads(), lookup, follow)
 }
 
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
@@ -465,7 +511,7 @@ mod tests {
             first.diff_id
         );
         // A fresh binary is compressed again, to the same layer, and recorded.
-        let fresh = fresh_binary_layer(&bin, "app", &st).unwrap();
+        let fresh = fresh_binary_layer(&bin, "app", &st, None).unwrap();
         assert_eq!(
             (&fresh.digest, &fresh.diff_id),
             (&first.digest, &first.diff_id)
@@ -606,7 +652,7 @@ mod tests {
                     index: None,
                     compression: Compression::default(),
                 };
-                build_with(&entries, 0, &st, threads, true).unwrap()
+                build_with(&entries, 0, &st, threads, true, None).unwrap()
             })
             .collect();
         for l in &layers[1..] {
@@ -724,6 +770,7 @@ mod tests {
                     &fresh(&format!("t{threads}-{i}")),
                     threads,
                     true,
+                    None,
                 )
                 .unwrap()
             });

@@ -1,10 +1,11 @@
 //! Sinks for a built image: a registry, an OCI layout directory, an OCI archive file.
 
+mod follow;
 mod layout;
 mod registry;
 
 pub use layout::{write_archive, write_layout};
-pub use registry::{PushStats, Pushed, push, push_ahead, tag};
+pub use registry::{PushStats, Pushed, push, push_ahead, push_while_written, tag};
 
 use std::path::{Path, PathBuf};
 

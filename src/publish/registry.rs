@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use super::follow::follow;
 use super::{PublishError, blobs, images_blobs, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
+use crate::image::layer::{Layer, Written};
 use crate::registry::{Client, RegistryError, Repository};
 
 const PARALLEL_UPLOADS: usize = 8;
@@ -83,6 +85,81 @@ pub async fn push_ahead(
     if let Err(e) = ahead.await {
         tracing::debug!("{repo}: pushing {} ahead: {e}", image.digest);
     }
+}
+
+/// Build a layer while uploading it: the upload follows the file as it is written and is
+/// committed once the digest is known, or dropped if the registry turns out to have the
+/// blob already. Best effort: after any upload failure nothing is recorded, and [`push`]
+/// uploads the finished file. Returns what `build` returns.
+pub async fn push_while_written<E>(
+    client: &Client,
+    repo: &Repository,
+    pushed: &Pushed,
+    written: tokio::sync::watch::Receiver<Written>,
+    build: impl Future<Output = Result<Layer, E>>,
+) -> Result<Layer, E> {
+    let start = Instant::now();
+    let session = std::sync::Mutex::new(None);
+    let (layer, outcome) = {
+        let upload = async {
+            let started = client.start_upload(repo).await?;
+            if let Ok(mut s) = session.lock() {
+                *s = Some(started.clone());
+            }
+            client.send_stream(repo, started, follow(written)).await
+        };
+        let mut upload = std::pin::pin!(upload);
+        let mut build = std::pin::pin!(build);
+        let mut sent = None;
+        let layer = loop {
+            tokio::select! {
+                layer = &mut build => break layer?,
+                r = &mut upload, if sent.is_none() => sent = Some(r),
+            }
+        };
+        let digest = layer.digest.clone();
+        let commit = async {
+            let sent = match sent {
+                Some(r) => r,
+                None => upload.await,
+            }?;
+            client.commit_upload(repo, &sent, &digest).await
+        };
+        let mut commit = std::pin::pin!(commit);
+        let uploaded = Outcome::Uploaded(layer.size);
+        let outcome = tokio::select! {
+            biased;
+            done = &mut commit => done.map(|()| uploaded),
+            found = client.blob_exists(repo, &digest) => match found {
+                Ok(true) => Ok(Outcome::Existed),
+                _ => commit.await.map(|()| uploaded),
+            },
+        };
+        (layer, outcome)
+    };
+    let started = session.lock().ok().and_then(|mut s| s.take());
+    if let (false, Some(started)) = (matches!(outcome, Ok(Outcome::Uploaded(_))), started) {
+        // Only a courtesy: registries expire abandoned uploads.
+        let _ = client.cancel_upload(repo, &started).await;
+    }
+    let short = &layer.digest.hex()[..12];
+    match outcome {
+        Ok(outcome) => {
+            if let Ok(mut blobs) = pushed.blobs.lock() {
+                blobs.insert(layer.digest.clone(), outcome);
+            }
+            match outcome {
+                Outcome::Existed => tracing::info!("blob {short} exists in {repo}"),
+                _ => tracing::info!(
+                    "blob {short} pushed while compressed ({:.1} MB in {:.1}s)",
+                    layer.size as f64 / 1e6,
+                    start.elapsed().as_secs_f64()
+                ),
+            }
+        }
+        Err(e) => tracing::debug!("{repo}: streaming blob {short}: {e}; uploading the file"),
+    }
+    Ok(layer)
 }
 
 pub async fn push(

@@ -15,14 +15,15 @@ use super::error::{ErrorKind, RegistryError, root_cause};
 use super::reference::{Reference, Repository, check_manifest_ref};
 use super::retry::{RetryPolicy, retrying};
 use super::transport::{
-    DEFAULT_IDLE_TIMEOUT, Endpoint, Payload, Request, Transport, escape, resolve_location,
-    status_error,
+    BodyStream, DEFAULT_IDLE_TIMEOUT, Endpoint, Payload, Request, Transport, escape,
+    resolve_location, status_error,
 };
 use crate::digest::{Digest, HashingWriter};
 use crate::image::oci::MANIFEST_ACCEPT;
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const MAX_REDIRECTS: usize = 5;
+const STREAMED: &str = "streamed push of a blob";
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -47,6 +48,14 @@ pub struct Fetched {
     pub media_type: String,
     /// sha256 of `bytes`.
     pub digest: Digest,
+}
+
+/// A blob upload whose bytes are sent before their digest is known: started by
+/// [`Client::start_upload`], fed by [`Client::send_stream`], then committed by digest
+/// ([`Client::commit_upload`]) or abandoned ([`Client::cancel_upload`]).
+#[derive(Clone)]
+pub struct StreamedUpload {
+    location: String,
 }
 
 /// An OCI distribution client. Cheap to share behind an `Arc`: it caches each registry's
@@ -413,14 +422,7 @@ impl Client {
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(status_error(&ep, &start, resp, &repo.to_string()).await);
             }
-            let location = header(&resp, LOCATION)
-                .and_then(|l| resolve_location(&url, &l))
-                .ok_or_else(|| ErrorKind::Protocol {
-                    registry: repo.registry.clone(),
-                    repository: repo.name.clone(),
-                    message: "the registry started an upload without a usable Location header"
-                        .into(),
-                })?;
+            let location = self.location(repo, &url, &resp)?;
             let sep = if location.contains('?') { '&' } else { '?' };
             let put_url = format!("{location}{sep}digest={}", escape(digest.as_str()));
             let put = Request::new(Method::PUT, put_url, &repo.name, &scope, &action)
@@ -433,6 +435,115 @@ impl Client {
             Ok(())
         })
         .await
+    }
+
+    /// Starts a blob upload whose digest is not known yet (POST). Streamed uploads are
+    /// not retried: a stream cannot be replayed, so callers fall back to
+    /// [`Client::upload_blob`] from the finished file.
+    pub async fn start_upload(&self, repo: &Repository) -> Result<StreamedUpload, RegistryError> {
+        let ep = self.t.endpoint(repo).await?;
+        let scope = Scope::push(&repo.name);
+        let url = ep.url(&repo.name, "blobs/uploads/");
+        let start = Request::new(Method::POST, url.clone(), &repo.name, &scope, STREAMED)
+            .body(Payload::Bytes(&[]));
+        let resp = self.t.send(&ep, &start).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(&ep, &start, resp, &repo.to_string()).await);
+        }
+        Ok(StreamedUpload {
+            location: self.location(repo, &url, &resp)?,
+        })
+    }
+
+    /// Sends `body` into a started upload as it is produced (one PATCH, no length).
+    pub async fn send_stream(
+        &self,
+        repo: &Repository,
+        upload: StreamedUpload,
+        body: BodyStream,
+    ) -> Result<StreamedUpload, RegistryError> {
+        let ep = self.t.endpoint(repo).await?;
+        let scope = Scope::push(&repo.name);
+        let body = std::sync::Mutex::new(Some(body));
+        let location = upload.location;
+        let patch = Request::new(
+            Method::PATCH,
+            location.clone(),
+            &repo.name,
+            &scope,
+            STREAMED,
+        )
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(Payload::Stream(&body));
+        let resp = self.t.send(&ep, &patch).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&ep, &patch, resp, &repo.to_string()).await);
+        }
+        // The next step goes where the registry says; some keep the same URL.
+        let location = self.location(repo, &location, &resp).unwrap_or(location);
+        Ok(StreamedUpload { location })
+    }
+
+    /// Abandons a started upload (DELETE); the registry would expire it anyway.
+    pub async fn cancel_upload(
+        &self,
+        repo: &Repository,
+        upload: &StreamedUpload,
+    ) -> Result<(), RegistryError> {
+        let ep = self.t.endpoint(repo).await?;
+        let scope = Scope::push(&repo.name);
+        let delete = Request::new(
+            Method::DELETE,
+            upload.location.clone(),
+            &repo.name,
+            &scope,
+            STREAMED,
+        );
+        let resp = self.t.send(&ep, &delete).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&ep, &delete, resp, &repo.to_string()).await);
+        }
+        Ok(())
+    }
+
+    /// Completes a streamed upload under the digest of everything sent.
+    pub async fn commit_upload(
+        &self,
+        repo: &Repository,
+        upload: &StreamedUpload,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let ep = self.t.endpoint(repo).await?;
+        let scope = Scope::push(&repo.name);
+        let sep = if upload.location.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!("{}{sep}digest={}", upload.location, escape(digest.as_str()));
+        let action = format!("push of blob {digest}");
+        let put =
+            Request::new(Method::PUT, url, &repo.name, &scope, &action).body(Payload::Bytes(&[]));
+        let resp = self.t.send(&ep, &put).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&ep, &put, resp, &repo.to_string()).await);
+        }
+        Ok(())
+    }
+
+    fn location(
+        &self,
+        repo: &Repository,
+        base: &str,
+        resp: &Response,
+    ) -> Result<String, RegistryError> {
+        Ok(header(resp, LOCATION)
+            .and_then(|l| resolve_location(base, &l))
+            .ok_or_else(|| ErrorKind::Protocol {
+                registry: repo.registry.clone(),
+                repository: repo.name.clone(),
+                message: "the registry started an upload without a usable Location header".into(),
+            })?)
     }
 
     /// PUTs exactly `bytes` as a manifest under `reference` (a tag or digest) and returns

@@ -16,7 +16,8 @@ mod retry;
 mod transport;
 
 pub use auth::{AuthError, Credential, Keychain, RegistryCredential};
-pub use client::{Client, ClientOptions, Fetched};
+pub use client::{Client, ClientOptions, Fetched, StreamedUpload};
 pub use error::{ErrorKind, RegistryError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
 pub use retry::RetryPolicy;
+pub use transport::BodyStream;

@@ -58,7 +58,14 @@ pub(crate) enum Payload<'a> {
         path: &'a Path,
         size: u64,
     },
+    /// Bytes as they are produced, of a length not known yet; sent once (a second send,
+    /// e.g. after a 401, finds it taken and fails).
+    Stream(&'a std::sync::Mutex<Option<BodyStream>>),
 }
+
+/// A request body produced while it is sent.
+pub type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
 
 pub(crate) struct Request<'a> {
     method: Method,
@@ -373,6 +380,16 @@ impl Transport {
                 let chunks = ReaderStream::with_capacity(file, idle::CHUNK);
                 rb.header(CONTENT_LENGTH, *size)
                     .body(reqwest::Body::wrap_stream(progress.count(chunks)))
+            }
+            Payload::Stream(body) => {
+                let taken = body.lock().ok().and_then(|mut b| b.take());
+                let chunks = taken.ok_or_else(|| ErrorKind::Protocol {
+                    registry: ep.registry.clone(),
+                    repository: req.repository.into(),
+                    message: "a streamed upload cannot be sent twice".into(),
+                })?;
+                progress = Progress::new(0);
+                rb.body(reqwest::Body::wrap_stream(progress.count(chunks)))
             }
         };
         let path = url_path(&req.url);

@@ -41,7 +41,7 @@ pub enum Kind {
     GetManifest,
     /// `POST .../blobs/uploads/` that starts an upload.
     PostUpload,
-    /// `PATCH` of an upload session (chunked uploads; kobuild sends one PUT instead).
+    /// `PATCH` of an upload session (kobuild streams a changed binary's layer this way).
     PatchUpload,
     /// `PUT` that completes an upload (`?digest=`).
     PutUpload,
