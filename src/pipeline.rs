@@ -512,13 +512,7 @@ impl Builder<'_> {
                     &key.flags,
                     &key.ldflags,
                 );
-                // Go leaves an up-to-date binary untouched.
-                let stamp = |p: &std::path::Path| {
-                    std::fs::metadata(p)
-                        .ok()
-                        .map(|m| (m.modified().ok(), m.len()))
-                };
-                let before = stamp(&output);
+                let before = link_stamp(&output);
                 let path = gobuild::build(&GoBuild {
                     go: &self.plan.go,
                     target: t,
@@ -532,7 +526,7 @@ impl Builder<'_> {
                 .await?;
                 let link = match before {
                     None => Link::New,
-                    Some(_) if stamp(&path) == before => Link::Kept,
+                    Some(_) if link_stamp(&path) == before => Link::Kept,
                     Some(_) => Link::Replaced,
                 };
                 Ok(Binary { path, link })
@@ -745,6 +739,18 @@ impl Builder<'_> {
         }
         Ok((image, binary.path))
     }
+}
+
+/// What tells a relinked binary from a kept one: its size and first 64 KiB, where Go's
+/// linker puts the build ID (a hash of the inputs). Not the mtime: Go touches an
+/// up-to-date output. A miss here only costs an optimization, never a wrong layer.
+fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(64 << 10);
+    file.take(64 << 10).read_to_end(&mut head).ok()?;
+    Some((len, head))
 }
 
 /// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.
