@@ -203,15 +203,7 @@ impl Snapshot {
 async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
     let fields = format!("-json=Dir,Standard,Module,{}", FILE_FIELDS.join(","));
     let mut cmd = Command::new(l.go);
-    // Background work, at the lowest priority: it runs alongside the builds on what they
-    // leave idle, instead of slowing them down.
-    // SAFETY: setpriority is async-signal-safe; a failure only leaves the default priority.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-            Ok(())
-        });
-    }
+    crate::gobuild::in_background(&mut cmd);
     let out = cmd
         .arg("list")
         .arg("-deps")

@@ -89,7 +89,12 @@ pub async fn resolve(go: &str, t: &Target) -> Result<Package, GoError> {
         message,
     };
     let (dir, pattern) = (&t.dir, &t.pattern);
-    let out = Command::new(go)
+    let mut cmd = Command::new(go);
+    // A buildable target's builds do not wait for this answer; a pattern's do.
+    if t.is_buildable() {
+        super::in_background(&mut cmd);
+    }
+    let out = cmd
         .args(["list", "-json=ImportPath,Name,Dir", "--", pattern])
         .current_dir(dir)
         .stdin(Stdio::null())
