@@ -542,13 +542,7 @@ fn built_then_changed(
     base_repo: &str,
 ) -> (TempDir, Vec<String>) {
     let (_b, base) = base_in(reg, false, base_repo);
-    let app = tempfile::tempdir().unwrap();
-    run_checked(
-        Command::new("cp")
-            .arg("-r")
-            .arg(app_dir("hello"))
-            .arg(app.path()),
-    );
+    let app = app_copy("hello");
     let args = vec![
         "--repo".to_string(),
         format!("{}/apps", via.host()),

@@ -61,13 +61,7 @@ fn setup() -> Setup {
     let base_dir = tempfile::tempdir().unwrap();
     let layout = make_base(&base_dir.path().join("base"), "v1", false, &["linux/amd64"]);
     let base = push_base(&reg, &layout, "v1", "base/cache");
-    let app = tempfile::tempdir().unwrap();
-    run_checked(
-        Command::new("cp")
-            .arg("-r")
-            .arg(app_dir("hello"))
-            .arg(app.path()),
-    );
+    let app = app_copy("hello");
     let go = GoSpy::new();
     let kb = Kobuild::new().env("KO_GO_PATH", &go.path().display().to_string());
     Setup {

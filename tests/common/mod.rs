@@ -95,6 +95,18 @@ pub fn app_dir(name: &str) -> PathBuf {
     fixtures_dir().join("apps").join(name)
 }
 
+/// A copy of a fixture app, at `<temp dir>/<name>`, for tests that edit it.
+pub fn app_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    run_checked(
+        Command::new("cp")
+            .arg("-r")
+            .arg(app_dir(name))
+            .arg(dir.path()),
+    );
+    dir
+}
+
 // ---------------------------------------------------------------------------
 // Registries
 
