@@ -99,7 +99,7 @@ pub async fn push_while_written<E>(
     build: impl Future<Output = Result<Layer, E>>,
 ) -> Result<Layer, E> {
     let start = Instant::now();
-    let session = std::sync::Mutex::new(None);
+    let session = Mutex::new(None);
     let (layer, outcome) = {
         let upload = async {
             let started = client.start_upload(repo).await?;
