@@ -150,6 +150,14 @@ impl Builder<'_> {
                 Err(e) => tracing::info!("{}: not reusing the cached image: {e}", a.target),
             }
         }
+        let known = cache
+            .as_ref()
+            .and_then(ArtifactCache::load)
+            .filter(|r| r.inputs.module_unchanged(&r.package_dir))
+            .map(|r| Package {
+                import_path: r.import_path,
+                dir: r.package_dir,
+            });
         let since = cache
             .as_ref()
             .and_then(|_| cache::file_clock(&self.plan.cache_dir));
@@ -164,8 +172,9 @@ impl Builder<'_> {
         };
         let pushed = Pushed::default();
         let publishing = async {
-            let (base, pkg, built, binaries, platforms) =
-                self.build_image(a, &target, listable_tx, &pushed).await?;
+            let (base, pkg, built, binaries, platforms) = self
+                .build_image(a, &target, known, listable_tx, &pushed)
+                .await?;
             let (reference, push, repo) =
                 publish_one(self.plan, self.client, a, &pkg, &base, &built, &pushed).await?;
             if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
@@ -180,6 +189,7 @@ impl Builder<'_> {
         {
             let record = Record {
                 import_path: pkg.import_path.clone(),
+                package_dir: pkg.dir.clone(),
                 base: base_key(base_spec(a, &pkg.import_path)),
                 base_digest: base.digest.clone(),
                 inputs,
@@ -210,19 +220,30 @@ impl Builder<'_> {
     }
 
     /// Resolve, compile and assemble one artifact's image (not yet published).
-    /// `listable` is sent the target and platforms as soon as both are known.
+    /// `known`: the package as the last build of this artifact found it, used without
+    /// `go list` for a directory whose go.mod did not change since (the build then checks it
+    /// made a program). `listable` is sent the target and platforms as soon as both are known.
     async fn build_image(
         &self,
         a: &ArtifactPlan,
         target: &Target,
+        known: Option<Package>,
         listable: Option<tokio::sync::oneshot::Sender<Listable>>,
         pushed: &Pushed,
     ) -> Result<(Arc<ResolvedBase>, Package, Built, Vec<PathBuf>, Vec<String>), Error> {
         // The base comes over the network while Go resolves and compiles: for a list of
         // platforms the binaries do not depend on it, so nothing waits for anything else.
+        let known = known.filter(|_| target.pattern == ".");
+        let listed = known.is_none();
+        let resolve = async {
+            match known {
+                Some(pkg) => Ok((target.clone(), pkg)),
+                None => self.resolve(a, target).await,
+            }
+        };
         let image = async {
             let (base, (target, pkg)) =
-                tokio::try_join!(self.base(&a.base, &a.platforms), self.resolve(a, target))?;
+                tokio::try_join!(self.base(&a.base, &a.platforms), resolve)?;
             let base = match a.base_overrides.get(&pkg.import_path.to_lowercase()) {
                 Some(spec) => self.base(spec, &a.platforms).await?,
                 None => base,
@@ -240,9 +261,26 @@ impl Builder<'_> {
                 pushed,
                 images: base.index.is_some(),
             });
-            let (built, binaries) = self
+            let artifact = self
                 .artifact(a, &target, &pkg, &base, listable, ahead.as_ref())
-                .await?;
+                .await;
+            // Without `go list`, what it would have said comes first: a build that failed,
+            // or made a package archive, may not be a package main at all.
+            let archive = |b: &Vec<PathBuf>| b.iter().any(|b| is_archive(b));
+            let suspect = match &artifact {
+                Ok((_, binaries)) => !listed && archive(binaries),
+                Err(e) => !listed && matches!(e, Error::Go(GoError::Build { .. })),
+            };
+            if suspect {
+                gobuild::resolve(&self.plan.go, &target).await?;
+            }
+            let (built, binaries) = artifact?;
+            if suspect {
+                return Err(Error::Go(GoError::Resolve {
+                    target: target.name.clone(),
+                    message: "go build made a package archive, not a program: kobuild needs a package main".into(),
+                }));
+            }
             Ok((base, pkg, built, binaries, platforms))
         };
         // A build's failure reaches the image through the memoized binary; a failing
@@ -739,6 +777,15 @@ impl Builder<'_> {
         }
         Ok((image, binary.path))
     }
+}
+
+/// Whether `go build -o` wrote a package archive (a library) instead of a program.
+fn is_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"!<arch>\n")
 }
 
 /// What tells a relinked binary from a kept one: its size and first 64 KiB, where Go's

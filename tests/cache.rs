@@ -243,3 +243,62 @@ fn gocache_names_the_go_build_cache() {
     );
     assert!(gocache.join("00").is_dir());
 }
+
+/// The second build of a changed directory takes the package from the record, without the
+/// target's `go list`, while its go.mod is unchanged; a new module path lists it again.
+#[test]
+fn a_known_package_is_not_listed_again_until_its_go_mod_changes() {
+    let lists = |go: &[String]| go.iter().filter(|c| *c == "list").count();
+    let s = setup();
+    s.build(&[]);
+    assert_eq!(lists(&s.go.take()), 2, "the target, and the inputs");
+
+    let main = s.dir().join("main.go");
+    let source = fs::read_to_string(&main).unwrap();
+    edit(&main, &format!("{source}\nvar cacheTest = 1\n"));
+    s.build(&[]);
+    let go = s.go.take();
+    assert!(built(&go));
+    assert_eq!(lists(&go), 1, "only the inputs: {go:?}");
+
+    let go_mod = s.dir().join("go.mod");
+    let module = fs::read_to_string(&go_mod).unwrap();
+    edit(
+        &go_mod,
+        &module.replace("module example.com/hello", "module example.com/renamed"),
+    );
+    let renamed = s.build(&[]);
+    assert_eq!(lists(&s.go.take()), 2);
+    assert!(renamed.contains("/cache/renamed:"), "{renamed}");
+}
+
+/// Without `go list`, a directory that stopped being a package main is still refused with
+/// `go list`'s own words, and nothing is pushed.
+#[test]
+fn a_known_package_turned_library_is_refused() {
+    let s = setup();
+    s.build(&[]);
+    let main = s.dir().join("main.go");
+    let source = fs::read_to_string(&main).unwrap();
+    edit(
+        &main,
+        &source
+            .replace("package main", "package hello")
+            .replace("func main()", "func Main()"),
+    );
+    let repo = format!("{}/cache", s.reg.host());
+    let stderr = s.kb.fails_in(
+        &s.dir(),
+        &[
+            "--repo",
+            &repo,
+            "--base",
+            &s.base,
+            "--platform",
+            "linux/amd64",
+            ".",
+        ],
+        2,
+    );
+    assert!(stderr.contains("a library"), "{stderr}");
+}

@@ -192,6 +192,21 @@ impl Snapshot {
         })
     }
 
+    /// Whether the go.mod that governs `dir` (the nearest one above it) is a recorded file
+    /// that reads as it did: then a package there still has the import path it had.
+    pub fn module_unchanged(&self, dir: &Path) -> bool {
+        let Some(go_mod) = dir
+            .ancestors()
+            .map(|d| d.join("go.mod"))
+            .find(|f| f.is_file())
+        else {
+            return false;
+        };
+        self.files
+            .get(&go_mod)
+            .is_some_and(|recorded| recorded.is_some() && *recorded == hash(&go_mod))
+    }
+
     /// Whether every recorded file and directory reads as it did.
     pub fn unchanged(&self) -> bool {
         find_workspace(&self.start) == self.workspace

@@ -22,11 +22,13 @@ use crate::plan::{ArtifactPlan, Plan};
 use crate::publish::write_atomic;
 
 /// Bumped when the record's meaning changes, so old records are never misread.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     pub import_path: String,
+    /// The package's directory, as `go list` named it.
+    pub package_dir: PathBuf,
     /// The base as configured, and the digest it named when the image was built.
     pub base: String,
     pub base_digest: Option<Digest>,
