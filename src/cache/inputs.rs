@@ -410,18 +410,10 @@ mod tests {
 
         // A file only arm64 builds imports a package only arm64 needs.
         fs::create_dir_all(dir.join("armonly")).unwrap();
-        fs::write(
-            dir.join("armonly/armonly.go"),
-            "package armonly
-",
-        )
-        .unwrap();
+        fs::write(dir.join("armonly/armonly.go"), "package armonly\n").unwrap();
         fs::write(
             dir.join("main_arm64.go"),
-            "package main
-
-import _ \"example.com/app/armonly\"
-",
+            "package main\n\nimport _ \"example.com/app/armonly\"\n",
         )
         .unwrap();
         let armonly = dir.join("armonly/armonly.go");
