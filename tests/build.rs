@@ -562,16 +562,18 @@ fn built_then_changed(
     (app, args)
 }
 
-/// The last layer of the image `reference` (through `reg`): ko's binary layer.
-fn binary_layer_hex(reference: &str, reg: &Registry) -> String {
+/// The hex digests of the config and the last layer (ko's binary layer) of the image
+/// `reference` (through `reg`).
+fn config_and_binary_layer_hex(reference: &str, reg: &Registry) -> (String, String) {
     let manifest = json(&skopeo_inspect_raw(reference, reg));
+    let hex = |d: &Value| d["digest"].as_str().unwrap()[7..].to_string();
     let layers = manifest["layers"].as_array().unwrap();
-    let digest = layers.last().unwrap()["digest"].as_str().unwrap();
-    digest.trim_start_matches("sha256:").to_string()
+    (hex(&manifest["config"]), hex(layers.last().unwrap()))
 }
 
 /// A binary relinked over an older one is uploaded while its layer is compressed: one
-/// streamed PATCH, committed under the layer's digest, and never uploaded again.
+/// streamed PATCH, committed under the layer's digest, and never uploaded again. The
+/// config naming that new layer is uploaded without asking first.
 #[test]
 fn a_changed_binary_is_uploaded_while_it_is_compressed() {
     let reg = Registry::start(RegistryKind::Plain);
@@ -582,8 +584,16 @@ fn a_changed_binary_is_uploaded_while_it_is_compressed() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let refs = kb.ok_in(&app.path().join("hello"), &argv);
     let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
-    let hex = binary_layer_hex(&reference, &reg);
+    let (config, hex) = config_and_binary_layer_hex(&reference, &reg);
     let requests = proxy.requests();
+    let about = |method: &str, hex: &str| {
+        requests
+            .iter()
+            .filter(|(m, p)| m == method && p.contains(hex))
+            .count()
+    };
+    assert_eq!(about("HEAD", &config), 0, "{requests:?}");
+    assert_eq!(about("PUT", &config), 1, "{requests:?}");
     let patches = requests.iter().filter(|(m, _)| m == "PATCH").count();
     assert_eq!(patches, 1, "{requests:?}");
     let puts = requests

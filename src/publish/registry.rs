@@ -63,8 +63,10 @@ pub async fn push_ahead(
     pushed: &Pushed,
 ) {
     let ahead = async {
-        let blobs = images_blobs(std::slice::from_ref(image), cache)?;
-        upload_all(client, repo, &blobs, base, cache, Some(pushed)).await?;
+        let images = std::slice::from_ref(image);
+        let blobs = images_blobs(images, cache)?;
+        let new = new_configs(images, pushed);
+        upload_all(client, repo, &blobs, base, cache, Some(pushed), &new).await?;
         client
             .put_manifest(
                 repo,
@@ -176,9 +178,10 @@ pub async fn push(
         source,
     };
     let blobs = blobs(built, cache)?;
+    let new = new_configs(built.images(), pushed);
     // Where the tags point is asked while the blobs go up: one round trip less at the end.
     let (mut stats, current) = tokio::try_join!(
-        upload_all(client, repo, &blobs, base, cache, Some(pushed)),
+        upload_all(client, repo, &blobs, base, cache, Some(pushed), &new),
         tag_targets(client, repo, tags)
     )?;
     if let Err(e) = put_manifests(client, repo, built, Some(pushed)).await {
@@ -186,7 +189,8 @@ pub async fn push(
             return Err(reg_err(e));
         }
         tracing::warn!("{repo}: {e}; checking every blob again");
-        let again = upload_all(client, repo, &blobs, base, cache, None).await?;
+        let none = HashSet::new();
+        let again = upload_all(client, repo, &blobs, base, cache, None, &none).await?;
         stats.uploaded += again.uploaded;
         stats.uploaded_bytes += again.uploaded_bytes;
         put_manifests(client, repo, built, None)
@@ -262,6 +266,22 @@ async fn put_tags(
     Ok(())
 }
 
+/// Configs of images with a layer this run had to upload: the repository cannot have had
+/// them (a config names its layers), so they go up without a HEAD first. Were one there
+/// after all (a push that stopped before its layers), it costs a few hundred bytes again.
+fn new_configs(images: &[BuiltImage], pushed: &Pushed) -> HashSet<Digest> {
+    images
+        .iter()
+        .filter(|image| {
+            image
+                .layers
+                .iter()
+                .any(|(d, _)| matches!(pushed.blob(&d.digest), Some(Outcome::Uploaded(_))))
+        })
+        .map(|image| image.config_descriptor.digest.clone())
+        .collect()
+}
+
 async fn upload_all(
     client: &Client,
     repo: &Repository,
@@ -269,16 +289,19 @@ async fn upload_all(
     base: &BlobStore,
     cache: &Path,
     pushed: Option<&Pushed>,
+    new: &HashSet<Digest>,
 ) -> Result<PushStats, PublishError> {
     // Largest first: small blobs fill in while the big ones upload.
     let mut blobs: Vec<_> = blobs.iter().collect();
     blobs.sort_by_key(|(_, size, _)| std::cmp::Reverse(*size));
     let outcomes = stream::iter(blobs)
-        .map(|(digest, size, source)| async move {
+        .map(|blob| async move {
+            let digest = &blob.0;
             if let Some(done) = pushed.and_then(|p| p.blob(digest)) {
                 return Ok(done);
             }
-            let outcome = ensure_blob(client, repo, digest, *size, source, base, cache).await?;
+            let missing = new.contains(digest);
+            let outcome = ensure_blob(client, repo, blob, base, cache, missing).await?;
             if let Some(Ok(mut blobs)) = pushed.map(|p| p.blobs.lock()) {
                 blobs.insert(digest.clone(), outcome);
             }
@@ -331,21 +354,22 @@ async fn put_manifests(
     Ok(())
 }
 
+/// `missing`: known not to be in the repository, so not asked about.
 async fn ensure_blob(
     client: &Client,
     repo: &Repository,
-    digest: &Digest,
-    size: u64,
-    source: &LayerSource,
+    (digest, size, source): &(Digest, u64, LayerSource),
     base: &BlobStore,
     cache: &Path,
+    missing: bool,
 ) -> Result<Outcome, PublishError> {
+    let size = *size;
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,
     };
     let short = &digest.hex()[..12];
-    if client.blob_exists(repo, digest).await.map_err(reg_err)? {
+    if !missing && client.blob_exists(repo, digest).await.map_err(reg_err)? {
         tracing::info!("blob {short} exists in {repo}");
         return Ok(Outcome::Existed);
     }
