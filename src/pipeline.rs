@@ -140,8 +140,9 @@ impl Builder<'_> {
             .plan
             .artifact_cache
             .then(|| ArtifactCache::new(self.plan, a));
-        if let Some(record) = cache.as_ref().and_then(ArtifactCache::load) {
-            match self.reuse(a, &record).await {
+        let record = cache.as_ref().and_then(ArtifactCache::load);
+        if let Some(record) = &record {
+            match self.reuse(a, record).await {
                 Ok(Some(mut report)) => {
                     report.seconds = start.elapsed().as_secs_f64();
                     return Ok(report);
@@ -150,9 +151,7 @@ impl Builder<'_> {
                 Err(e) => tracing::info!("{}: not reusing the cached image: {e}", a.target),
             }
         }
-        let known = cache
-            .as_ref()
-            .and_then(ArtifactCache::load)
+        let known = record
             .filter(|r| r.inputs.module_unchanged(&r.package_dir))
             .map(|r| Package {
                 import_path: r.import_path,
@@ -329,7 +328,7 @@ impl Builder<'_> {
         }
         let pkg = Package {
             import_path: record.import_path.clone(),
-            dir: PathBuf::new(),
+            dir: record.package_dir.clone(),
         };
         let Some(repo) = target_repository(a, &pkg)? else {
             return Ok(None);

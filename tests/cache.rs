@@ -20,17 +20,11 @@ struct GoSpy {
 impl GoSpy {
     fn new() -> GoSpy {
         let dir = tempfile::tempdir().unwrap();
-        let real =
-            String::from_utf8(run_checked(Command::new("sh").args(["-c", "command -v go"])).stdout)
-                .unwrap();
-        let script = format!(
-            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
-            dir.path().join("log").display(),
-            real.trim()
+        let log = dir.path().join("log");
+        go_wrapper(
+            &dir.path().join("go"),
+            &format!("echo \"$1\" >> '{}'\n", log.display()),
         );
-        let go = dir.path().join("go");
-        fs::write(&go, script).unwrap();
-        run_checked(Command::new("chmod").arg("+x").arg(&go));
         GoSpy { dir }
     }
 

@@ -406,28 +406,20 @@ fn each_platform_is_pushed_while_the_next_one_builds() {
     let revisions = reg
         .storage_dir()
         .join("docker/registry/v2/repositories/ahead/hello/_manifests/revisions/sha256");
-    let real =
-        String::from_utf8(run_checked(Command::new("sh").args(["-c", "command -v go"])).stdout)
-            .unwrap();
     let go = kb.dir().join("go");
-    fs::write(
+    go_wrapper(
         &go,
-        format!(
-            "#!/bin/sh\n\
-             if [ \"$1\" = build ] && [ \"$GOARCH\" = arm64 ]; then\n\
+        &format!(
+            "if [ \"$1\" = build ] && [ \"$GOARCH\" = arm64 ]; then\n\
              \x20 i=0\n\
              \x20 until [ -n \"$(ls '{dir}' 2>/dev/null)\" ]; do\n\
              \x20   i=$((i+1)); [ $i -gt 600 ] && {{ echo 'no image was pushed ahead' >&2; exit 1; }}\n\
              \x20   sleep 0.1\n\
              \x20 done\n\
-             fi\n\
-             exec '{real}' \"$@\"\n",
+             fi\n",
             dir = revisions.display(),
-            real = real.trim()
         ),
-    )
-    .unwrap();
-    run_checked(Command::new("chmod").arg("+x").arg(&go));
+    );
     let kb = kb.env("KO_GO_PATH", &go.display().to_string());
     let refs = kb.ok(&[
         "./hello",

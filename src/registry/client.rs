@@ -413,21 +413,18 @@ impl Client {
         }
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
-        let url = ep.url(&repo.name, "blobs/uploads/");
         let action = format!("push of blob {digest}");
         retrying(&self.t.retry, "upload", &repo.to_string(), || async {
-            let start = Request::new(Method::POST, url.clone(), &repo.name, &scope, &action)
-                .body(Payload::Bytes(&[]));
-            let resp = self.t.send(&ep, &start).await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(status_error(&ep, &start, resp, &repo.to_string()).await);
-            }
-            let location = self.location(repo, &url, &resp)?;
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let put_url = format!("{location}{sep}digest={}", escape(digest.as_str()));
-            let put = Request::new(Method::PUT, put_url, &repo.name, &scope, &action)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .body(Payload::File { path, size });
+            let location = self.open_upload(&ep, repo, &scope, &action).await?;
+            let put = Request::new(
+                Method::PUT,
+                with_digest(&location, digest),
+                &repo.name,
+                &scope,
+                &action,
+            )
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Payload::File { path, size });
             let resp = self.t.send(&ep, &put).await?;
             if !resp.status().is_success() {
                 return Err(status_error(&ep, &put, resp, &repo.to_string()).await);
@@ -443,16 +440,26 @@ impl Client {
     pub async fn start_upload(&self, repo: &Repository) -> Result<StreamedUpload, RegistryError> {
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
+        let location = self.open_upload(&ep, repo, &scope, STREAMED).await?;
+        Ok(StreamedUpload { location })
+    }
+
+    /// POSTs a new upload session; returns where its bytes go.
+    async fn open_upload(
+        &self,
+        ep: &Endpoint,
+        repo: &Repository,
+        scope: &Scope,
+        action: &str,
+    ) -> Result<String, RegistryError> {
         let url = ep.url(&repo.name, "blobs/uploads/");
-        let start = Request::new(Method::POST, url.clone(), &repo.name, &scope, STREAMED)
+        let start = Request::new(Method::POST, url.clone(), &repo.name, scope, action)
             .body(Payload::Bytes(&[]));
-        let resp = self.t.send(&ep, &start).await?;
+        let resp = self.t.send(ep, &start).await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(status_error(&ep, &start, resp, &repo.to_string()).await);
+            return Err(status_error(ep, &start, resp, &repo.to_string()).await);
         }
-        Ok(StreamedUpload {
-            location: self.location(repo, &url, &resp)?,
-        })
+        upload_location(repo, &url, &resp)
     }
 
     /// Sends `body` into a started upload as it is produced (one PATCH, no length).
@@ -480,7 +487,7 @@ impl Client {
             return Err(status_error(&ep, &patch, resp, &repo.to_string()).await);
         }
         // The next step goes where the registry says; some keep the same URL.
-        let location = self.location(repo, &location, &resp).unwrap_or(location);
+        let location = upload_location(repo, &location, &resp).unwrap_or(location);
         Ok(StreamedUpload { location })
     }
 
@@ -515,12 +522,7 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
-        let sep = if upload.location.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let url = format!("{}{sep}digest={}", upload.location, escape(digest.as_str()));
+        let url = with_digest(&upload.location, digest);
         let action = format!("push of blob {digest}");
         let put =
             Request::new(Method::PUT, url, &repo.name, &scope, &action).body(Payload::Bytes(&[]));
@@ -529,21 +531,6 @@ impl Client {
             return Err(status_error(&ep, &put, resp, &repo.to_string()).await);
         }
         Ok(())
-    }
-
-    fn location(
-        &self,
-        repo: &Repository,
-        base: &str,
-        resp: &Response,
-    ) -> Result<String, RegistryError> {
-        Ok(header(resp, LOCATION)
-            .and_then(|l| resolve_location(base, &l))
-            .ok_or_else(|| ErrorKind::Protocol {
-                registry: repo.registry.clone(),
-                repository: repo.name.clone(),
-                message: "the registry started an upload without a usable Location header".into(),
-            })?)
     }
 
     /// PUTs exactly `bytes` as a manifest under `reference` (a tag or digest) and returns
@@ -631,6 +618,27 @@ async fn blob_error(
 ) -> RegistryError {
     let req = Request::new(Method::GET, String::new(), &repo.name, scope, action);
     status_error(ep, &req, resp, &format!("blob {repo}@{digest}")).await
+}
+
+/// Where an upload continues, from a response's `Location` (relative to `base`).
+fn upload_location(
+    repo: &Repository,
+    base: &str,
+    resp: &Response,
+) -> Result<String, RegistryError> {
+    Ok(header(resp, LOCATION)
+        .and_then(|l| resolve_location(base, &l))
+        .ok_or_else(|| ErrorKind::Protocol {
+            registry: repo.registry.clone(),
+            repository: repo.name.clone(),
+            message: "the registry started an upload without a usable Location header".into(),
+        })?)
+}
+
+/// An upload's URL with the digest that completes it.
+fn with_digest(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={}", escape(digest.as_str()))
 }
 
 fn header(resp: &Response, name: HeaderName) -> Option<String> {

@@ -95,6 +95,17 @@ pub fn app_dir(name: &str) -> PathBuf {
     fixtures_dir().join("apps").join(name)
 }
 
+/// Writes an executable `go` at `path` that runs the shell lines `before`, then the real
+/// `go` with the same arguments (for kobuild's `KO_GO_PATH`).
+pub fn go_wrapper(path: &Path, before: &str) {
+    let real =
+        String::from_utf8(run_checked(Command::new("sh").args(["-c", "command -v go"])).stdout)
+            .unwrap();
+    let script = format!("#!/bin/sh\n{before}exec '{}' \"$@\"\n", real.trim());
+    fs::write(path, script).unwrap();
+    run_checked(Command::new("chmod").arg("+x").arg(path));
+}
+
 /// A copy of a fixture app, at `<temp dir>/<name>`, for tests that edit it.
 pub fn app_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
