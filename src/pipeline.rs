@@ -151,6 +151,7 @@ impl Builder<'_> {
                 Err(e) => tracing::info!("{}: not reusing the cached image: {e}", a.target),
             }
         }
+        let previous = record.as_ref().map(|r| r.inputs.clone());
         let known = record
             .filter(|r| r.inputs.module_unchanged(&r.package_dir))
             .map(|r| Package {
@@ -167,7 +168,7 @@ impl Builder<'_> {
         let listable_tx = since.map(|_| listable_tx);
         let recording = async {
             let listable = listable_rx.await.ok()?;
-            self.snapshot(a, since?, &listable).await
+            self.snapshot(a, since?, &listable, previous).await
         };
         let pushed = Pushed::default();
         let publishing = async {
@@ -413,13 +414,28 @@ impl Builder<'_> {
         a: &ArtifactPlan,
         since: SystemTime,
         what: &Listable,
+        previous: Option<Snapshot>,
     ) -> Option<Snapshot> {
-        let inputs = match self.list_inputs(a, what).await {
-            Ok(inputs) => inputs,
-            Err(e) => {
-                tracing::warn!("{}: not cached: {e}", a.target);
-                return None;
+        // Checked after `since`: an edit after this check is caught by its mtime.
+        let relisted = match previous {
+            Some(p) => tokio::task::spawn_blocking(move || p.relisted())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let inputs = match relisted {
+            Some(inputs) => {
+                tracing::debug!("{}: same files as recorded, not listed", a.target);
+                inputs
             }
+            None => match self.list_inputs(a, what).await {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    tracing::warn!("{}: not cached: {e}", a.target);
+                    return None;
+                }
+            },
         };
         let extra: Vec<PathBuf> = self.plan.dlv.iter().map(|(p, _)| p.clone()).collect();
         let trees = [what.kodata.clone()];
@@ -451,7 +467,9 @@ impl Builder<'_> {
         };
         let base = cell
             .get_or_try_init(|| async {
-                Ok::<_, Error>(Arc::new(base::resolve(spec, platforms, self.client).await?))
+                Ok::<_, Error>(Arc::new(
+                    base::resolve(spec, platforms, self.client, &self.plan.cache_dir).await?,
+                ))
             })
             .await?;
         Ok(base.clone())

@@ -239,7 +239,8 @@ fn gocache_names_the_go_build_cache() {
 }
 
 /// The second build of a changed directory takes the package from the record, without the
-/// target's `go list`, while its go.mod is unchanged; a new module path lists it again.
+/// target's `go list`, while its go.mod is unchanged, and the inputs from the record while
+/// no edit touched an import; a new module path lists both again.
 #[test]
 fn a_known_package_is_not_listed_again_until_its_go_mod_changes() {
     let lists = |go: &[String]| go.iter().filter(|c| *c == "list").count();
@@ -253,7 +254,7 @@ fn a_known_package_is_not_listed_again_until_its_go_mod_changes() {
     s.build(&[]);
     let go = s.go.take();
     assert!(built(&go));
-    assert_eq!(lists(&go), 1, "only the inputs: {go:?}");
+    assert_eq!(lists(&go), 0, "a body edit needs no listing: {go:?}");
 
     let go_mod = s.dir().join("go.mod");
     let module = fs::read_to_string(&go_mod).unwrap();
@@ -295,4 +296,46 @@ fn a_known_package_turned_library_is_refused() {
         2,
     );
     assert!(stderr.contains("a library"), "{stderr}");
+}
+
+/// An edit that adds an import of a local package the build did not read before lists the
+/// inputs again, so a later edit of that package is seen (not an old image reused).
+#[test]
+fn a_new_import_is_followed_into_its_package() {
+    let lists = |go: &[String]| go.iter().filter(|c| *c == "list").count();
+    let s = setup();
+    let greet = s.dir().join("greet");
+    fs::create_dir(&greet).unwrap();
+    edit(
+        &greet.join("greet.go"),
+        "package greet\n\nconst Word = \"one\"\n",
+    );
+    let main = s.dir().join("main.go");
+    let source = fs::read_to_string(&main).unwrap();
+    edit(&main, &source);
+    s.build(&[]);
+    s.go.take();
+
+    edit(
+        &main,
+        &(source.replace("import (", "import (\n\t\"example.com/hello/greet\"")
+            + "\nfunc init() {\n\tif os.Getenv(\"GREET\") == greet.Word {\n\t\tprintln(greet.Word)\n\t}\n}\n"),
+    );
+    let importing = s.build(&[]);
+    let go = s.go.take();
+    assert!(built(&go));
+    assert_eq!(lists(&go), 1, "a new import lists the inputs: {go:?}");
+
+    edit(
+        &greet.join("greet.go"),
+        "package greet\n\nconst Word = \"two\"\n",
+    );
+    let edited = s.build(&[]);
+    let go = s.go.take();
+    assert!(
+        built(&go),
+        "an edit of the newly imported package was missed"
+    );
+    assert_eq!(lists(&go), 0, "{go:?}");
+    assert_ne!(digest_of(&edited), digest_of(&importing));
 }

@@ -279,6 +279,37 @@ fn an_index_pushes_after_its_children_and_skopeo_reads_it() {
         2,
         "each platform's base layer mounted"
     );
+
+    // The base's index, manifests and configs are kept by digest: a later build (the
+    // artifact cache off, so it builds) only asks what the tag names now.
+    let base_reads = |proxy: &Proxy| -> Vec<(String, String)> {
+        let requests = proxy.requests();
+        requests
+            .into_iter()
+            .filter(|(_, p)| p.starts_with("/v2/base/multi/") && !p.contains("/uploads/"))
+            .collect()
+    };
+    assert!(base_reads(&proxy).len() >= 5, "{:?}", base_reads(&proxy));
+    proxy.clear();
+    let again = kb.ok(&[
+        "./hello",
+        "--repo",
+        &repo,
+        "--base",
+        &base_ref,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sbom=none",
+        "--no-cache",
+    ]);
+    assert_eq!(digest_of(&again[0]), index_digest);
+    assert_eq!(
+        base_reads(&proxy),
+        [(
+            "HEAD".to_string(),
+            "/v2/base/multi/manifests/v1".to_string()
+        )]
+    );
 }
 
 #[test]

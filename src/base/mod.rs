@@ -143,10 +143,14 @@ impl BaseSpec {
 /// Resolve `spec` for the requested platforms, as ko does: an index yields its matching
 /// children in the base's order (one match gives a single image); a single-platform base
 /// must itself match. Every requested platform must be found.
+///
+/// A registry base's manifests and config are kept in the blob cache under `cache` by
+/// digest: once the tag's HEAD names a known digest, nothing else is fetched.
 pub async fn resolve(
     spec: &BaseSpec,
     platforms: &Platforms,
     client: &Client,
+    cache: &Path,
 ) -> Result<ResolvedBase, BaseError> {
     match spec {
         BaseSpec::Scratch => scratch(platforms),
@@ -155,6 +159,7 @@ pub async fn resolve(
                 &Source::Registry {
                     client,
                     reference: r,
+                    cache: Some(cache),
                 },
                 platforms,
             )
@@ -178,6 +183,7 @@ pub async fn current_digest(spec: &BaseSpec, client: &Client) -> Result<Option<D
             let source = Source::Registry {
                 client,
                 reference: r,
+                cache: None,
             };
             match client
                 .head_manifest(&r.repository(), r.reference_str())
@@ -234,6 +240,8 @@ enum Source<'a> {
     Registry {
         client: &'a Client,
         reference: &'a Reference,
+        /// The blob cache; `None` when only the reference's current digest is wanted.
+        cache: Option<&'a Path>,
     },
     Layout {
         dir: &'a Path,
@@ -266,11 +274,31 @@ impl Source<'_> {
     /// The top-level manifest: (bytes, media type, digest).
     async fn top(&self) -> Result<(Vec<u8>, String, Digest), BaseError> {
         match self {
-            Source::Registry { client, reference } => {
+            Source::Registry {
+                client, reference, ..
+            } => {
+                let known = match &reference.digest {
+                    Some(d) => Some((d.clone(), String::new())),
+                    None => client
+                        .head_manifest(&reference.repository(), reference.reference_str())
+                        .await
+                        .map_err(|source| self.reg_err(source))?
+                        .map(|(digest, _, media_type)| (digest, media_type)),
+                };
+                if let Some((digest, served_type)) = known
+                    && let Some(bytes) = self.cached(&digest)
+                {
+                    let media_type = media_type_of(&served_type, &bytes_media_type(&bytes));
+                    // Pinned by digest, a body without its media type needs the registry's word.
+                    if !media_type.is_empty() {
+                        return Ok((bytes, media_type, digest));
+                    }
+                }
                 let f = client
                     .get_manifest(reference)
                     .await
                     .map_err(|source| self.reg_err(source))?;
+                self.keep(&f.bytes);
                 Ok((f.bytes, f.media_type, f.digest))
             }
             Source::Layout { dir, selector } => {
@@ -289,15 +317,23 @@ impl Source<'_> {
         }
     }
 
+    /// A manifest by digest: (bytes, media type as the body states it, or empty).
     async fn manifest(&self, digest: &Digest) -> Result<(Vec<u8>, String), BaseError> {
         match self {
-            Source::Registry { client, reference } => {
+            Source::Registry {
+                client, reference, ..
+            } => {
+                if let Some(bytes) = self.cached(digest) {
+                    let mt = bytes_media_type(&bytes);
+                    return Ok((bytes, mt));
+                }
                 let mut r = (*reference).clone();
                 r.digest = Some(digest.clone());
                 let f = client
                     .get_manifest(&r)
                     .await
                     .map_err(|source| self.reg_err(source))?;
+                self.keep(&f.bytes);
                 Ok((f.bytes, f.media_type))
             }
             Source::Layout { .. } => {
@@ -310,10 +346,19 @@ impl Source<'_> {
 
     async fn blob(&self, digest: &Digest) -> Result<Vec<u8>, BaseError> {
         match self {
-            Source::Registry { client, reference } => client
-                .get_blob(&reference.repository(), digest)
-                .await
-                .map_err(|source| self.reg_err(source)),
+            Source::Registry {
+                client, reference, ..
+            } => {
+                if let Some(bytes) = self.cached(digest) {
+                    return Ok(bytes);
+                }
+                let bytes = client
+                    .get_blob(&reference.repository(), digest)
+                    .await
+                    .map_err(|source| self.reg_err(source))?;
+                self.keep(&bytes);
+                Ok(bytes)
+            }
             Source::Layout { dir, .. } => {
                 let path = dir.join("blobs/sha256").join(digest.hex());
                 let bytes = fs::read(&path).map_err(|e| {
@@ -325,6 +370,31 @@ impl Source<'_> {
                 }
                 Ok(bytes)
             }
+        }
+    }
+
+    /// Bytes of `digest` from the blob cache, if there and intact.
+    fn cached(&self, digest: &Digest) -> Option<Vec<u8>> {
+        let Source::Registry {
+            cache: Some(cache), ..
+        } = self
+        else {
+            return None;
+        };
+        fs::read(crate::publish::blob_cache_path(cache, digest))
+            .ok()
+            .filter(|b| Digest::of(b) == *digest)
+    }
+
+    /// Keeps fetched, verified bytes for the next build; a cache that cannot be written
+    /// only costs that build the fetch again.
+    fn keep(&self, bytes: &[u8]) {
+        if let Source::Registry {
+            cache: Some(cache), ..
+        } = self
+            && let Err(e) = crate::publish::cache_bytes(cache, bytes)
+        {
+            tracing::debug!("base not cached: {e}");
         }
     }
 
@@ -450,8 +520,8 @@ async fn resolve_from(
 
     let index: Index = serde_json::from_slice(&bytes).map_err(|e| source.invalid("index", e))?;
     let chosen = select_children(&index, platforms, &name)?;
-    let mut children = Vec::with_capacity(chosen.len());
-    for d in &chosen {
+    // Fetched side by side: a round trip each, against a remote registry.
+    let children = futures_util::future::try_join_all(chosen.iter().map(|d| async {
         let (b, mt) = source.manifest(&d.digest).await?;
         let mt = media_type_of(&d.media_type, &mt);
         let image = image(source, &b, &mt, Some((name.clone(), d.digest.clone()))).await?;
@@ -460,12 +530,13 @@ async fn resolve_from(
                 .as_ref()
                 .expect("selected children have a platform"),
         );
-        children.push(BaseChild {
+        Ok::<_, BaseError>(BaseChild {
             platform,
             descriptor: Some((*d).clone()),
             image,
-        });
-    }
+        })
+    }))
+    .await?;
     // One match gives a single image, as ko does.
     let index = (children.len() > 1).then_some(IndexInfo {
         reference: Some((name, digest.clone())),

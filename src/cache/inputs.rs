@@ -19,6 +19,8 @@ use crate::digest::{Digest, HashingWriter};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     files: BTreeMap<PathBuf, Option<Digest>>,
+    /// Each Go file's [`shape`](super::shape::shape), where it has one.
+    shapes: BTreeMap<PathBuf, Digest>,
     dirs: BTreeMap<PathBuf, Vec<String>>,
     /// Where Go runs, and the `go.work` it finds walking up from there.
     start: PathBuf,
@@ -184,8 +186,20 @@ impl Snapshot {
         if let Some(p) = files.iter().chain(&dirs).find(|p| changed(p)) {
             return Err(format!("{} changed during the build", p.display()));
         }
+        let mut shapes = BTreeMap::new();
+        let files = files
+            .into_iter()
+            .map(|f| {
+                let (digest, shape) = read(&f);
+                if let Some(shape) = shape {
+                    shapes.insert(f.clone(), shape);
+                }
+                (f, digest)
+            })
+            .collect();
         Ok(Snapshot {
-            files: files.into_iter().map(|f| (f.clone(), hash(&f))).collect(),
+            files,
+            shapes,
             dirs: dirs.into_iter().map(|d| (d.clone(), listing(&d))).collect(),
             start,
             workspace,
@@ -205,6 +219,39 @@ impl Snapshot {
         self.files
             .get(&go_mod)
             .is_some_and(|recorded| recorded.is_some() && *recorded == hash(&go_mod))
+    }
+
+    /// What listing the inputs again would name, without running `go list`: the recorded
+    /// files, when no directory gained or lost a name, no module file changed, and every
+    /// changed Go file kept its shape (other files' contents do not decide what Go reads).
+    pub fn relisted(&self) -> Option<Inputs> {
+        if find_workspace(&self.start) != self.workspace
+            || self.dirs.iter().any(|(d, names)| listing(d) != *names)
+        {
+            return None;
+        }
+        for (f, recorded) in &self.files {
+            let (digest, shape) = read(f);
+            if digest == *recorded {
+                continue;
+            }
+            let module_file = f
+                .file_name()
+                .is_some_and(|n| MODULE_FILES.iter().any(|m| n == *m));
+            let go_file = f.extension().is_some_and(|e| e == "go");
+            if digest.is_none()
+                || recorded.is_none()
+                || module_file
+                || (go_file && (shape.is_none() || shape.as_ref() != self.shapes.get(f)))
+            {
+                return None;
+            }
+        }
+        Some(Inputs {
+            start: self.start.clone(),
+            files: self.files.keys().cloned().collect(),
+            dirs: self.dirs.keys().cloned().collect(),
+        })
     }
 
     /// Whether every recorded file and directory reads as it did.
@@ -243,6 +290,20 @@ async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
         .into_iter()
         .collect::<Result<_, _>>()
         .map_err(|e| format!("unreadable go list output: {e}"))
+}
+
+/// Files whose edits can change the modules, so the packages, a build reads.
+const MODULE_FILES: &[&str] = &["go.mod", "go.sum", "go.work", "go.work.sum", "modules.txt"];
+
+/// A file's digest and, for a Go file, its shape.
+fn read(path: &Path) -> (Option<Digest>, Option<Digest>) {
+    if path.extension().is_none_or(|e| e != "go") {
+        return (hash(path), None);
+    }
+    match fs::read(path) {
+        Ok(bytes) => (Some(Digest::of(&bytes)), super::shape::shape(&bytes)),
+        Err(_) => (None, None),
+    }
 }
 
 /// A missing file is recorded as missing: its appearance is a change too.
@@ -382,6 +443,75 @@ mod tests {
             let s = snapshot(d).await;
             edit(d);
             assert!(!s.unchanged(), "{what}: change not seen");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_recorded_files_stand_until_an_edit_can_change_what_go_reads() {
+        type Edit = fn(&Path);
+        fn main_go(d: &Path) -> String {
+            fs::read_to_string(d.join("main.go")).unwrap()
+        }
+        let same: &[(&str, Edit)] = &[
+            ("a function body", |d| {
+                let s = main_go(d).replace("println(greet.Hello)", "println(greet.Hello, 1)");
+                fs::write(d.join("main.go"), s).unwrap()
+            }),
+            ("an embedded file", |d| {
+                fs::write(d.join("internal/greet/static/hello.txt"), "ho").unwrap()
+            }),
+            ("a kodata file", |d| {
+                fs::write(d.join("kodata/sub/page.html"), "<b>").unwrap()
+            }),
+        ];
+        let different: &[(&str, Edit)] = &[
+            ("an import", |d| {
+                let s = main_go(d).replace("import ", "import _ \"os\"\nimport ");
+                fs::write(d.join("main.go"), s).unwrap()
+            }),
+            ("an embed directive", |d| {
+                let f = d.join("internal/greet/greet.go");
+                let s = fs::read_to_string(&f)
+                    .unwrap()
+                    .replace("hello.txt", "*.txt");
+                fs::write(f, s).unwrap()
+            }),
+            ("a new file in a package", |d| {
+                fs::write(d.join("internal/greet/extra.go"), "package greet\n").unwrap()
+            }),
+            ("go.mod", |d| {
+                fs::write(d.join("go.mod"), "module example.com/app\n\ngo 1.23\n").unwrap()
+            }),
+            ("go.sum appearing", |d| {
+                fs::write(d.join("go.sum"), "").unwrap()
+            }),
+            ("a workspace", |d| {
+                fs::write(d.join("go.work"), "go 1.22\n").unwrap()
+            }),
+        ];
+        for (expected, cases) in [(true, same), (false, different)] {
+            for (what, edit) in cases {
+                let tmp = tempfile::tempdir().unwrap();
+                let d = tmp.path();
+                app(d);
+                let s = snapshot(d).await;
+                edit(d);
+                let relisted = s.relisted();
+                assert_eq!(relisted.is_some(), expected, "{what}");
+                if let Some(relisted) = relisted {
+                    let listed = Inputs::list(&[Listing {
+                        go: "go",
+                        dir: d,
+                        pattern: ".",
+                        env: vec![("GOFLAGS".into(), "-mod=mod".into())],
+                        flags: &[],
+                    }])
+                    .await
+                    .unwrap();
+                    assert!(listed.files.is_subset(&relisted.files), "{what}");
+                    assert!(listed.dirs.is_subset(&relisted.dirs), "{what}");
+                }
+            }
         }
     }
 

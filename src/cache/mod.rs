@@ -7,6 +7,7 @@
 //! image; the tags are then pointed at it remotely.
 
 mod inputs;
+mod shape;
 
 pub use inputs::{Inputs, Listing, Snapshot};
 
@@ -22,7 +23,7 @@ use crate::plan::{ArtifactPlan, Plan};
 use crate::publish::write_atomic;
 
 /// Bumped when the record's meaning changes, so old records are never misread.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
