@@ -29,6 +29,15 @@ impl Digest {
         Self::from_hasher(Sha256::new_with_prefix(bytes))
     }
 
+    /// The digest of `parts` one after the other.
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        Self::from_hasher(h)
+    }
+
     fn from_hasher(h: Sha256) -> Self {
         Digest(format!("sha256:{}", to_hex(&h.finalize())))
     }

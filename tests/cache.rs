@@ -339,3 +339,41 @@ fn a_new_import_is_followed_into_its_package() {
     assert_eq!(lists(&go), 0, "{go:?}");
     assert_ne!(digest_of(&edited), digest_of(&importing));
 }
+
+/// A binary relinked with a string of the same length (a version stamp, say) copies its
+/// unchanged gzip blocks from the last layer, and the image is byte for byte the one a
+/// build without the cache makes.
+#[test]
+fn a_same_length_edit_copies_unchanged_blocks_and_changes_no_digest() {
+    let s = setup();
+    s.build(&[]);
+    let main = s.dir().join("main.go");
+    let source = fs::read_to_string(&main).unwrap();
+    edit(
+        &main,
+        &source.replace("hello from kobuild", "hallo from kobuild"),
+    );
+    let repo = format!("{}/cache", s.reg.host());
+    let args = [
+        "--repo",
+        &repo,
+        "--base",
+        &s.base,
+        "--platform",
+        "linux/amd64",
+        "-v",
+        ".",
+    ];
+    let out = s.kb.run_in(&s.dir(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let copied = stderr
+        .lines()
+        .find_map(|l| l.split("gzip: ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(copied.is_some_and(|n| n > 0), "no block copied: {stderr}");
+    let with_blocks = String::from_utf8(out.stdout).unwrap();
+    let without = s.build(&["--no-cache"]);
+    assert_eq!(digest_of(with_blocks.trim()), digest_of(&without));
+}

@@ -89,19 +89,30 @@ enum Encoder<W: io::Write> {
 }
 
 impl<W: io::Write> Encoder<W> {
-    fn new(c: Compression, out: W, threads: usize) -> io::Result<Self> {
+    /// `keyed`: gzip blocks are recorded, and copied from the earlier stream where it has
+    /// them (zstd ignores it).
+    fn new(
+        c: Compression,
+        out: W,
+        threads: usize,
+        keyed: Option<Option<pgzip::Earlier>>,
+    ) -> io::Result<Self> {
         Ok(match c {
             Compression::Gzip(level) => {
-                Encoder::Gzip(Box::new(pgzip::GzEncoder::new(out, level, threads)))
+                let gz = pgzip::GzEncoder::new(out, level, threads);
+                Encoder::Gzip(Box::new(match keyed {
+                    Some(earlier) => gz.keyed(earlier),
+                    None => gz,
+                }))
             }
             Compression::Zstd(level) => Encoder::Zstd(zstd::Encoder::new(out, level)?),
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    fn finish(self) -> io::Result<(W, Vec<pgzip::BlockRecord>)> {
         match self {
             Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish().map(|w| (w, Vec::new())),
         }
     }
 }
@@ -161,6 +172,14 @@ struct CacheRecord {
     size: u64,
 }
 
+/// The last layer made from one binary path, with its gzip blocks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BlocksRecord {
+    digest: Digest,
+    size: u64,
+    blocks: Vec<pgzip::BlockRecord>,
+}
+
 impl LayerStore {
     fn record_path(&self, diff_id: &Digest) -> Option<PathBuf> {
         self.index
@@ -179,6 +198,45 @@ impl LayerStore {
             size: r.size,
             diff_id: diff_id.clone(),
         })
+    }
+
+    /// Where the blocks of the last layer made from `binary` are recorded: a relinked binary
+    /// whose bytes moved little (a version stamp of the same length, say) copies its
+    /// unchanged blocks from that layer. `None` without a cache, or for zstd.
+    fn blocks_path(&self, binary: &Path) -> Option<PathBuf> {
+        if !matches!(self.compression, Compression::Gzip(_)) {
+            return None;
+        }
+        let slot = Digest::of(binary.as_os_str().as_encoded_bytes());
+        self.index.as_ref().map(|d| {
+            d.join(self.compression.recipe())
+                .join("blocks")
+                .join(slot.hex())
+        })
+    }
+
+    /// The recorded layer's blocks, if its blob is still there.
+    fn earlier(&self, blocks_path: &Path) -> Option<pgzip::Earlier> {
+        let r: BlocksRecord = serde_json::from_slice(&fs::read(blocks_path).ok()?).ok()?;
+        let file = File::open(self.blobs.join(r.digest.hex())).ok()?;
+        (file.metadata().ok()?.len() == r.size).then(|| pgzip::Earlier::new(file, r.blocks))
+    }
+
+    fn remember_blocks(
+        &self,
+        blocks_path: &Path,
+        layer: &Layer,
+        blocks: Vec<pgzip::BlockRecord>,
+    ) -> io::Result<()> {
+        let record = BlocksRecord {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            blocks,
+        };
+        write_file_atomic(
+            blocks_path,
+            &serde_json::to_vec(&record).map_err(io::Error::other)?,
+        )
     }
 
     fn remember(&self, layer: &Layer) -> io::Result<()> {
@@ -237,7 +295,15 @@ fn emit<W: io::Write>(
 }
 
 fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, LayerError> {
-    build_with(entries, mtime, store, pgzip::default_threads(), true, None)
+    build_with(
+        entries,
+        mtime,
+        store,
+        pgzip::default_threads(),
+        true,
+        None,
+        None,
+    )
 }
 
 /// Build a layer from `entries`: hash the tar first, reuse a finished layer with the same
@@ -252,6 +318,7 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
 /// Without a cache (`--no-cache`), or without `lookup` (a binary just linked, whose DiffID is
 /// new unless the link reproduced an earlier one) there is one pass; the layer is still
 /// recorded. `threads` decides speed, never bytes. `follow` hears of every write.
+/// `blocks`: the record of this layer's gzip blocks, read for blocks to copy and rewritten.
 fn build_with(
     entries: &[Entry],
     mtime: u64,
@@ -259,6 +326,7 @@ fn build_with(
     threads: usize,
     lookup: bool,
     follow: Option<&WrittenTx>,
+    blocks: Option<&Path>,
 ) -> Result<Layer, LayerError> {
     let werr = |source| LayerError::Write {
         dir: store.blobs.clone(),
@@ -285,11 +353,13 @@ fn build_with(
         tx: follow,
     };
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, reporting));
-    let gz = Encoder::new(store.compression, compressed, threads).map_err(werr)?;
+    let keyed = blocks.map(|p| store.earlier(p));
+    let gz = Encoder::new(store.compression, compressed, threads, keyed).map_err(werr)?;
     let mut tar = TarWriter::new(HashingWriter::new(gz));
     emit(&mut tar, entries, mtime, &werr)?;
     let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();
-    let (buf, digest, size) = gz.finish().map_err(werr)?.finish();
+    let (compressed, records) = gz.finish().map_err(werr)?;
+    let (buf, digest, size) = compressed.finish();
     let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?.inner;
     if let Some(tx) = follow {
         tx.send_modify(|w| w.done = true);
@@ -304,6 +374,9 @@ fn build_with(
         diff_id,
     };
     store.remember(&layer).map_err(werr)?;
+    if let Some(p) = blocks {
+        store.remember_blocks(p, &layer, records).map_err(werr)?;
+    }
     Ok(layer)
 }
 
@@ -349,7 +422,16 @@ fn build_binary_layer(
             size,
         },
     ];
-    build_with(&entries, 0, store, pgzip::default_threads(), lookup, follow)
+    let blocks = store.blocks_path(binary);
+    build_with(
+        &entries,
+        0,
+        store,
+        pgzip::default_threads(),
+        lookup,
+        follow,
+        blocks.as_deref(),
+    )
 }
 
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
@@ -484,6 +566,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("outside"), "{err}");
+    }
+
+    #[test]
+    fn a_relinked_binary_copies_unchanged_blocks_into_the_same_layer_as_without_cache() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        let mut x = 7u64;
+        let content: Vec<u8> = (0..pgzip::BLOCK_SIZE * 7 / 2)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if i % 3 == 0 {
+                    (x >> 59) as u8
+                } else {
+                    b"go"[i % 2]
+                }
+            })
+            .collect();
+        fs::write(&bin, &content).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let st = store(out.path());
+        fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let record = st.blocks_path(&bin).unwrap();
+        assert!(
+            st.earlier(&record).is_some(),
+            "the blocks were not recorded"
+        );
+
+        // A stamp of the same length changes, as a version string set at link time would.
+        let mut relinked = content;
+        relinked[pgzip::BLOCK_SIZE * 2 + 100..][..7].copy_from_slice(b"v1.2.4 ");
+        fs::write(&bin, &relinked).unwrap();
+        let copied = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let plain = LayerStore {
+            index: None,
+            ..store(&out.path().join("plain"))
+        };
+        let fresh = fresh_binary_layer(&bin, "app", &plain, None).unwrap();
+        assert_eq!(copied.digest, fresh.digest);
+        assert_eq!(
+            fs::read(&copied.path).unwrap(),
+            fs::read(&fresh.path).unwrap()
+        );
+        assert_eq!(copied.diff_id, fresh.diff_id);
+        assert!(
+            plain.blocks_path(&bin).is_none(),
+            "--no-cache records no blocks"
+        );
     }
 
     #[test]
@@ -652,7 +781,7 @@ mod tests {
                     index: None,
                     compression: Compression::default(),
                 };
-                build_with(&entries, 0, &st, threads, true, None).unwrap()
+                build_with(&entries, 0, &st, threads, true, None, None).unwrap()
             })
             .collect();
         for l in &layers[1..] {
@@ -770,6 +899,7 @@ mod tests {
                     &fresh(&format!("t{threads}-{i}")),
                     threads,
                     true,
+                    None,
                     None,
                 )
                 .unwrap()

@@ -16,13 +16,23 @@
 //! the same input written in 8 KiB pieces or in one piece), that is on the tar writer's and
 //! `std::io::copy`'s buffer sizes. Here each block goes to zlib-rs in one call, so the bytes
 //! depend on nothing but the input and the level; small layers' digests changed once for it.
+//!
+//! Because a block's bytes are a pure function of its key (level, last or not, dictionary
+//! and input), an encoder may be handed an [`Earlier`] stream's blocks: a block whose key
+//! is there is copied from that stream (its bytes checked against their recorded hash)
+//! instead of compressed. The output is the same byte for byte; only the time differs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 
 use flate2::{Compress, Crc, FlushCompress, Status};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
 
 /// Input bytes per deflate block. Part of the compression recipe (the layer cache's key):
 /// changing it changes the digest of every layer larger than one block.
@@ -56,12 +66,51 @@ pub fn header(level: u32) -> [u8; 10] {
     [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]
 }
 
+/// One compressed block of a finished stream: its key, where its bytes are in the stream,
+/// and their hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub key: Digest,
+    pub offset: u64,
+    pub len: u64,
+    pub hash: Digest,
+}
+
+/// A finished stream whose blocks may be copied instead of compressed again.
+pub struct Earlier {
+    file: File,
+    blocks: HashMap<Digest, BlockRecord>,
+}
+
+impl Earlier {
+    pub fn new(file: File, blocks: Vec<BlockRecord>) -> Earlier {
+        let blocks = blocks.into_iter().map(|b| (b.key.clone(), b)).collect();
+        Earlier { file, blocks }
+    }
+
+    /// The block's bytes, if the stream has them intact.
+    fn read(&self, key: &Digest) -> Option<Vec<u8>> {
+        let b = self.blocks.get(key)?;
+        let mut bytes = vec![0; usize::try_from(b.len).ok()?];
+        self.file.read_exact_at(&mut bytes, b.offset).ok()?;
+        (Digest::of(&bytes) == b.hash).then_some(bytes)
+    }
+}
+
+/// Blocks are keyed (to be recorded, or copied from `earlier`).
+#[derive(Clone)]
+struct Keyed {
+    level: u32,
+    earlier: Option<Arc<Earlier>>,
+}
+
 /// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block.
 struct Job {
     buf: Vec<u8>,
     dict: usize,
     last: bool,
     out: Vec<u8>,
+    keyed: Option<Keyed>,
     reply: mpsc::SyncSender<io::Result<Done>>,
 }
 
@@ -70,6 +119,9 @@ struct Done {
     buf: Vec<u8>,
     out: Vec<u8>,
     crc: Crc,
+    /// The block's key and its bytes' hash, when keyed.
+    record: Option<(Digest, Digest)>,
+    copied: bool,
 }
 
 /// A gzip writer compressing [`BLOCK_SIZE`] blocks on up to `threads` workers. Call
@@ -89,6 +141,11 @@ pub struct GzEncoder<W: Write> {
     spare: Vec<(Vec<u8>, Vec<u8>)>,
     /// For blocks compressed on the calling thread.
     inline: Option<Compress>,
+    keyed: Option<Keyed>,
+    /// Bytes written so far, each keyed block's record, and how many were copied.
+    offset: u64,
+    records: Vec<BlockRecord>,
+    copied: usize,
 }
 
 impl<W: Write> GzEncoder<W> {
@@ -106,11 +163,26 @@ impl<W: Write> GzEncoder<W> {
             pending: VecDeque::new(),
             spare: Vec::new(),
             inline: None,
+            keyed: None,
+            offset: 0,
+            records: Vec::new(),
+            copied: 0,
         }
     }
 
-    /// Compress what is left, write the trailer and hand back the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Records every block (see [`GzEncoder::finish`]), and copies those that
+    /// `earlier` has. Costs a sha256 of each block's input and output.
+    pub fn keyed(mut self, earlier: Option<Earlier>) -> Self {
+        self.keyed = Some(Keyed {
+            level: self.level,
+            earlier: earlier.map(Arc::new),
+        });
+        self
+    }
+
+    /// Compress what is left, write the trailer and hand back the inner writer, with the
+    /// record of every block when [`GzEncoder::keyed`] (else none).
+    pub fn finish(mut self) -> io::Result<(W, Vec<BlockRecord>)> {
         if self.pool.is_none() {
             // At most one block in all (or no workers): no threads for small streams.
             self.threads = 0;
@@ -128,11 +200,19 @@ impl<W: Write> GzEncoder<W> {
         self.out.write_all(&trailer)?;
         // Join the workers before handing the writer back.
         self.pool.take();
-        Ok(self.out)
+        if self.keyed.as_ref().is_some_and(|k| k.earlier.is_some()) {
+            tracing::debug!(
+                "gzip: {} of {} blocks copied from the earlier layer",
+                self.copied,
+                self.records.len()
+            );
+        }
+        Ok((self.out, self.records))
     }
 
     fn write_header(&mut self) -> io::Result<()> {
         self.header_written = true;
+        self.offset = 10;
         self.out.write_all(&header(self.level))
     }
 
@@ -160,7 +240,7 @@ impl<W: Write> GzEncoder<W> {
         }
         if self.pool.is_none() {
             let c = self.inline.get_or_insert_with(|| compressor(self.level));
-            let done = compress_block(c, buf, job_dict, last, out)?;
+            let done = block(c, buf, job_dict, last, out, self.keyed.as_ref())?;
             return self.emit(done);
         }
         while self.pending.len() >= self.threads * IN_FLIGHT_PER_WORKER {
@@ -173,6 +253,7 @@ impl<W: Write> GzEncoder<W> {
             dict: job_dict,
             last,
             out,
+            keyed: self.keyed.clone(),
             reply,
         })?;
         self.pending.push_back(rx);
@@ -202,6 +283,17 @@ impl<W: Write> GzEncoder<W> {
         }
         self.out.write_all(&done.out)?;
         self.crc.combine(&done.crc);
+        let len = done.out.len() as u64;
+        if let Some((key, hash)) = done.record {
+            self.records.push(BlockRecord {
+                key,
+                offset: self.offset,
+                len,
+                hash,
+            });
+        }
+        self.offset += len;
+        self.copied += usize::from(done.copied);
         self.spare.push((done.buf, done.out));
         Ok(())
     }
@@ -237,6 +329,43 @@ fn worker_lost() -> io::Error {
 
 fn compressor(level: u32) -> Compress {
     Compress::new(flate2::Compression::new(level), false)
+}
+
+/// A block's bytes: copied from an earlier stream when keyed and found there, else
+/// compressed.
+fn block(
+    c: &mut Compress,
+    buf: Vec<u8>,
+    dict: usize,
+    last: bool,
+    out: Vec<u8>,
+    keyed: Option<&Keyed>,
+) -> io::Result<Done> {
+    let Some(keyed) = keyed else {
+        return compress_block(c, buf, dict, last, out);
+    };
+    let key = Digest::of_parts(&[
+        &[keyed.level as u8, u8::from(last)],
+        &(dict as u64).to_le_bytes(),
+        &buf,
+    ]);
+    let copied = keyed.earlier.as_ref().and_then(|e| e.read(&key));
+    let mut done = match copied {
+        Some(bytes) => {
+            let mut crc = Crc::new();
+            crc.update(&buf[dict..]);
+            Done {
+                buf,
+                out: bytes,
+                crc,
+                record: None,
+                copied: true,
+            }
+        }
+        None => compress_block(c, buf, dict, last, out)?,
+    };
+    done.record = Some((key, Digest::of(&done.out)));
+    Ok(done)
 }
 
 /// Raw deflate of `buf[dict..]` primed with `buf[..dict]`, ended with a sync flush (or
@@ -288,7 +417,13 @@ fn compress_block(
             _ => {}
         }
     }
-    Ok(Done { buf, out, crc })
+    Ok(Done {
+        buf,
+        out,
+        crc,
+        record: None,
+        copied: false,
+    })
 }
 
 fn make_room(out: &mut Vec<u8>) {
@@ -346,7 +481,14 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, level: u32) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let done = compress_block(&mut c, job.buf, job.dict, job.last, job.out);
+        let done = block(
+            &mut c,
+            job.buf,
+            job.dict,
+            job.last,
+            job.out,
+            job.keyed.as_ref(),
+        );
         // The encoder may be gone (an error elsewhere): nobody to tell.
         let _ = job.reply.send(done);
     }
@@ -380,7 +522,7 @@ mod tests {
         for c in input.chunks(chunk.max(1)) {
             gz.write_all(c).unwrap();
         }
-        gz.finish().unwrap()
+        gz.finish().unwrap().0
     }
 
     fn gunzip(gz: &[u8]) -> Vec<u8> {
@@ -464,6 +606,59 @@ mod tests {
         let six = pgzip(&input, 6, 2, 65536);
         assert_eq!(gunzip(&six), input);
         assert_eq!(pgzip(&input, 6, 0, 65536), six);
+    }
+
+    fn keyed(input: &[u8], earlier: Option<Earlier>) -> (Vec<u8>, Vec<BlockRecord>) {
+        let mut gz = GzEncoder::new(Vec::new(), 1, 2).keyed(earlier);
+        gz.write_all(input).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn earlier(bytes: &[u8], blocks: Vec<BlockRecord>) -> (tempfile::NamedTempFile, Earlier) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        let e = Earlier::new(File::open(file.path()).unwrap(), blocks);
+        (file, e)
+    }
+
+    #[test]
+    fn blocks_of_an_earlier_stream_are_copied_and_change_no_byte() {
+        const B: usize = BLOCK_SIZE;
+        let a = data(3 * B + 999);
+        let (gz_a, blocks_a) = keyed(&a, None);
+        assert_eq!(gz_a, pgzip(&a, 1, 2, 65536), "keying alone changes nothing");
+        assert_eq!(blocks_a.len(), 4);
+        assert_eq!(blocks_a[0].offset, 10);
+        assert_eq!(blocks_a[3].offset + blocks_a[3].len + 8, gz_a.len() as u64);
+
+        // One byte of the second block changes, far from its end (the next block's dictionary).
+        let mut b = a.clone();
+        b[B + 10] ^= 0xff;
+        let (_file, e) = earlier(&gz_a, blocks_a.clone());
+        let (gz_b, blocks_b) = keyed(&b, Some(e));
+        assert_eq!(gz_b, pgzip(&b, 1, 0, 65536));
+        assert_eq!(gunzip(&gz_b), b);
+        let same: Vec<bool> = (0..4).map(|i| blocks_a[i].key == blocks_b[i].key).collect();
+        assert_eq!(same, [true, false, true, true]);
+
+        // Copying happens: bytes recorded under block 0's key end up in the output as they are.
+        let marker = b"copied, not compressed".to_vec();
+        let record = BlockRecord {
+            key: blocks_a[0].key.clone(),
+            offset: 0,
+            len: marker.len() as u64,
+            hash: Digest::of(&marker),
+        };
+        let (_file, e) = earlier(&marker, vec![record.clone()]);
+        let (gz_c, _) = keyed(&a, Some(e));
+        assert!(gz_c.windows(marker.len()).any(|w| w == marker));
+        // Bytes that do not match their recorded hash are compressed afresh instead.
+        let wrong = BlockRecord {
+            hash: Digest::of(b"other"),
+            ..record
+        };
+        let (_file, e) = earlier(&marker, vec![wrong]);
+        assert_eq!(keyed(&a, Some(e)).0, gz_a);
     }
 
     #[test]
