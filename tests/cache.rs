@@ -73,21 +73,31 @@ impl Setup {
         self.app.path().join("hello")
     }
 
-    fn build(&self, extra: &[&str]) -> String {
+    /// The arguments of a build of the app, with `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
         let repo = format!("{}/cache", self.reg.host());
-        let mut args = vec![
-            "--repo",
-            &repo,
-            "--base",
-            &self.base,
-            "--platform",
-            "linux/amd64",
-        ];
-        args.extend_from_slice(extra);
-        args.push(".");
+        let mut args: Vec<String> = ["--repo", &repo, "--base", &self.base]
+            .into_iter()
+            .chain(["--platform", "linux/amd64"])
+            .chain(extra.iter().copied())
+            .map(str::to_string)
+            .collect();
+        args.push(".".into());
+        args
+    }
+
+    fn build(&self, extra: &[&str]) -> String {
+        let args = self.args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let refs = self.kb.ok_in(&self.dir(), &args);
         assert_eq!(refs.len(), 1, "{refs:?}");
         refs[0].clone()
+    }
+
+    /// Rewrites main.go, as an editor would.
+    fn edit_main(&self, change: impl FnOnce(&str) -> String) {
+        let main = self.dir().join("main.go");
+        edit(&main, &change(&fs::read_to_string(&main).unwrap()));
     }
 
     fn tag_digest(&self, tag: &str) -> String {
@@ -143,9 +153,7 @@ fn a_changed_go_file_or_kodata_file_builds_again() {
     let s = setup();
     let first = s.build(&[]);
     s.go.take();
-    let main = s.dir().join("main.go");
-    let source = fs::read_to_string(&main).unwrap();
-    edit(&main, &format!("{source}\nvar cacheTest = 1\n"));
+    s.edit_main(|source| format!("{source}\nvar cacheTest = 1\n"));
     s.build(&[]);
     assert!(built(&s.go.take()), "a Go edit did not build");
 
@@ -248,9 +256,7 @@ fn a_known_package_is_not_listed_again_until_its_go_mod_changes() {
     s.build(&[]);
     assert_eq!(lists(&s.go.take()), 2, "the target, and the inputs");
 
-    let main = s.dir().join("main.go");
-    let source = fs::read_to_string(&main).unwrap();
-    edit(&main, &format!("{source}\nvar cacheTest = 1\n"));
+    s.edit_main(|source| format!("{source}\nvar cacheTest = 1\n"));
     s.build(&[]);
     let go = s.go.take();
     assert!(built(&go));
@@ -273,28 +279,14 @@ fn a_known_package_is_not_listed_again_until_its_go_mod_changes() {
 fn a_known_package_turned_library_is_refused() {
     let s = setup();
     s.build(&[]);
-    let main = s.dir().join("main.go");
-    let source = fs::read_to_string(&main).unwrap();
-    edit(
-        &main,
-        &source
+    s.edit_main(|source| {
+        source
             .replace("package main", "package hello")
-            .replace("func main()", "func Main()"),
-    );
-    let repo = format!("{}/cache", s.reg.host());
-    let stderr = s.kb.fails_in(
-        &s.dir(),
-        &[
-            "--repo",
-            &repo,
-            "--base",
-            &s.base,
-            "--platform",
-            "linux/amd64",
-            ".",
-        ],
-        2,
-    );
+            .replace("func main()", "func Main()")
+    });
+    let args = s.args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = s.kb.fails_in(&s.dir(), &args, 2);
     assert!(stderr.contains("a library"), "{stderr}");
 }
 
@@ -310,17 +302,15 @@ fn a_new_import_is_followed_into_its_package() {
         &greet.join("greet.go"),
         "package greet\n\nconst Word = \"one\"\n",
     );
-    let main = s.dir().join("main.go");
-    let source = fs::read_to_string(&main).unwrap();
-    edit(&main, &source);
+    // Unchanged, but dated before the build like the new directory beside it.
+    s.edit_main(str::to_string);
     s.build(&[]);
     s.go.take();
 
-    edit(
-        &main,
-        &(source.replace("import (", "import (\n\t\"example.com/hello/greet\"")
-            + "\nfunc init() {\n\tif os.Getenv(\"GREET\") == greet.Word {\n\t\tprintln(greet.Word)\n\t}\n}\n"),
-    );
+    s.edit_main(|source| {
+        source.replace("import (", "import (\n\t\"example.com/hello/greet\"")
+            + "\nfunc init() {\n\tif os.Getenv(\"GREET\") == greet.Word {\n\t\tprintln(greet.Word)\n\t}\n}\n"
+    });
     let importing = s.build(&[]);
     let go = s.go.take();
     assert!(built(&go));
@@ -347,23 +337,9 @@ fn a_new_import_is_followed_into_its_package() {
 fn a_same_length_edit_copies_unchanged_blocks_and_changes_no_digest() {
     let s = setup();
     s.build(&[]);
-    let main = s.dir().join("main.go");
-    let source = fs::read_to_string(&main).unwrap();
-    edit(
-        &main,
-        &source.replace("hello from kobuild", "hallo from kobuild"),
-    );
-    let repo = format!("{}/cache", s.reg.host());
-    let args = [
-        "--repo",
-        &repo,
-        "--base",
-        &s.base,
-        "--platform",
-        "linux/amd64",
-        "-v",
-        ".",
-    ];
+    s.edit_main(|source| source.replace("hello from kobuild", "hallo from kobuild"));
+    let args = s.args(&["-v"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = s.kb.run_in(&s.dir(), &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -237,19 +237,14 @@ fn an_index_pushes_after_its_children_and_skopeo_reads_it() {
     let base = make_base_with_attestations(&kb.dir().join("base"), "v1", &ALL_PLATFORMS);
     let base_ref = push_base(&reg, &base, "v1", "base/multi").replace(&reg.host(), &proxy.host());
     let repo = format!("{}/apps", proxy.host());
-    let refs = kb.ok(&[
-        "./hello",
-        "--repo",
-        &repo,
-        "--base",
-        &base_ref,
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-t",
-        "v2",
-        // The request counts below are the image's; SBOM referrers have their own test.
-        "--sbom=none",
-    ]);
+    // The request counts below are the image's; SBOM referrers have their own test.
+    let build = |extra: &[&str]| {
+        let mut args = vec!["./hello", "--repo", &repo, "--base", &base_ref];
+        args.extend(["--platform", "linux/amd64,linux/arm64", "--sbom=none"]);
+        args.extend_from_slice(extra);
+        kb.ok(&args)
+    };
+    let refs = build(&["-t", "v2"]);
     let puts: Vec<String> = proxy
         .requests()
         .into_iter()
@@ -291,17 +286,7 @@ fn an_index_pushes_after_its_children_and_skopeo_reads_it() {
     };
     assert!(base_reads(&proxy).len() >= 5, "{:?}", base_reads(&proxy));
     proxy.clear();
-    let again = kb.ok(&[
-        "./hello",
-        "--repo",
-        &repo,
-        "--base",
-        &base_ref,
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--sbom=none",
-        "--no-cache",
-    ]);
+    let again = build(&["--no-cache"]);
     assert_eq!(digest_of(&again[0]), index_digest);
     assert_eq!(
         base_reads(&proxy),

@@ -374,16 +374,19 @@ mod tests {
         fs::write(dir.join("kodata/sub/page.html"), "<p>").unwrap();
     }
 
-    async fn snapshot(dir: &Path) -> Snapshot {
-        let listing = Listing {
+    fn listing(dir: &Path) -> Listing<'_> {
+        Listing {
             go: "go",
             dir,
             pattern: ".",
             env: vec![("GOFLAGS".into(), "-mod=mod".into())],
             flags: &[],
-        };
+        }
+    }
+
+    async fn snapshot(dir: &Path) -> Snapshot {
         let since = SystemTime::now() + std::time::Duration::from_secs(1);
-        let inputs = Inputs::list(&[listing]).await.unwrap();
+        let inputs = Inputs::list(&[listing(dir)]).await.unwrap();
         Snapshot::take(inputs, &[], &[dir.join("kodata")], since).unwrap()
     }
 
@@ -499,15 +502,7 @@ mod tests {
                 let relisted = s.relisted();
                 assert_eq!(relisted.is_some(), expected, "{what}");
                 if let Some(relisted) = relisted {
-                    let listed = Inputs::list(&[Listing {
-                        go: "go",
-                        dir: d,
-                        pattern: ".",
-                        env: vec![("GOFLAGS".into(), "-mod=mod".into())],
-                        flags: &[],
-                    }])
-                    .await
-                    .unwrap();
+                    let listed = Inputs::list(&[listing(d)]).await.unwrap();
                     assert!(listed.files.is_subset(&relisted.files), "{what}");
                     assert!(listed.dirs.is_subset(&relisted.dirs), "{what}");
                 }
@@ -564,15 +559,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         app(dir);
-        let listing = Listing {
-            go: "go",
-            dir,
-            pattern: ".",
-            env: vec![],
-            flags: &[],
-        };
         let since = SystemTime::now() - std::time::Duration::from_secs(3600);
-        let inputs = Inputs::list(&[listing]).await.unwrap();
+        let inputs = Inputs::list(&[listing(dir)]).await.unwrap();
         let err = Snapshot::take(inputs, &[], &[], since).unwrap_err();
         assert!(err.contains("changed during the build"), "{err}");
     }
