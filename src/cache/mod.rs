@@ -7,7 +7,7 @@
 //! image; the tags are then pointed at it remotely.
 
 mod inputs;
-mod shape;
+pub mod shape;
 
 pub use inputs::{Inputs, Listing, Snapshot};
 

@@ -89,24 +89,22 @@ enum Encoder<W: io::Write> {
 }
 
 impl<W: io::Write> Encoder<W> {
-    /// `keyed`: gzip blocks are recorded, and copied from the earlier stream where it has
-    /// them (zstd ignores it).
-    fn new(
-        c: Compression,
-        out: W,
-        threads: usize,
-        keyed: Option<Option<pgzip::Earlier>>,
-    ) -> io::Result<Self> {
+    fn new(c: Compression, out: W, threads: usize) -> io::Result<Self> {
         Ok(match c {
             Compression::Gzip(level) => {
-                let gz = pgzip::GzEncoder::new(out, level, threads);
-                Encoder::Gzip(Box::new(match keyed {
-                    Some(earlier) => gz.keyed(earlier),
-                    None => gz,
-                }))
+                Encoder::Gzip(Box::new(pgzip::GzEncoder::new(out, level, threads)))
             }
             Compression::Zstd(level) => Encoder::Zstd(zstd::Encoder::new(out, level)?),
         })
+    }
+
+    /// gzip blocks are recorded, and copied from `earlier` where it has them (zstd has no
+    /// blocks).
+    fn keyed(self, earlier: Option<pgzip::Earlier>) -> Self {
+        match self {
+            Encoder::Gzip(gz) => Encoder::Gzip(Box::new(gz.keyed(earlier))),
+            zstd => zstd,
+        }
     }
 
     fn finish(self) -> io::Result<(W, Vec<pgzip::BlockRecord>)> {
@@ -353,8 +351,10 @@ fn build_with(
         tx: follow,
     };
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, reporting));
-    let keyed = blocks.map(|p| store.earlier(p));
-    let gz = Encoder::new(store.compression, compressed, threads, keyed).map_err(werr)?;
+    let mut gz = Encoder::new(store.compression, compressed, threads).map_err(werr)?;
+    if let Some(p) = blocks {
+        gz = gz.keyed(store.earlier(p));
+    }
     let mut tar = TarWriter::new(HashingWriter::new(gz));
     emit(&mut tar, entries, mtime, &werr)?;
     let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();

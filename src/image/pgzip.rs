@@ -41,6 +41,10 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 /// Each block after the first is primed with this much preceding input (deflate's window).
 pub const DICT_SIZE: usize = 32 * 1024;
 
+/// Longer than any compressed block (deflate grows incompressible input by 1/8 at most):
+/// a recorded block claiming more is damaged, and compressed afresh.
+const MAX_BLOCK_OUT: usize = 2 * BLOCK_SIZE;
+
 /// Blocks queued or being compressed per worker: bounds memory to a few MiB per worker.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
@@ -91,7 +95,11 @@ impl Earlier {
     /// The block's bytes, if the stream has them intact.
     fn read(&self, key: &Digest) -> Option<Vec<u8>> {
         let b = self.blocks.get(key)?;
-        let mut bytes = vec![0; usize::try_from(b.len).ok()?];
+        // A damaged record must not ask for more memory than any block can take.
+        if b.len > MAX_BLOCK_OUT as u64 {
+            return None;
+        }
+        let mut bytes = vec![0; b.len as usize];
         self.file.read_exact_at(&mut bytes, b.offset).ok()?;
         (Digest::of(&bytes) == b.hash).then_some(bytes)
     }
@@ -655,9 +663,16 @@ mod tests {
         // Bytes that do not match their recorded hash are compressed afresh instead.
         let wrong = BlockRecord {
             hash: Digest::of(b"other"),
-            ..record
+            ..record.clone()
         };
         let (_file, e) = earlier(&marker, vec![wrong]);
+        assert_eq!(keyed(&a, Some(e)).0, gz_a);
+        // Nor a damaged record claiming more bytes than any block has.
+        let huge = BlockRecord {
+            len: u64::MAX,
+            ..record
+        };
+        let (_file, e) = earlier(&marker, vec![huge]);
         assert_eq!(keyed(&a, Some(e)).0, gz_a);
     }
 

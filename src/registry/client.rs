@@ -469,23 +469,12 @@ impl Client {
         upload: StreamedUpload,
         body: BodyStream,
     ) -> Result<StreamedUpload, RegistryError> {
-        let ep = self.t.endpoint(repo).await?;
-        let scope = Scope::push(&repo.name);
         let body = std::sync::Mutex::new(Some(body));
         let location = upload.location;
-        let patch = Request::new(
-            Method::PATCH,
-            location.clone(),
-            &repo.name,
-            &scope,
-            STREAMED,
-        )
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .body(Payload::Stream(&body));
-        let resp = self.t.send(&ep, &patch).await?;
-        if !resp.status().is_success() {
-            return Err(status_error(&ep, &patch, resp, &repo.to_string()).await);
-        }
+        let payload = Some(Payload::Stream(&body));
+        let resp = self
+            .upload_step(repo, Method::PATCH, location.clone(), STREAMED, payload)
+            .await?;
         // The next step goes where the registry says; some keep the same URL.
         let location = upload_location(repo, &location, &resp).unwrap_or(location);
         Ok(StreamedUpload { location })
@@ -497,20 +486,10 @@ impl Client {
         repo: &Repository,
         upload: &StreamedUpload,
     ) -> Result<(), RegistryError> {
-        let ep = self.t.endpoint(repo).await?;
-        let scope = Scope::push(&repo.name);
-        let delete = Request::new(
-            Method::DELETE,
-            upload.location.clone(),
-            &repo.name,
-            &scope,
-            STREAMED,
-        );
-        let resp = self.t.send(&ep, &delete).await?;
-        if !resp.status().is_success() {
-            return Err(status_error(&ep, &delete, resp, &repo.to_string()).await);
-        }
-        Ok(())
+        let url = upload.location.clone();
+        self.upload_step(repo, Method::DELETE, url, STREAMED, None)
+            .await
+            .map(drop)
     }
 
     /// Completes a streamed upload under the digest of everything sent.
@@ -520,17 +499,36 @@ impl Client {
         upload: &StreamedUpload,
         digest: &Digest,
     ) -> Result<(), RegistryError> {
-        let ep = self.t.endpoint(repo).await?;
-        let scope = Scope::push(&repo.name);
         let url = with_digest(&upload.location, digest);
         let action = format!("push of blob {digest}");
-        let put =
-            Request::new(Method::PUT, url, &repo.name, &scope, &action).body(Payload::Bytes(&[]));
-        let resp = self.t.send(&ep, &put).await?;
-        if !resp.status().is_success() {
-            return Err(status_error(&ep, &put, resp, &repo.to_string()).await);
+        let payload = Some(Payload::Bytes(&[]));
+        self.upload_step(repo, Method::PUT, url, &action, payload)
+            .await
+            .map(drop)
+    }
+
+    /// One request of a streamed upload, sent once; anything but a success is an error.
+    async fn upload_step(
+        &self,
+        repo: &Repository,
+        method: Method,
+        url: String,
+        action: &str,
+        body: Option<Payload<'_>>,
+    ) -> Result<Response, RegistryError> {
+        let ep = self.t.endpoint(repo).await?;
+        let scope = Scope::push(&repo.name);
+        let mut req = Request::new(method, url, &repo.name, &scope, action);
+        if let Some(body) = body {
+            req = req
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(body);
         }
-        Ok(())
+        let resp = self.t.send(&ep, &req).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&ep, &req, resp, &repo.to_string()).await);
+        }
+        Ok(resp)
     }
 
     /// PUTs exactly `bytes` as a manifest under `reference` (a tag or digest) and returns
