@@ -1,7 +1,6 @@
 //! The registry client against real `docker-registry` servers (plain, htpasswd, TLS), and
 //! behind a small in-test HTTP proxy that injects failures or plays a token server.
 
-mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Endpoint as _, Registry, RegistryKind};
+use crate::common::{Endpoint as _, Registry, RegistryKind};
 use kobuild::digest::Digest;
 use kobuild::image::oci::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use kobuild::registry::{

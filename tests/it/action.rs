@@ -3,15 +3,14 @@
 //! the way the runner runs it (inputs with action.yml's defaults, as env; the environment
 //! files) against a real registry.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use granit_parser::{Event, Parser, options};
 use serde_json::Value;
 use tempfile::TempDir;

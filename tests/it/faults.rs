@@ -17,7 +17,6 @@
 //! The matrix (slot × fault → expected outcome) is in `transient_faults_*` and
 //! `permanent_faults_*`; `cargo test --test faults -- --nocapture` prints each run's outcome.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -25,9 +24,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::faults::{Fault, FaultProxy, Kind, Rule, Seen, oci_request};
-use common::kobuild::{Kobuild, digest_of};
-use common::*;
+use crate::common::faults::{Fault, FaultProxy, Kind, Rule, Seen, oci_request};
+use crate::common::kobuild::{Kobuild, digest_of};
+use crate::common::*;
 
 const PASSWORD: &str = "fault-proxy-pass";
 const TAG: &str = "v1";

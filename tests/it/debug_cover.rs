@@ -1,14 +1,13 @@
 //! `--debug` and `--cover` builds: the binaries carry the flags, and a coverage build run from
 //! its image writes coverage files where the image's GOCOVERDIR says.
 
-mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::kobuild::Kobuild;
-use common::*;
+use crate::common::kobuild::Kobuild;
+use crate::common::*;
 
 fn build(kb: &Kobuild, layout: &Path, extra: &str) -> serde_json::Value {
     kb.ok(&[

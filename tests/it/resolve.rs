@@ -1,12 +1,11 @@
 //! `kobuild resolve`: every distinct ko:// reference built once, pushed, and put into the
 //! manifests without touching anything else.
 
-mod common;
 
 use std::fs;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 
 const MANIFEST: &str = "# shop, resolved by kobuild
 apiVersion: apps/v1

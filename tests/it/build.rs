@@ -1,13 +1,12 @@
 //! End to end: `kobuild build` against real registries, checked with skopeo, umoci and runc.
 
-mod common;
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -611,7 +610,7 @@ fn a_changed_binary_is_uploaded_while_it_is_compressed() {
 /// uploaded as any other blob, and the image is complete.
 #[test]
 fn a_failed_streamed_upload_falls_back_to_the_file() {
-    use common::faults::{Fault, FaultProxy, Kind, Rule};
+    use crate::common::faults::{Fault, FaultProxy, Kind, Rule};
     let reg = Registry::start(RegistryKind::Plain);
     let proxy = FaultProxy::start(&reg);
     let kb = Kobuild::new();

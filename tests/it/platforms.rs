@@ -1,14 +1,13 @@
 //! Multi-platform builds: platform selection from base indexes, one output index, and the
 //! binaries checked per platform (ELF machine, GOARM, arm64 run under qemu).
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

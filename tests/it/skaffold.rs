@@ -1,13 +1,12 @@
 //! skaffold.yaml and .ko.yaml, end to end: two ko artifacts (a docker one skipped), default-repo
 //! naming, the envTemplate tagger, templated ldflags and labels, .ko.yaml defaults, profiles.
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use serde_json::Value;
 use tempfile::TempDir;
 

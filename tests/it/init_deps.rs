@@ -1,14 +1,13 @@
 //! `kobuild init` writes a skaffold.yaml that `kobuild build` builds; `kobuild deps` lists
 //! what each artifact depends on, with Skaffold's pattern rules.
 
-mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::kobuild::Kobuild;
-use common::*;
+use crate::common::kobuild::Kobuild;
+use crate::common::*;
 
 fn kobuild(kb: &Kobuild, cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kobuild"))

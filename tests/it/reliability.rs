@@ -1,13 +1,12 @@
 //! Interrupted pushes and shared caches: a run killed at any point leaves no tag behind and
 //! the next run completes; two runs sharing one cache directory both succeed.
 
-mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 
 #[test]
 fn kill_9_before_the_manifest_leaves_no_tag_and_a_rerun_completes() {

@@ -2,15 +2,14 @@
 //! that contains the expected words, print nothing on stdout, never panic, and leave no
 //! output behind.
 
-mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::kobuild::Kobuild;
-use common::*;
+use crate::common::kobuild::Kobuild;
+use crate::common::*;
 
 struct Case {
     name: &'static str,

@@ -1,11 +1,10 @@
 //! `--compression zstd`: OCI `tar+zstd` layers that other tools read, reproducible digests.
 
-mod common;
 
 use std::process::Command;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 
 #[test]
 fn zstd_layers_push_read_back_and_run() {

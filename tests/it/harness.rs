@@ -3,7 +3,6 @@
 //! formed, the proxy records requests, and the Go fixtures build and run
 //! in an unpacked image under chroot and runc.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn json(bytes: &[u8]) -> Value {

@@ -1,14 +1,13 @@
 //! `kobuild merge`: two matrix jobs each push one platform by digest and write an
 //! artifacts.json; merge turns them into one index, checked with skopeo against the registry.
 
-mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn json(bytes: &[u8]) -> Value {

@@ -1,7 +1,6 @@
 //! Repository labels in the action step: one GitHub API call per workflow run, against a mock
 //! API server written here, and the labels it gives in the built image's config.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::kobuild::Kobuild;
-use common::*;
+use crate::common::kobuild::Kobuild;
+use crate::common::*;
 use serde_json::Value;
 use tempfile::TempDir;
 

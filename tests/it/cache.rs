@@ -2,14 +2,13 @@
 //! even asked), a new tag is set remotely, and anything that decides the image — a Go
 //! file, kodata, the base, the registry no longer having the image — builds it again.
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::kobuild::*;
-use common::*;
+use crate::common::kobuild::*;
+use crate::common::*;
 use tempfile::TempDir;
 
 /// A `go` that logs its subcommand, so a test can see whether Go ran at all.
