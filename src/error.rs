@@ -20,6 +20,8 @@ pub enum Error {
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),

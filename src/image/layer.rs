@@ -231,10 +231,7 @@ impl LayerStore {
             size: layer.size,
             blocks,
         };
-        write_file_atomic(
-            blocks_path,
-            &serde_json::to_vec(&record).map_err(io::Error::other)?,
-        )
+        write_record(blocks_path, &record)
     }
 
     fn remember(&self, layer: &Layer) -> io::Result<()> {
@@ -245,21 +242,13 @@ impl LayerStore {
             digest: layer.digest.clone(),
             size: layer.size,
         };
-        write_file_atomic(
-            &path,
-            &serde_json::to_vec(&record).map_err(io::Error::other)?,
-        )
+        write_record(&path, &record)
     }
 }
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+fn write_record(path: &Path, record: &impl serde::Serialize) -> io::Result<()> {
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| e.source)
 }
 
 enum Entry {
@@ -339,10 +328,7 @@ fn build_with(
         }
     }
     fs::create_dir_all(&store.blobs).map_err(werr)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".layer-")
-        .tempfile_in(&store.blobs)
-        .map_err(werr)?;
+    let tmp = crate::fsutil::temp_file_in(&store.blobs).map_err(werr)?;
     if let Some(tx) = follow {
         tx.send_modify(|w| w.path = Some(tmp.path().to_path_buf()));
     }
