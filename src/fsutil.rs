@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The name every temporary file or directory kobuild makes starts with. One left behind
@@ -55,6 +55,24 @@ pub fn temp_dir_in(dir: &Path) -> io::Result<tempfile::TempDir> {
         .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(0o777))
         .tempdir_in(dir)
+}
+
+/// `path` opened for reading if it is a regular file. Anything else is an error, found
+/// without waiting: opening a FIFO would block until a writer came, and a device is not data.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    // O_NONBLOCK makes the open of a FIFO return at once; a regular file's reads ignore it.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
 }
 
 /// An output being written. For a regular file nothing shows at the path before
@@ -189,7 +207,7 @@ fn target(path: &Path) -> io::Result<Target> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, symlink};
 

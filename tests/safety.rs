@@ -1,6 +1,7 @@
 //! What a repository or a command line can make kobuild do to the machine it runs on:
 //! output files behave like every Unix tool's (modes, owners, symlinks, FIFOs, devices, no
-//! leftovers).
+//! leftovers), and kodata walks always end (cycles, FIFOs and devices are refused; legal
+//! symlinked trees keep ko's DiffID).
 
 mod common;
 
@@ -470,4 +471,177 @@ fn a_write_that_fails_halfway_leaves_no_temporary_file() {
     let mut left = leftovers(&out);
     left.extend(leftovers(&kb.dir().join("cache")));
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A copy of the hello app whose kodata `edit` changes; returns the temp dir and the app.
+fn hello_with(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
+    let copy = app_copy("hello");
+    let app = copy.path().join("hello");
+    edit(&app.join("kodata"));
+    (copy, app)
+}
+
+/// `kobuild build .` of `app` into a layout under `kb`'s directory, within a minute.
+fn build_app(kb: &Kobuild, app: &Path, extra: &[&str]) -> Output {
+    let layout = kb.dir().join("layout");
+    let mut args = vec![
+        ".",
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64",
+        "--push=false",
+        "--oci-layout-path",
+        s(&layout),
+    ];
+    args.extend(extra);
+    output_within(&mut kb.command(app, &args), Duration::from_secs(60))
+}
+
+/// Exit 2 and one `error:` line, which names `path`; returns that line.
+fn refused(out: &Output, path: &Path) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("{:?}", s(path))),
+        "{}",
+        errors[0]
+    );
+    assert!(out.stdout.is_empty());
+    errors[0].to_string()
+}
+
+#[test]
+fn a_kodata_symlink_cycle_is_refused() {
+    let kb = Kobuild::new();
+    for (link, target) in [("self", "."), ("sub/deeper/up", "../..")] {
+        let (_copy, app) = hello_with(|k| {
+            fs::create_dir_all(k.join("sub/deeper")).unwrap();
+            symlink(target, k.join(link)).unwrap();
+        });
+        let out = build_app(&kb, &app, &[]);
+        let error = refused(&out, &app.join("kodata").join(link));
+        assert!(error.contains("cycle"), "{error}");
+    }
+}
+
+#[test]
+fn a_kodata_fifo_is_refused_without_waiting_for_a_writer() {
+    let kb = Kobuild::new();
+    let (_copy, app) = hello_with(|k| {
+        run_checked(Command::new("mkfifo").arg(k.join("sub/pipe")));
+    });
+    let error = refused(&build_app(&kb, &app, &[]), &app.join("kodata/sub/pipe"));
+    assert!(error.contains("FIFO"), "{error}");
+
+    // A kodata file replaced by a FIFO after a cached build: the cache's check of the
+    // recorded files must not wait on it either.
+    let reg = Registry::start(RegistryKind::Plain);
+    let (_copy, app) = hello_with(|_| {});
+    let repo = format!("{}/apps", reg.host());
+    let push = |kb: &Kobuild| {
+        output_within(
+            &mut kb.command(
+                &app,
+                &[".", "--base", "scratch", "--repo", &repo, "--sbom=none"],
+            ),
+            Duration::from_secs(60),
+        )
+    };
+    ok(push(&kb));
+    let greeting = app.join("kodata/greeting.txt");
+    fs::remove_file(&greeting).unwrap();
+    run_checked(Command::new("mkfifo").arg(&greeting));
+    refused(&push(&kb), &greeting);
+}
+
+#[test]
+fn a_kodata_device_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: making a device node (mknod) needs root");
+        return;
+    }
+    let kb = Kobuild::new();
+    let (_copy, app) = hello_with(|k| {
+        run_checked(
+            Command::new("mknod")
+                .arg(k.join("null"))
+                .args(["c", "1", "3"]),
+        );
+    });
+    let error = refused(&build_app(&kb, &app, &[]), &app.join("kodata/null"));
+    assert!(error.contains("character device"), "{error}");
+}
+
+/// The kodata layer's DiffID, from the config of the image in `kb`'s layout.
+fn kodata_diff_id(kb: &Kobuild) -> String {
+    let layout = kb.dir().join("layout");
+    let manifest: serde_json::Value = serde_json::from_slice(&layout_blob(
+        &layout,
+        layout_top(&layout)["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&layout_blob(
+        &layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    // scratch has no layers: the kodata layer is the first.
+    config["rootfs"]["diff_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn legal_symlinked_kodata_trees_keep_kos_diff_ids() {
+    // ko's own test tree (a symlink to a file), whose DiffID ko computes.
+    let kb = Kobuild::new();
+    let (_copy, app) = hello_with(|k| {
+        fs::remove_dir_all(k).unwrap();
+        fs::create_dir_all(k.join("subdir")).unwrap();
+        fs::write(k.join("a"), "hello\n").unwrap();
+        symlink("a", k.join("b")).unwrap();
+        fs::write(k.join("kenobi"), "Hello there\n").unwrap();
+        fs::write(k.join("subdir/file.txt"), "subdir file content\n").unwrap();
+    });
+    ok(build_app(&kb, &app, &[]));
+    assert_eq!(
+        kodata_diff_id(&kb),
+        "sha256:b8efb7f2d64dc1a4876e559d489a4711505279c134c1e254fa1164e3d59e3b66"
+    );
+
+    // Symlinks to a sibling directory, through a parent, and chained: stored as copies of
+    // what they point to, so the same tree with real copies has the same DiffID.
+    let linked = Kobuild::new();
+    let (_copy, app) = hello_with(|k| {
+        fs::create_dir_all(k.join("x/y")).unwrap();
+        fs::write(k.join("x/y/z.txt"), "zed").unwrap();
+        symlink("../sub", k.join("x/sub-link")).unwrap();
+        symlink("x/y", k.join("y-link")).unwrap();
+        symlink("y-link/z.txt", k.join("z-link")).unwrap();
+    });
+    ok(build_app(&linked, &app, &[]));
+    let copied = Kobuild::new();
+    let (_copy, app) = hello_with(|k| {
+        fs::create_dir_all(k.join("x/y")).unwrap();
+        fs::write(k.join("x/y/z.txt"), "zed").unwrap();
+        run_checked(
+            Command::new("cp")
+                .arg("-r")
+                .arg(k.join("sub"))
+                .arg(k.join("x/sub-link")),
+        );
+        run_checked(
+            Command::new("cp")
+                .arg("-r")
+                .arg(k.join("x/y"))
+                .arg(k.join("y-link")),
+        );
+        fs::write(k.join("z-link"), "zed").unwrap();
+    });
+    ok(build_app(&copied, &app, &[]));
+    assert_eq!(kodata_diff_id(&linked), kodata_diff_id(&copied));
 }
