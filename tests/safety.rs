@@ -1,5 +1,5 @@
-//! What a repository or a command line can make kobuild do to the machine it runs on:
-//! output files behave like every Unix tool's (modes, owners, symlinks, FIFOs, devices, no
+//! What a repository or a command line can make kobuild do to the machine it runs on: no
+//! program runs through `-toolexec`, wherever build flags come from; output files behave like every Unix tool's (modes, owners, symlinks, FIFOs, devices, no
 //! leftovers), and kodata walks always end (cycles, FIFOs and devices are refused; legal
 //! symlinked trees keep ko's DiffID).
 
@@ -644,4 +644,229 @@ fn legal_symlinked_kodata_trees_keep_kos_diff_ids() {
     });
     ok(build_app(&copied, &app, &[]));
     assert_eq!(kodata_diff_id(&linked), kodata_diff_id(&copied));
+}
+
+/// One way `-toolexec` can reach a build: files to write in the app, the subcommand and its
+/// arguments, environment variables, and what the error line must name.
+struct Source {
+    files: Vec<(&'static str, String)>,
+    subcommand: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    names: &'static str,
+}
+
+fn skaffold_yaml(ko: &str) -> (&'static str, String) {
+    (
+        "skaffold.yaml",
+        format!(
+            "apiVersion: skaffold/v4beta14\nkind: Config\nbuild:\n  tagPolicy: {{sha256: {{}}}}\n  artifacts:\n    - image: hello\n      ko: {ko}\n"
+        ),
+    )
+}
+
+fn sources(marker: &str) -> Vec<Source> {
+    let build = |files: Vec<(&'static str, String)>, args: &[&str], names| Source {
+        files,
+        subcommand: "build",
+        args: args.iter().map(|a| a.replace("M", marker)).collect(),
+        env: Vec::new(),
+        names,
+    };
+    let env = |mut s: Source, vars: &[(&'static str, &str)]| {
+        s.env = vars
+            .iter()
+            .map(|(k, v)| (*k, v.replace("M", marker)))
+            .collect();
+        s
+    };
+    let yaml = |text: &str| text.replace("M", marker);
+    let skaffold = |ko: &str| vec![skaffold_yaml(&yaml(ko))];
+    let ko_yaml = |text: &str| vec![(".ko.yaml", yaml(text))];
+    let build_entry = |field: &str| format!("builds:\n- id: hello\n  main: .\n  {field}\n");
+    let scratch = ["--base", "scratch"];
+    let with_scratch = |args: &[&'static str]| -> Vec<&'static str> {
+        args.iter().chain(scratch.iter()).copied().collect()
+    };
+    let action = |vars: &[(&'static str, &str)], names| {
+        let mut s = env(
+            build(Vec::new(), &[], names),
+            &[("INPUT_TARGETS", "."), ("INPUT_FROM-IMAGE", "scratch")],
+        );
+        s.subcommand = "action";
+        s.env
+            .extend(vars.iter().map(|(k, v)| (*k, v.replace("M", marker))));
+        s
+    };
+    vec![
+        // skaffold.yaml
+        build(
+            skaffold("{flags: [-toolexec=M]}"),
+            &scratch,
+            "skaffold.yaml:6:7: ko.flags",
+        ),
+        build(
+            skaffold("{flags: [-toolexec, M]}"),
+            &scratch,
+            "skaffold.yaml:6:7: ko.flags",
+        ),
+        build(
+            skaffold("{ldflags: [--toolexec=M]}"),
+            &scratch,
+            "skaffold.yaml:6:7: ko.ldflags",
+        ),
+        build(
+            skaffold("{env: [GOFLAGS=-toolexec=M]}"),
+            &scratch,
+            "skaffold.yaml:6:7: ko.env",
+        ),
+        // .ko.yaml, from command-line targets and from a skaffold.yaml artifact
+        build(
+            ko_yaml(&build_entry("flags: [--toolexec, M]")),
+            &with_scratch(&["."]),
+            ".ko.yaml:2:3: flags",
+        ),
+        build(
+            ko_yaml(&build_entry("ldflags: [--toolexec=M]")),
+            &with_scratch(&["."]),
+            ".ko.yaml:2:3: ldflags",
+        ),
+        build(
+            ko_yaml(&build_entry("env: [GOFLAGS=--toolexec=M]")),
+            &with_scratch(&["."]),
+            ".ko.yaml:2:3: env",
+        ),
+        build(
+            ko_yaml("defaultFlags: [-toolexec=M]\n"),
+            &with_scratch(&["."]),
+            ".ko.yaml: defaultFlags",
+        ),
+        build(
+            ko_yaml("defaultEnv: [\"GOFLAGS=-v -toolexec M\"]\n"),
+            &with_scratch(&["."]),
+            ".ko.yaml: defaultEnv",
+        ),
+        build(
+            [
+                skaffold("{}"),
+                ko_yaml(&build_entry("flags: [-toolexec=M]")),
+            ]
+            .concat(),
+            &scratch,
+            ".ko.yaml:2:3: flags",
+        ),
+        // The command line
+        build(
+            Vec::new(),
+            &with_scratch(&[".", "--flags=-toolexec=M"]),
+            "--flags",
+        ),
+        build(
+            Vec::new(),
+            &with_scratch(&[".", "--flags", "-toolexec", "--flags", "M"]),
+            "--flags",
+        ),
+        build(
+            Vec::new(),
+            &with_scratch(&[".", "--ldflags=--toolexec=M"]),
+            "--ldflags",
+        ),
+        build(
+            Vec::new(),
+            &with_scratch(&[".", "--env", "GOFLAGS=-toolexec=M"]),
+            "--env",
+        ),
+        build(
+            skaffold("{}"),
+            &with_scratch(&["--flags=-toolexec=M"]),
+            "--flags",
+        ),
+        // The environment, before any go command runs (go list runs toolexec too)
+        env(
+            build(Vec::new(), &with_scratch(&["."]), "GOFLAGS"),
+            &[("GOFLAGS", "-mod=mod '-toolexec=M'")],
+        ),
+        env(
+            build(skaffold("{}"), &scratch, "GOFLAGS"),
+            &[("GOFLAGS", "--toolexec=M")],
+        ),
+        env(
+            build(Vec::new(), &with_scratch(&["."]), "KO_DEFAULTFLAGS"),
+            &[("KO_DEFAULTFLAGS", "-toolexec=M")],
+        ),
+        Source {
+            subcommand: "init",
+            ..env(
+                build(Vec::new(), &[], "GOFLAGS"),
+                &[("GOFLAGS", "-toolexec=M")],
+            )
+        },
+        // Action inputs
+        action(&[("INPUT_FLAGS", "-toolexec=M")], "input flags"),
+        action(&[("INPUT_LDFLAGS", "-toolexec=M")], "input ldflags"),
+        action(&[("INPUT_ENV", "GOFLAGS=-toolexec=M")], "input env"),
+    ]
+}
+
+#[test]
+fn toolexec_never_runs_from_any_source() {
+    let kb = Kobuild::new();
+    let ran = kb.dir().join("ran");
+    let marker = kb.dir().join("marker");
+    fs::write(
+        &marker,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec \"$@\"\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&marker, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut failures = Vec::new();
+    for source in sources(s(&marker)) {
+        let copy = app_copy("hello");
+        let app = copy.path().join("hello");
+        for (name, text) in &source.files {
+            fs::write(app.join(name), text).unwrap();
+        }
+        let args: Vec<&str> = source.args.iter().map(String::as_str).collect();
+        let mut cmd = kb.subcommand(&app, source.subcommand, &args);
+        cmd.env("GITHUB_WORKSPACE", &app)
+            .envs(source.env.iter().map(|(k, v)| (k, v)));
+        let out = output_within(&mut cmd, Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let problems = [
+            (out.status.code() != Some(2)).then(|| format!("exit {:?}", out.status.code())),
+            (errors.len() != 1).then(|| format!("{} error lines", errors.len())),
+            errors
+                .first()
+                .filter(|e| !(e.contains(source.names) && e.contains("toolexec")))
+                .map(|e| format!("the error does not name {:?}: {e}", source.names)),
+            ran.exists().then(|| {
+                format!(
+                    "the marker ran: {}",
+                    fs::read_to_string(&ran)
+                        .unwrap()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                )
+            }),
+        ];
+        let problems: Vec<String> = problems.into_iter().flatten().collect();
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} {:?} {:?} {:?}: {}\n  {}",
+                source.subcommand,
+                source.files,
+                source.args,
+                source.env,
+                problems.join("; "),
+                stderr.trim().replace('\n', "\n  ")
+            ));
+        }
+        let _ = fs::remove_file(&ran);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
