@@ -139,11 +139,15 @@ impl Write for Output {
     }
 }
 
-fn staged(dest: PathBuf, existing: Option<&fs::Metadata>) -> io::Result<Sink> {
-    let dir = dest
-        .parent()
+/// The directory holding `path` (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+fn staged(dest: PathBuf, existing: Option<&fs::Metadata>) -> io::Result<Sink> {
+    let dir = parent(&dest);
     fs::create_dir_all(dir)?;
     let tmp = temp_file_in(dir)?;
     if let Some(m) = existing {
@@ -192,12 +196,9 @@ fn target(path: &Path) -> io::Result<Target> {
         if !kind.is_symlink() {
             return Ok(Target::InPlace);
         }
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        // /proc's links (/dev/stdout is one) stand for an open file, not a path: a pipe's
-        // reads `pipe:[…]`, and a redirected file is meant to be written through, not replaced.
+        let dir = parent(&p);
+        // The links in /proc (where /dev/stdout leads) stand for an open file, not a path: a
+        // pipe's reads `pipe:[…]`, and a redirected file is to be written through, not replaced.
         if dir.canonicalize().is_ok_and(|d| d.starts_with("/proc")) {
             return Ok(Target::InPlace);
         }

@@ -1,7 +1,7 @@
 //! What a repository or a command line can make kobuild do to the machine it runs on: no
-//! program runs through `-toolexec`, wherever build flags come from; output files behave like every Unix tool's (modes, owners, symlinks, FIFOs, devices, no
-//! leftovers), and kodata walks always end (cycles, FIFOs and devices are refused; legal
-//! symlinked trees keep ko's DiffID).
+//! program runs through `-toolexec`, wherever build flags come from; output files behave like
+//! every Unix tool's (modes, owners, symlinks, FIFOs, devices, no leftovers); kodata walks
+//! always end (cycles, FIFOs and devices are refused; legal symlinked trees keep ko's DiffID).
 
 mod common;
 
@@ -66,7 +66,7 @@ fn build(kb: &Kobuild, layout: &Path, extra: &[&str]) -> Command {
         "linux/amd64",
         "--push=false",
         "--oci-layout-path",
-        layout.to_str().unwrap(),
+        s(layout),
     ];
     args.extend(extra);
     kb.command(&apps(), &args)
@@ -85,9 +85,9 @@ fn render(kb: &Kobuild, artifacts: &Path, output: &str) -> Command {
         "render",
         &[
             "-f",
-            pod.to_str().unwrap(),
+            s(&pod),
             "--build-artifacts",
-            artifacts.to_str().unwrap(),
+            s(artifacts),
             "-o",
             output,
         ],
@@ -108,13 +108,8 @@ fn wrong_modes(root: &Path, file: u32, dir: u32, out: &mut Vec<String>) {
     for e in fs::read_dir(root).unwrap() {
         let path = e.unwrap().path();
         let m = fs::symlink_metadata(&path).unwrap();
-        let want = if m.is_dir() {
-            dir
-        } else if path.components().any(|c| c.as_os_str() == "bin") {
-            dir & 0o777
-        } else {
-            file
-        };
+        let executable = path.components().any(|c| c.as_os_str() == "bin");
+        let want = if m.is_dir() || executable { dir } else { file };
         if m.mode() & 0o7777 != want {
             out.push(format!(
                 "{} {:o}, want {want:o}",
@@ -180,7 +175,8 @@ fn new_outputs_get_the_umask_mode_and_replaced_ones_keep_mode_and_owner() {
         if umask != "077" {
             continue;
         }
-        // Run again over files another user owns, mode 0640: they stay theirs, and 0640.
+        // Run again over files of mode 0640 (owned by another user, where root can arrange
+        // it): they stay 0640, and that user's.
         let replaced = [
             out.join("image.tar"),
             out.join("artifacts.json"),
