@@ -228,7 +228,7 @@ pub struct RenderArgs {
     )]
     pub images: Vec<String>,
 
-    /// Write the result to this file (atomically) instead of stdout.
+    /// Write the result to this file (atomically) instead of stdout; - is stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 

@@ -20,6 +20,8 @@ pub enum Error {
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
@@ -49,7 +51,7 @@ impl Error {
             Error::Render(e) => e.is_config(),
             Error::Gha(e) => e.is_config(),
             Error::Merge(e) => e.is_config(),
-            Error::Layer(e) => matches!(e, LayerError::SymlinkEscape { .. }),
+            Error::Layer(LayerError::Kodata(e)) => e.is_config(),
             _ => false,
         };
         if config { 2 } else { 1 }

@@ -54,7 +54,7 @@ pub fn run(cwd: &Path, go: &str, force: bool) -> Result<PathBuf, Error> {
             yaml.push_str(&format!("    - {m}\n"));
         }
     }
-    crate::publish::write_atomic(&out, yaml.as_bytes())?;
+    crate::fsutil::write_atomic(&out, yaml.as_bytes())?;
     Ok(out)
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod deps;
 pub mod digest;
 pub mod error;
+pub mod fsutil;
 pub mod gha;
 pub mod gobuild;
 pub mod gojson;

@@ -66,7 +66,7 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
             Ok(())
         }
         Command::Init(args) => {
-            let written = kobuild::init::run(&cwd, &env.go_command(), args.force)?;
+            let written = kobuild::init::run(&cwd, &env.go_command()?, args.force)?;
             let _ = writeln!(std::io::stdout().lock(), "{}", written.display());
             Ok(())
         }

@@ -50,7 +50,7 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
         let artifacts: Vec<Artifact> = reports.iter().map(ImageReport::artifact).collect();
         match &plan.output_template {
             Some(t) => {
-                publish::write_atomic(path, report::render_output(t, &artifacts)?.as_bytes())?
+                crate::fsutil::write_atomic(path, report::render_output(t, &artifacts)?.as_bytes())?
             }
             None => report::write_artifacts(path, &artifacts)?,
         }

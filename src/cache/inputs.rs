@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::open_regular;
+use crate::image::kodata::{self, Node};
 
 /// Every local input: file contents by path, and the names in every directory that holds
 /// one (a new file in a package or an embedded directory changes what Go reads).
@@ -171,7 +173,16 @@ impl Snapshot {
         } = inputs;
         files.extend(extra.iter().cloned());
         for tree in trees {
-            walk(tree, &mut files, &mut dirs).map_err(|e| format!("{}: {e}", tree.display()))?;
+            if tree.is_dir() {
+                dirs.insert(tree.clone());
+            }
+            // The kodata layer's walk, which followed the same links when the image was made.
+            for node in kodata::walk(tree).map_err(|e| e.to_string())? {
+                match node {
+                    Node::Dir { host, .. } => dirs.insert(host),
+                    Node::File { host, .. } => files.insert(host),
+                };
+            }
         }
         let workspace = find_workspace(&start);
         if let Some(w) = &workspace {
@@ -300,15 +311,17 @@ fn read(path: &Path) -> (Option<Digest>, Option<Digest>) {
     if path.extension().is_none_or(|e| e != "go") {
         return (hash(path), None);
     }
-    match fs::read(path) {
-        Ok(bytes) => (Some(Digest::of(&bytes)), super::shape::shape(&bytes)),
+    let mut bytes = Vec::new();
+    match open_regular(path).and_then(|mut f| io::Read::read_to_end(&mut f, &mut bytes)) {
+        Ok(_) => (Some(Digest::of(&bytes)), super::shape::shape(&bytes)),
         Err(_) => (None, None),
     }
 }
 
-/// A missing file is recorded as missing: its appearance is a change too.
+/// A missing file is recorded as missing: its appearance is a change too. So is anything
+/// but a regular file, which is not read (a FIFO would block the check forever).
 fn hash(path: &Path) -> Option<Digest> {
-    let mut file = fs::File::open(path).ok()?;
+    let mut file = open_regular(path).ok()?;
     let mut w = HashingWriter::new(io::sink());
     io::copy(&mut file, &mut w).ok()?;
     Some(w.finish().1)
@@ -323,26 +336,6 @@ fn listing(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn walk(dir: &Path, files: &mut BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) -> io::Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        // No kodata directory: its appearance shows in the package directory's listing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    dirs.insert(dir.to_path_buf());
-    for entry in entries {
-        let path = entry?.path();
-        // Followed, as the kodata layer follows links inside the tree.
-        if fs::metadata(&path)?.is_dir() {
-            walk(&path, files, dirs)?;
-        } else {
-            files.insert(path);
-        }
-    }
-    Ok(())
 }
 
 fn find_workspace(start: &Path) -> Option<PathBuf> {

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, to_hex};
+use crate::fsutil::write_atomic;
 use crate::plan::{ArtifactPlan, Plan};
-use crate::publish::write_atomic;
 
 /// Bumped when the record's meaning changes, so old records are never misread.
 const FORMAT: u32 = 3;

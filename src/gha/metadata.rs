@@ -190,7 +190,7 @@ pub async fn repository(source: &Source, token: Option<&str>) -> Result<RepoInfo
     if let Some(path) = &source.cache {
         // Only the fields used: the rest of the answer is of no use to later steps.
         let bytes = serde_json::to_vec(&info).expect("serializable");
-        match crate::publish::write_atomic(path, &bytes) {
+        match crate::fsutil::write_atomic(path, &bytes) {
             Ok(()) => tracing::debug!("repository metadata cached in {}", path.display()),
             Err(e) => tracing::debug!("cannot cache the repository metadata: {e}"),
         }

@@ -234,7 +234,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 11] = [
+    const INPUT_OF: [(&str, &str); 13] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -243,6 +243,8 @@ fn plan_error(e: PlanError) -> Error {
         ("--label", "labels"),
         ("--annotation", "annotations"),
         ("--env", "env"),
+        ("--flags", "flags"),
+        ("--ldflags", "ldflags"),
         ("--jobs", "jobs"),
         ("--push=false", "push"),
         ("--registry-timeout", "registry-timeout"),

@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
+use super::kodata::{self, KodataError, Node};
 use super::pgzip;
 use super::tar::TarWriter;
 use crate::digest::{Digest, HashingWriter};
@@ -25,14 +26,8 @@ pub struct Layer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error(
-        "kodata: {path} is a symlink to {target}, outside {root}: kodata symlinks must stay inside the kodata directory"
-    )]
-    SymlinkEscape {
-        path: PathBuf,
-        target: PathBuf,
-        root: PathBuf,
-    },
+    #[error(transparent)]
+    Kodata(#[from] KodataError),
     #[error("kodata: cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write layer to {dir}: {source}")]
@@ -231,10 +226,7 @@ impl LayerStore {
             size: layer.size,
             blocks,
         };
-        write_file_atomic(
-            blocks_path,
-            &serde_json::to_vec(&record).map_err(io::Error::other)?,
-        )
+        write_record(blocks_path, &record)
     }
 
     fn remember(&self, layer: &Layer) -> io::Result<()> {
@@ -245,21 +237,13 @@ impl LayerStore {
             digest: layer.digest.clone(),
             size: layer.size,
         };
-        write_file_atomic(
-            &path,
-            &serde_json::to_vec(&record).map_err(io::Error::other)?,
-        )
+        write_record(&path, &record)
     }
 }
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+fn write_record(path: &Path, record: &impl serde::Serialize) -> io::Result<()> {
+    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| e.source)
 }
 
 enum Entry {
@@ -281,10 +265,11 @@ fn emit<W: io::Write>(
         match e {
             Entry::Dir(name) => tar.dir(name, mtime).map_err(werr)?,
             Entry::File { name, host, size } => {
-                let mut f = File::open(host).map_err(|source| LayerError::Read {
-                    path: host.clone(),
-                    source,
-                })?;
+                let mut f =
+                    crate::fsutil::open_regular(host).map_err(|source| LayerError::Read {
+                        path: host.clone(),
+                        source,
+                    })?;
                 tar.file(name, *size, mtime, &[], &mut f).map_err(werr)?;
             }
         }
@@ -339,10 +324,7 @@ fn build_with(
         }
     }
     fs::create_dir_all(&store.blobs).map_err(werr)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".layer-")
-        .tempfile_in(&store.blobs)
-        .map_err(werr)?;
+    let tmp = crate::fsutil::temp_file_in(&store.blobs).map_err(werr)?;
     if let Some(tx) = follow {
         tx.send_modify(|w| w.path = Some(tmp.path().to_path_buf()));
     }
@@ -435,60 +417,23 @@ fn build_binary_layer(
 }
 
 /// The kodata layer: `/var`, `/var/run`, `/var/run/ko`, then the package's `kodata/` tree
-/// (sorted, symlinks followed but confined to the tree), all with mtime `epoch`.
-/// A missing `kodata` directory gives just the three directories, as ko does.
+/// ([`kodata::walk`]), all with mtime `epoch`. A missing `kodata` directory gives just the
+/// three directories, as ko does.
 pub fn kodata_layer(kodata: &Path, epoch: u64, store: &LayerStore) -> Result<Layer, LayerError> {
     let mut entries = vec![
         Entry::Dir("/var".into()),
         Entry::Dir("/var/run".into()),
         Entry::Dir(KODATA_PATH.into()),
     ];
-    if kodata.is_dir() {
-        let root = kodata.canonicalize().map_err(|source| LayerError::Read {
-            path: kodata.to_path_buf(),
-            source,
-        })?;
-        walk(&root, &root, KODATA_PATH, &mut entries)?;
-    }
+    entries.extend(kodata::walk(kodata)?.into_iter().map(|node| match node {
+        Node::Dir { rel, .. } => Entry::Dir(format!("{KODATA_PATH}/{rel}")),
+        Node::File { host, rel, size } => Entry::File {
+            name: format!("{KODATA_PATH}/{rel}"),
+            host,
+            size,
+        },
+    }));
     build(&entries, epoch, store)
-}
-
-// Depth first, names sorted bytewise within each directory, as Go's filepath.Walk.
-fn walk(root: &Path, dir: &Path, in_image: &str, out: &mut Vec<Entry>) -> Result<(), LayerError> {
-    let rerr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LayerError::Read { path, source }
-    };
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(rerr(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(rerr(dir))?;
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    for name in names {
-        let host = dir.join(&name);
-        let image_path = format!("{in_image}/{}", name.to_string_lossy());
-        let real = host.canonicalize().map_err(rerr(&host))?;
-        if !real.starts_with(root) {
-            return Err(LayerError::SymlinkEscape {
-                path: host,
-                target: real,
-                root: root.to_path_buf(),
-            });
-        }
-        let meta = fs::metadata(&real).map_err(rerr(&host))?;
-        if meta.is_dir() {
-            out.push(Entry::Dir(image_path.clone()));
-            walk(root, &real, &image_path, out)?;
-        } else {
-            out.push(Entry::File {
-                name: image_path,
-                host: real,
-                size: meta.len(),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::PlanError;
+
 #[derive(Clone, Debug, Default)]
 pub struct Env(BTreeMap<String, String>);
 
@@ -19,9 +21,13 @@ impl Env {
             .collect())
     }
 
-    /// The `go` to run: `KO_GO_PATH`, as ko reads it, else `go` from PATH.
-    pub fn go_command(&self) -> String {
-        self.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string())
+    /// The `go` to run: `KO_GO_PATH`, as ko reads it, else `go` from PATH. Refused while
+    /// `GOFLAGS` holds `-toolexec`, which every go command would run, `go list` included.
+    pub fn go_command(&self) -> Result<String, PlanError> {
+        if let Some(flags) = self.get("GOFLAGS") {
+            super::refuse_toolexec("GOFLAGS", &[flags])?;
+        }
+        Ok(self.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()))
     }
 
     /// Every variable, for templates whose data is the whole environment.

@@ -49,6 +49,48 @@ fn located(e: impl ToString) -> PlanError {
     err("", e)
 }
 
+/// `-toolexec PROGRAM` makes Go run PROGRAM around every compiler and linker call (even
+/// `go list` runs it), so a repository's configuration could run anything on the CI
+/// runner: refused, as ko refuses it, in any spelling and from every source of flags.
+/// `field` names the source; `flags` are arguments or whitespace-separated lists of them
+/// (ldflags, `GOFLAGS`), quotes allowed.
+pub(crate) fn refuse_toolexec(field: &str, flags: &[String]) -> Result<(), PlanError> {
+    for token in flags.iter().flat_map(|f| f.split_whitespace()) {
+        let flag = token.trim_matches(['\'', '"']);
+        let name = flag.strip_prefix("--").or_else(|| flag.strip_prefix('-'));
+        if name.is_some_and(|n| n == "toolexec" || n.starts_with("toolexec=")) {
+            return Err(err(
+                field,
+                format!(
+                    "{token:?}: -toolexec would have Go run that program around every \
+                     compiler and linker call, so kobuild refuses it, as ko does: remove it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `KEY=VALUE` of a build's environment; a `GOFLAGS` there may not hold `-toolexec`.
+fn go_env_entry(field: &str, kv: &str) -> Result<(String, String), PlanError> {
+    let (k, v) = key_value(field, kv)?;
+    if k == "GOFLAGS" {
+        refuse_toolexec(field, std::slice::from_ref(&v))?;
+    }
+    Ok((k, v))
+}
+
+/// Where a `.ko.yaml` `default*` key's value came from: its `KO_*` variable (which wins),
+/// else the file.
+fn ko_default(ko: &KoConfig, env: &Env, key: &str) -> String {
+    let var = format!("KO_{}", key.to_uppercase());
+    match (env.get(&var).filter(|v| !v.is_empty()), &ko.file) {
+        (Some(_), _) => var,
+        (None, Some(file)) => format!("{}: {key}", file.display()),
+        (None, None) => key.to_string(),
+    }
+}
+
 /// Where the images go, besides each artifact's registry destination.
 #[derive(Clone, Debug)]
 pub struct Outputs {
@@ -259,11 +301,11 @@ impl Plan {
                 .opts
                 .env
                 .iter()
-                .map(|kv| key_value("--env", kv))
+                .map(|kv| go_env_entry("--env", kv))
                 .collect::<Result<_, _>>()?,
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
-        let go = env.go_command();
+        let go = env.go_command()?;
         let skaffold_file = match &args.filename {
             Some(f) => Some(cwd.join(f)),
             None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
@@ -448,26 +490,29 @@ fn cli_artifact(
         _ => Destination::None,
     };
     let mut go_env = Vec::new();
+    let env_field = ko_default(&ko, env, "defaultEnv");
     for kv in &ko.default_env {
-        go_env.push(key_value("defaultEnv", kv)?);
+        go_env.push(go_env_entry(&env_field, kv)?);
     }
     go_env.extend(common.env.iter().cloned());
     let data = ko_data(cwd, env, &go_env, common.source_date_epoch);
     let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
-        values
+        let expanded = values
             .iter()
             .map(|v| data.expand(v).map_err(|e| err(field, e)))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        refuse_toolexec(field, &expanded)?;
+        Ok(expanded)
     };
     let (flags, flags_field) = if args.opts.flags.is_empty() {
-        (&ko.default_flags, "defaultFlags")
+        (&ko.default_flags, ko_default(&ko, env, "defaultFlags"))
     } else {
-        (&args.opts.flags, "--flags")
+        (&args.opts.flags, "--flags".to_string())
     };
     let (ldflags, ldflags_field) = if args.opts.ldflags.is_empty() {
-        (&ko.default_ldflags, "defaultLdflags")
+        (&ko.default_ldflags, ko_default(&ko, env, "defaultLdflags"))
     } else {
-        (&args.opts.ldflags, "--ldflags")
+        (&args.opts.ldflags, "--ldflags".to_string())
     };
     let plan = ArtifactPlan {
         image_name: args.opts.image.clone(),
@@ -478,8 +523,8 @@ fn cli_artifact(
         base_overrides,
         platforms,
         go_env,
-        flags: expand(flags_field, flags)?,
-        ldflags: expand(ldflags_field, ldflags)?,
+        flags: expand(&flags_field, flags)?,
+        ldflags: expand(&ldflags_field, ldflags)?,
         labels: common.labels.clone(),
         annotations: common.annotations.clone(),
         tags: if common.tags.is_empty() {
@@ -538,20 +583,20 @@ fn apply_ko_builds(
         if !b.env.is_empty() {
             let mut go_env = Vec::new();
             for kv in &b.env {
-                go_env.push(key_value(&format!("{at}: env"), kv)?);
+                go_env.push(go_env_entry(&format!("{at}: env"), kv)?);
             }
             go_env.extend(common.env.iter().cloned());
             a.go_env = go_env;
         }
         let data = ko_data(cwd, env, &a.go_env, common.source_date_epoch);
         let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
-            values
+            let field = format!("{at}: {field}");
+            let expanded = values
                 .iter()
-                .map(|v| {
-                    data.expand(v)
-                        .map_err(|e| err(&format!("{at}: {field}"), e))
-                })
-                .collect()
+                .map(|v| data.expand(v).map_err(|e| err(&field, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            refuse_toolexec(&field, &expanded)?;
+            Ok(expanded)
         };
         if args.opts.flags.is_empty() && !b.flags.is_empty() {
             a.flags = expand("flags", &b.flags)?;
@@ -898,6 +943,37 @@ mod tests {
         assert_eq!(p.artifacts[0].platforms.to_string(), "linux/arm/v7");
         let p = plan(BuildArgs::default(), &[("GOARCH", "arm64")]).unwrap();
         assert_eq!(p.artifacts[0].platforms.to_string(), "linux/amd64");
+    }
+
+    #[test]
+    fn toolexec_is_refused_in_every_spelling_and_nothing_else_is() {
+        for bad in [
+            "-toolexec",
+            "--toolexec",
+            "-toolexec=/bin/x",
+            "--toolexec=/bin/x",
+            "-v -toolexec /bin/x",
+            "'-toolexec=/bin/x y'",
+            "\"--toolexec\"",
+        ] {
+            let e = refuse_toolexec("--flags", &["-v".into(), bad.into()]).unwrap_err();
+            assert_eq!(e.field, "--flags", "{bad}");
+            assert!(e.reason.contains("toolexec"), "{e}");
+        }
+        for fine in [
+            "-trimpath",
+            "-X main.mode=-toolexec",
+            "-tags=toolexec",
+            "-toolexecute",
+            "---toolexec",
+            "toolexec",
+        ] {
+            refuse_toolexec("--flags", &[fine.into()]).unwrap();
+        }
+        let e = plan(BuildArgs::default(), &[("GOFLAGS", "-mod=mod -toolexec=x")]).unwrap_err();
+        assert_eq!(e.field, "GOFLAGS");
+        let e = plan(opts(|o| o.env = vec!["GOFLAGS=--toolexec x".into()]), &[]).unwrap_err();
+        assert_eq!(e.field, "--env");
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::process::{Command, Stdio};
 
 use super::tags::{self, TagContext};
 use super::{
-    ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, PlanError, err, key_value, ko_data,
-    located, platforms,
+    ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, PlanError, err, go_env_entry, ko_data,
+    ko_default, located, platforms, refuse_toolexec,
 };
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
 use crate::config::{
-    ActivationContext, Builder, KoConfig, Origin, Values, effective_ko_build, image_template_vars,
-    load_skaffold, registry_repository, sanitize_image_name,
+    ActivationContext, Builder, KoBuild, KoConfig, Origin, Values, effective_ko_build,
+    image_template_vars, load_skaffold, registry_repository, sanitize_image_name,
 };
 use crate::registry::Repository;
 use crate::template;
@@ -112,6 +112,8 @@ pub(super) fn artifacts(
             };
         let image_vars =
             image_template_vars(&format!("{name}:{}", tag_list[0])).map_err(|e| err(&where_, e))?;
+        let entry = effective.ko_build.map(|i| &ko_config.builds[i]);
+        let source = |field: &str, v: &Values| source(&where_, field, v, &ko_config, entry, env);
         let skaffold = |field: &str, v: &Values| -> Result<Vec<String>, PlanError> {
             v.values
                 .iter()
@@ -120,11 +122,12 @@ pub(super) fn artifacts(
                     Origin::KoYaml => Ok(s.clone()),
                 })
                 .collect::<Result<_, _>>()
-                .map_err(|e| err(&format!("{where_}: ko.{field}"), e))
+                .map_err(|e| err(field, e))
         };
         let mut go_env = Vec::new();
-        for kv in skaffold("env", &effective.env)? {
-            go_env.push(key_value(&format!("{where_}: ko.env"), &kv)?);
+        let env_field = source("env", &effective.env);
+        for kv in skaffold(&env_field, &effective.env)? {
+            go_env.push(go_env_entry(&env_field, &kv)?);
         }
         go_env.extend(common.env.iter().cloned());
         // ko templates flags and ldflags again, whichever file they came from.
@@ -135,19 +138,26 @@ pub(super) fn artifacts(
             common.source_date_epoch,
         );
         let ko_again = |field: &str, values: Vec<String>| -> Result<Vec<String>, PlanError> {
-            values
+            let expanded = values
                 .iter()
-                .map(|v| {
-                    data.expand(v)
-                        .map_err(|e| err(&format!("{where_}: ko.{field}"), e))
-                })
-                .collect()
+                .map(|v| data.expand(v).map_err(|e| err(field, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            refuse_toolexec(field, &expanded)?;
+            Ok(expanded)
         };
-        let flags = ko_again("flags", skaffold("flags", &effective.flags)?)?;
-        let ldflags = if args.opts.ldflags.is_empty() {
-            ko_again("ldflags", skaffold("ldflags", &effective.ldflags)?)?
+        // Flags on the command line replace the configured ones, which are then not used.
+        let flags = if args.opts.flags.is_empty() {
+            let field = source("flags", &effective.flags);
+            ko_again(&field, skaffold(&field, &effective.flags)?)?
         } else {
-            ko_again("ldflags", args.opts.ldflags.clone())?
+            refuse_toolexec("--flags", &args.opts.flags)?;
+            args.opts.flags.clone()
+        };
+        let ldflags = if args.opts.ldflags.is_empty() {
+            let field = source("ldflags", &effective.ldflags);
+            ko_again(&field, skaffold(&field, &effective.ldflags)?)?
+        } else {
+            ko_again("--ldflags", args.opts.ldflags.clone())?
         };
         let mut labels = BTreeMap::new();
         for (k, v) in &ko.labels {
@@ -182,11 +192,7 @@ pub(super) fn artifacts(
             base_overrides: BTreeMap::new(),
             platforms,
             go_env,
-            flags: if args.opts.flags.is_empty() {
-                flags
-            } else {
-                args.opts.flags.clone()
-            },
+            flags,
             ldflags,
             labels,
             annotations: common.annotations.clone(),
@@ -200,6 +206,45 @@ pub(super) fn artifacts(
         ));
     }
     Ok((plans, config.concurrency as usize))
+}
+
+/// Where an artifact's `field` (env, flags, ldflags) came from, for messages: the artifact
+/// in skaffold.yaml, the `.ko.yaml` `builds` entry, or a `.ko.yaml` default key.
+fn source(
+    where_: &str,
+    field: &str,
+    v: &Values,
+    ko: &KoConfig,
+    entry: Option<&KoBuild>,
+    env: &Env,
+) -> String {
+    let from_entry = entry.filter(|b| {
+        let values = match field {
+            "env" => &b.env,
+            "flags" => &b.flags,
+            _ => &b.ldflags,
+        };
+        !values.is_empty()
+    });
+    match (v.origin, from_entry) {
+        (Origin::Skaffold, _) => format!("{where_}: ko.{field}"),
+        (Origin::KoYaml, Some(b)) => format!(
+            "{}:{}:{}: {field}",
+            ko.file
+                .as_deref()
+                .map_or_else(|| ".ko.yaml".into(), |f| f.display().to_string()),
+            b.position.line,
+            b.position.column
+        ),
+        (Origin::KoYaml, None) => {
+            let key = match field {
+                "env" => "defaultEnv",
+                "flags" => "defaultFlags",
+                _ => "defaultLdflags",
+            };
+            ko_default(ko, env, key)
+        }
+    }
 }
 
 fn now(common: &Common) -> i64 {

@@ -4,9 +4,10 @@
 use std::fs;
 use std::path::Path;
 
-use super::{PublishError, blobs, io_err, local_blob, write_atomic};
+use super::{PublishError, blobs, io_err, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
+use crate::fsutil::{self, Output, write_atomic};
 use crate::image::assemble::Built;
 use crate::image::oci::{self, Descriptor, Index};
 use crate::image::tar::TarWriter;
@@ -90,25 +91,19 @@ fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), Publ
     if dest.exists() {
         Ok(())
     } else {
-        write_atomic(&dest, bytes)
+        Ok(write_atomic(&dest, bytes)?)
     }
 }
 
 fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    fs::copy(src, tmp.path()).map_err(io_err(src))?;
-    tmp.persist(dest).map_err(|e| PublishError::Io {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    let mut out = Output::create(dest)?;
+    let mut from = fs::File::open(src).map_err(io_err(src))?;
+    std::io::copy(&mut from, out.file()).map_err(io_err(dest))?;
+    Ok(out.commit()?)
 }
 
-/// An OCI archive: the layout as a tar file, written next to `file` and renamed into place.
+/// An OCI archive: the layout, staged in the cache, as a tar file. A regular file is
+/// replaced only once the tar is complete; a FIFO or device receives the tar as it is made.
 pub async fn write_archive(
     client: &Client,
     built: &Built,
@@ -117,25 +112,14 @@ pub async fn write_archive(
     tags: &[String],
     cache: &Path,
 ) -> Result<Digest, PublishError> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".kobuild-archive-")
-        .tempdir_in(dir)
-        .map_err(io_err(dir))?;
+    fs::create_dir_all(cache).map_err(io_err(cache))?;
+    let staging = fsutil::temp_dir_in(cache).map_err(io_err(cache))?;
     let digest = write_layout(client, built, base, staging.path(), tags, cache).await?;
 
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let mut tar = TarWriter::new(std::io::BufWriter::new(tmp));
+    let mut tar = TarWriter::new(std::io::BufWriter::new(Output::create(file)?));
     let root = staging.path();
     for name in ["oci-layout", "index.json"] {
-        append_file(&mut tar, root, name)?;
+        append_file(&mut tar, root, name, file)?;
     }
     tar.dir("blobs", 0).map_err(io_err(file))?;
     tar.dir("blobs/sha256", 0).map_err(io_err(file))?;
@@ -146,9 +130,9 @@ pub async fn write_archive(
         .map_err(io_err(root))?;
     names.sort();
     for n in names {
-        append_file(&mut tar, root, &format!("blobs/sha256/{n}"))?;
+        append_file(&mut tar, root, &format!("blobs/sha256/{n}"), file)?;
     }
-    let tmp = tar
+    let out = tar
         .finish()
         .map_err(io_err(file))?
         .into_inner()
@@ -156,20 +140,19 @@ pub async fn write_archive(
             path: file.to_path_buf(),
             source: e.into_error(),
         })?;
-    tmp.persist(file).map_err(|e| PublishError::Io {
-        path: file.to_path_buf(),
-        source: e.error,
-    })?;
+    out.commit()?;
     Ok(digest)
 }
 
+/// Errors name `out`, the archive: reading the staged layout is not what fails.
 fn append_file<W: std::io::Write>(
     tar: &mut TarWriter<W>,
     root: &Path,
     name: &str,
+    out: &Path,
 ) -> Result<(), PublishError> {
     let path = root.join(name);
     let mut f = fs::File::open(&path).map_err(io_err(&path))?;
     let size = f.metadata().map_err(io_err(&path))?.len();
-    tar.file(name, size, 0, &[], &mut f).map_err(io_err(&path))
+    tar.file(name, size, 0, &[], &mut f).map_err(io_err(out))
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::base::BlobStore;
 use crate::digest::Digest;
+use crate::fsutil::{WriteError, write_atomic};
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::registry::{Client, RegistryError};
 
@@ -18,11 +19,13 @@ use crate::registry::{Client, RegistryError};
 pub enum PublishError {
     #[error("push to {repo}: {source}")]
     Registry { repo: String, source: RegistryError },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path:?}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("{path} exists and is not an OCI image layout: {reason}")]
     NotALayout { path: PathBuf, reason: String },
 }
@@ -87,26 +90,6 @@ pub(crate) fn cache_bytes(cache: &Path, bytes: &[u8]) -> Result<PathBuf, Publish
         write_atomic(&path, bytes)?;
     }
     Ok(path)
-}
-
-/// Temp file in the same directory, then rename: readers never see a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| PublishError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 /// Every blob of every image (configs first, then layers), each digest once, with where its

@@ -298,7 +298,7 @@ async fn upload_all(
         .map(|blob| async move {
             let digest = &blob.0;
             if let Some(done) = pushed.and_then(|p| p.blob(digest)) {
-                return Ok(done);
+                return Ok::<_, PublishError>(done);
             }
             let missing = new.contains(digest);
             let outcome = ensure_blob(client, repo, blob, base, cache, missing).await?;

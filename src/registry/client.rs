@@ -302,10 +302,8 @@ impl Client {
             if resp.status() != StatusCode::OK {
                 return Err(blob_error(&ep, repo, digest, &scope, &action, resp).await);
             }
-            let tmp = tempfile::Builder::new()
-                .prefix(".download-")
-                .tempfile_in(dir)
-                .map_err(io("cannot create a file in", dir))?;
+            let tmp =
+                crate::fsutil::temp_file_in(dir).map_err(io("cannot create a file in", dir))?;
             let std_file = tmp
                 .as_file()
                 .try_clone()

@@ -14,7 +14,7 @@ pub use images::ImageMap;
 pub use manifest::{find_ko_references, render_text};
 
 use crate::cli::RenderArgs;
-use crate::publish::{PublishError, write_atomic};
+use crate::fsutil::{WriteError, write_atomic};
 
 /// How stdin is named in messages.
 const STDIN: &str = "<stdin>";
@@ -58,7 +58,7 @@ pub enum RenderError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Output(#[from] PublishError),
+    Output(#[from] WriteError),
 }
 
 impl RenderError {
@@ -93,10 +93,10 @@ enum Input {
 }
 
 /// Runs `kobuild render`: the result goes to `--output` (atomically, and only when everything
-/// rendered) or to stdout.
+/// rendered) or to stdout (also for `-o -`).
 pub fn run(args: &RenderArgs) -> Result<(), RenderError> {
     let rendered = render(args, &mut std::io::stdin().lock())?;
-    match &args.output {
+    match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => write_atomic(path, rendered.as_bytes())?,
         None => {
             let mut out = std::io::stdout().lock();

@@ -5,7 +5,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::publish::{PublishError, PushStats, write_atomic};
+use crate::fsutil::write_atomic;
+use crate::publish::{PublishError, PushStats};
 
 /// One built image, as Skaffold's `graph.Artifact` names it.
 #[derive(Clone, Debug, Serialize)]
@@ -63,7 +64,7 @@ pub fn render_output(
 }
 
 pub fn write_artifacts(path: &Path, artifacts: &[Artifact]) -> Result<(), PublishError> {
-    write_atomic(path, &artifacts_json(artifacts))
+    Ok(write_atomic(path, &artifacts_json(artifacts))?)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ pub use spdx::{BaseInfo, Document, ImageInfo, document, index_document};
 
 use std::path::{Path, PathBuf};
 
+use crate::fsutil::{WriteError, write_atomic};
 use crate::image::oci::Platform;
-use crate::publish::{PublishError, write_atomic};
 use crate::registry::RegistryError;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum SbomError {
     #[error("cannot stage the SBOM for upload: {0}")]
     Staging(std::io::Error),
     #[error(transparent)]
-    Write(#[from] PublishError),
+    Write(#[from] WriteError),
 }
 
 /// The SBOM file of one image: `go version -m` on its binary, then [`document`].

@@ -53,6 +53,11 @@ impl Kobuild {
 
     /// `kobuild build ARGS` in `cwd` with this run's environment, not yet started.
     pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        self.subcommand(cwd, "build", args)
+    }
+
+    /// `kobuild SUBCOMMAND ARGS` in `cwd` with this run's environment, not yet started.
+    pub fn subcommand(&self, cwd: &Path, subcommand: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kobuild"));
         for k in [
             "KOBUILD_DEFAULT_REPO",
@@ -62,7 +67,7 @@ impl Kobuild {
         ] {
             cmd.env_remove(k);
         }
-        cmd.arg("build")
+        cmd.arg(subcommand)
             .args(args)
             .current_dir(cwd)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -71,6 +71,46 @@ pub fn run_checked(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs `cmd` (stdin closed unless set), killing it and panicking if it is not done within
+/// `limit`: for runs that must not hang.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            // Its output is not awaited: a grandchild may still hold the pipes.
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     fs::File::open("/dev/urandom")
@@ -79,7 +119,7 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // /proc/self belongs to the effective uid; avoids a libc dependency.
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
