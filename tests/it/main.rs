@@ -20,6 +20,7 @@ mod registry_client;
 mod reliability;
 mod render;
 mod resolve;
+mod safety;
 mod sbom;
 mod skaffold;
 mod template_budget;

@@ -3,7 +3,6 @@
 //! every Unix tool's (modes, owners, symlinks, FIFOs, devices, no leftovers); kodata walks
 //! always end (cycles, FIFOs and devices are refused; legal symlinked trees keep ko's DiffID).
 
-mod common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
@@ -12,8 +11,8 @@ use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::kobuild::Kobuild;
-use common::*;
+use crate::common::kobuild::Kobuild;
+use crate::common::*;
 
 /// Longer than any of these runs takes; a run past it hangs.
 const LIMIT: Duration = Duration::from_secs(180);
