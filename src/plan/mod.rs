@@ -495,7 +495,7 @@ fn cli_artifact(
         go_env.push(go_env_entry(&env_field, kv)?);
     }
     go_env.extend(common.env.iter().cloned());
-    let data = ko_data(cwd, env, &go_env, common.source_date_epoch);
+    let data = ko_data(cwd, env, &go_env, common.source_date_epoch)?;
     let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
         let expanded = values
             .iter()
@@ -577,7 +577,9 @@ fn apply_ko_builds(
                 skaffold::go_list(go, &cwd.join(&a.target), ".").map_err(|e| err(&a.target, e))?
             }
         };
-        let Some((_, b, at)) = entries.iter().find(|(e, _, _)| *e == ip) else {
+        // ko keys build configs by import path: a later entry for the same path wins, as
+        // for skaffold.yaml artifacts (config::precedence).
+        let Some((_, b, at)) = entries.iter().rfind(|(e, _, _)| *e == ip) else {
             continue;
         };
         if !b.env.is_empty() {
@@ -588,7 +590,7 @@ fn apply_ko_builds(
             go_env.extend(common.env.iter().cloned());
             a.go_env = go_env;
         }
-        let data = ko_data(cwd, env, &a.go_env, common.source_date_epoch);
+        let data = ko_data(cwd, env, &a.go_env, common.source_date_epoch)?;
         let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
             let field = format!("{at}: {field}");
             let expanded = values
@@ -636,6 +638,9 @@ fn expand_targets(artifacts: Vec<ArtifactPlan>, args: &BuildArgs) -> Vec<Artifac
 struct KoData {
     data: std::cell::RefCell<Option<KoTemplateData>>,
     dir: PathBuf,
+    /// The configured go command (`KO_GO_PATH`) and the build's environment, which `go env`
+    /// reports on: the values a template reads are the ones the build will use.
+    go: String,
     env: BTreeMap<String, String>,
     timestamp: i64,
 }
@@ -645,7 +650,7 @@ fn ko_data(
     env: &Env,
     go_env: &[(String, String)],
     source_date_epoch: Option<i64>,
-) -> KoData {
+) -> Result<KoData, PlanError> {
     let mut vars = env.vars().clone();
     vars.extend(go_env.iter().cloned());
     let timestamp = source_date_epoch.unwrap_or_else(|| {
@@ -653,12 +658,13 @@ fn ko_data(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    KoData {
+    Ok(KoData {
         data: Default::default(),
         dir: dir.to_path_buf(),
+        go: env.go_command()?,
         env: vars,
         timestamp,
-    }
+    })
 }
 
 impl KoData {
@@ -669,7 +675,7 @@ impl KoData {
         let mut data = self.data.borrow_mut();
         let data = data.get_or_insert_with(|| KoTemplateData {
             env: self.env.clone(),
-            go_env: go_env_json(&self.dir),
+            go_env: go_env_json(&self.go, &self.dir, &self.env),
             git: tags::git_info(&self.dir),
             timestamp: self.timestamp,
         });
@@ -677,10 +683,12 @@ impl KoData {
     }
 }
 
-fn go_env_json(dir: &Path) -> BTreeMap<String, String> {
-    std::process::Command::new("go")
+fn go_env_json(go: &str, dir: &Path, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    std::process::Command::new(go)
         .args(["env", "-json"])
         .current_dir(dir)
+        .env_clear()
+        .envs(env)
         .stdin(std::process::Stdio::null())
         .output()
         .ok()

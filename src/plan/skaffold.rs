@@ -136,7 +136,7 @@ pub(super) fn artifacts(
             env,
             &go_env,
             common.source_date_epoch,
-        );
+        )?;
         let ko_again = |field: &str, values: Vec<String>| -> Result<Vec<String>, PlanError> {
             let expanded = values
                 .iter()

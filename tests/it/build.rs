@@ -1,6 +1,5 @@
 //! End to end: `kobuild build` against real registries, checked with skopeo, umoci and runc.
 
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -624,4 +623,39 @@ fn a_failed_streamed_upload_falls_back_to_the_file() {
         run_image(&reference, &reg),
         "hello again from kobuild\nHello there\n"
     );
+}
+
+/// `.ko.yaml` builds for a command-line target: the last entry for the import path wins (as
+/// ko and the skaffold.yaml path do), and `{{.GoEnv.*}}` asks the configured go command
+/// (`KO_GO_PATH`) with the entry's own env.
+#[test]
+fn ko_yaml_last_build_entry_wins_and_go_env_uses_the_builds_go_and_env() {
+    let app = app_copy("hello");
+    let dir = app.path().join("hello");
+    fs::write(
+        dir.join(".ko.yaml"),
+        "defaultBaseImage: scratch\nbuilds:\n- id: first\n  main: .\n  ldflags: [\"-X main.v=first\"]\n\
+         - id: last\n  main: .\n  env: [GOAMD64=v3]\n  ldflags: [\"-X main.v={{.GoEnv.GOAMD64}}-last\"]\n",
+    )
+    .unwrap();
+    let spy = tempfile::tempdir().unwrap();
+    let log = spy.path().join("go.log");
+    let go = spy.path().join("go");
+    go_wrapper(&go, &format!("echo \"$*\" >> '{}'\n", log.display()));
+    let kb = Kobuild::new().env("KO_GO_PATH", go.to_str().unwrap());
+    let layout = kb.dir().join("layout");
+    kb.ok_in(
+        &dir,
+        &[
+            ".",
+            "--platform",
+            "linux/amd64",
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+        ],
+    );
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("env -json")), "{log}");
+    let build = log.lines().find(|l| l.starts_with("build")).unwrap();
+    assert!(build.contains("-X main.v=v3-last"), "{build}");
 }
