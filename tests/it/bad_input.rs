@@ -2,7 +2,6 @@
 //! that contains the expected words, print nothing on stdout, never panic, and leave no
 //! output behind.
 
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -152,6 +151,36 @@ fn cases() -> Vec<Case> {
             &["./hello", "--base", "scratch", "--platform", "linux/arm/x7"],
             2,
             "--platform",
+        ),
+        build(
+            "platform Go does not build for",
+            &["./hello", "--base", "scratch", "--platform", "linux/nope"],
+            2,
+            "--platform: \"linux/nope\" is not a platform Go builds for",
+        ),
+        build(
+            "upper-case platform",
+            &["./hello", "--base", "scratch", "--platform", "LINUX/AMD64"],
+            2,
+            "lower case",
+        ),
+        build(
+            "unknown os",
+            &["./hello", "--base", "scratch", "--platform", "plan9x/386"],
+            2,
+            "\"plan9x/386\" is not a platform Go builds for",
+        ),
+        build(
+            "arm variant out of range",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--platform",
+                "linux/arm/v99",
+            ],
+            2,
+            "unknown variant for arm",
         ),
         build(
             "platform with spaces",
@@ -600,6 +629,17 @@ fn cases() -> Vec<Case> {
             .sub("action")
             .env("INPUT_PLATFORMS", "linux")
             .env("INPUT_TARGETS", "./hello"),
+        case(
+            "action unknown platform",
+            &[],
+            2,
+            "input platforms: \"linux/nope\"",
+        )
+        .sub("action")
+        .env("INPUT_PLATFORMS", "linux/nope")
+        .env("INPUT_FROM-IMAGE", "scratch")
+        .env("INPUT_PUSH", "false")
+        .env("INPUT_TARGETS", "./hello"),
         case("action tag", &[], 2, "input tags")
             .sub("action")
             .env("INPUT_TAGS", "a b")
