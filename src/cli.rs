@@ -14,8 +14,19 @@ pub struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+    /// Colour in the log: auto (on a terminal or in GitHub Actions, unless NO_COLOR is set),
+    /// always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,13 +12,15 @@ fn main() -> ExitCode {
         1 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
+    let env = Env::from_process();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(env.color(cli.color, std::io::stderr().is_terminal()))
         .with_max_level(level)
         .with_target(false)
         .without_time()
         .init();
-    match run(cli) {
+    match run(cli, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -27,8 +29,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), kobuild::Error> {
-    let env = Env::from_process();
+fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
     let cwd = std::env::current_dir()
         .map_err(|e| kobuild::Error::Config(format!("current directory: {e}")))?;
     let runtime = tokio::runtime::Runtime::new()

@@ -14,14 +14,78 @@ pub struct Platform {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid platform {0:?}: expected os/arch[/variant][:osversion], e.g. linux/amd64 or linux/arm/v7"
-)]
-pub struct InvalidPlatform(pub String);
+pub enum InvalidPlatform {
+    #[error(
+        "invalid platform {0:?}: expected os/arch[/variant][:osversion], e.g. linux/amd64 or linux/arm/v7"
+    )]
+    Syntax(String),
+    #[error(
+        "{0:?} is not a platform Go builds for: write os/arch in lower case as `go tool dist list` prints it, e.g. linux/amd64"
+    )]
+    Port(String),
+    #[error("{spec:?} has an unknown variant for {arch}: use {valid}")]
+    Variant {
+        spec: String,
+        arch: String,
+        valid: &'static str,
+    },
+}
+
+/// `go tool dist list` (Go 1.26): anything else would only fail in `go build`, after the base
+/// image was fetched. Kept static so checking needs no Go toolchain.
+const GO_PORTS: &[(&str, &[&str])] = &[
+    ("aix", &["ppc64"]),
+    ("android", &["386", "amd64", "arm", "arm64"]),
+    ("darwin", &["amd64", "arm64"]),
+    ("dragonfly", &["amd64"]),
+    ("freebsd", &["386", "amd64", "arm", "arm64", "riscv64"]),
+    ("illumos", &["amd64"]),
+    ("ios", &["amd64", "arm64"]),
+    ("js", &["wasm"]),
+    (
+        "linux",
+        &[
+            "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle",
+            "ppc64", "ppc64le", "riscv64", "s390x",
+        ],
+    ),
+    ("netbsd", &["386", "amd64", "arm", "arm64"]),
+    (
+        "openbsd",
+        &["386", "amd64", "arm", "arm64", "ppc64", "riscv64"],
+    ),
+    ("plan9", &["386", "amd64", "arm"]),
+    ("solaris", &["amd64"]),
+    ("wasip1", &["wasm"]),
+    ("windows", &["386", "amd64", "arm64"]),
+];
+
+type VariantCheck = fn(&str) -> bool;
+
+/// The variants an architecture's images are published under (OCI image index names) that
+/// Go can target: arm's v8 is 32-bit code on ARMv8 cores, built as GOARM=7 as ko does.
+fn variants(arch: &str) -> Option<(&'static str, VariantCheck)> {
+    match arch {
+        "arm" => Some(("v5, v6, v7 or v8", |v| {
+            matches!(v, "v5" | "v6" | "v7" | "v8")
+        })),
+        "arm64" => Some(("v8, v8.0-v8.9, v9 or v9.0-v9.5", |v| {
+            matches!(v, "v8" | "v9")
+                || v.strip_prefix("v8.")
+                    .is_some_and(|n| matches!(n.as_bytes(), [b'0'..=b'9']))
+                || v.strip_prefix("v9.")
+                    .is_some_and(|n| matches!(n.as_bytes(), [b'0'..=b'5']))
+        })),
+        "amd64" => Some(("v1, v2, v3 or v4", |v| {
+            matches!(v, "v1" | "v2" | "v3" | "v4")
+        })),
+        _ => None,
+    }
+}
 
 impl Platform {
     pub fn parse(s: &str) -> Result<Self, InvalidPlatform> {
-        let bad = || InvalidPlatform(s.to_string());
+        let bad = || InvalidPlatform::Syntax(s.to_string());
         let (main, os_version) = match s.split_once(':') {
             Some((m, v)) if !v.is_empty() => (m, v),
             Some(_) => return Err(bad()),
@@ -73,8 +137,30 @@ impl Platform {
         }
     }
 
+    /// A platform to build for: an os/arch pair Go supports, with a variant of that arch.
+    pub fn check_buildable(&self) -> Result<(), InvalidPlatform> {
+        let ported = GO_PORTS
+            .iter()
+            .any(|(os, arches)| *os == self.os && arches.contains(&self.arch.as_str()));
+        if !ported {
+            return Err(InvalidPlatform::Port(self.to_string()));
+        }
+        if self.variant.is_empty() {
+            return Ok(());
+        }
+        match variants(&self.arch) {
+            Some((_, valid)) if valid(&self.variant) => Ok(()),
+            found => Err(InvalidPlatform::Variant {
+                spec: self.to_string(),
+                arch: self.arch.clone(),
+                valid: found.map_or("no variant", |(names, _)| names),
+            }),
+        }
+    }
+
     /// GOOS, GOARCH and the variant's GOARM/GOAMD64, as ko maps them.
     pub fn go_env(&self) -> Result<Vec<(String, String)>, InvalidPlatform> {
+        self.check_buildable()?;
         let mut env = vec![
             ("GOOS".to_string(), self.os.clone()),
             ("GOARCH".to_string(), self.arch.clone()),
@@ -88,10 +174,8 @@ impl Platform {
                     .variant
                     .strip_prefix('v')
                     .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| InvalidPlatform(self.to_string()))?;
-                if n >= 5 {
-                    env.push(("GOARM".into(), n.min(7).to_string()));
-                }
+                    .ok_or_else(|| InvalidPlatform::Syntax(self.to_string()))?;
+                env.push(("GOARM".into(), n.min(7).to_string()));
             }
             "amd64" => env.push(("GOAMD64".into(), self.variant.clone())),
             _ => {}
@@ -127,6 +211,7 @@ impl Platforms {
                     "{part:?} has no architecture: write os/arch, e.g. linux/arm64"
                 ));
             }
+            p.check_buildable().map_err(|e| e.to_string())?;
             if !list.contains(&p) {
                 list.push(p);
             }
@@ -258,9 +343,37 @@ mod tests {
         let env = |s: &str| p(s).go_env().unwrap();
         assert!(env("linux/arm/v7").contains(&("GOARM".into(), "7".into())));
         assert!(env("linux/arm/v8").contains(&("GOARM".into(), "7".into())));
-        assert!(!env("linux/arm/v4").iter().any(|(k, _)| k == "GOARM"));
         assert!(env("linux/amd64/v3").contains(&("GOAMD64".into(), "v3".into())));
         assert_eq!(env("linux/arm64/v8").len(), 2);
         assert!(p("linux/arm/x").go_env().is_err());
+    }
+
+    #[test]
+    fn only_what_go_builds_is_accepted() {
+        for good in [
+            "linux/amd64",
+            "linux/arm/v7",
+            "linux/arm64/v8.2",
+            "linux/amd64/v3",
+            "windows/amd64:10.0.17763",
+            "wasip1/wasm",
+            "linux/s390x",
+        ] {
+            p(good).check_buildable().unwrap();
+        }
+        for (bad, needle) in [
+            ("LINUX/AMD64", "lower case"),
+            ("plan9x/386", "not a platform Go builds for"),
+            ("linux/nope", "not a platform Go builds for"),
+            ("linux/arm/v99", "v5, v6, v7 or v8"),
+            ("linux/arm/v4", "v5, v6, v7 or v8"),
+            ("linux/arm64/v8.10", "v8.0-v8.9"),
+            ("linux/amd64/v5", "v1, v2, v3 or v4"),
+            ("linux/riscv64/v1", "no variant"),
+        ] {
+            let e = Platforms::parse(&[bad]).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
     }
 }

@@ -163,8 +163,20 @@ impl ActionInputs {
                 .map(|t| Path::new(&t).join("kobuild-artifacts.json"))
         });
 
+        // `auto` (the default) leaves the choice to the plan, as a bare `kobuild build` does:
+        // skaffold.yaml when there is one, else `.`.
+        let targets = match inputs.items("targets") {
+            t if t == ["auto"] => Vec::new(),
+            t => t,
+        };
+        if !targets.is_empty() && inputs.get("skaffold-file").is_some() {
+            return Err(GhaError::input(
+                "targets",
+                "give targets or skaffold-file, not both: remove targets (or set it to auto)",
+            ));
+        }
         let mut build = BuildArgs {
-            targets: inputs.items("targets"),
+            targets,
             opts: ImageArgs {
                 default_repo: default_repo.clone(),
                 image: inputs.get("image-name"),
@@ -415,6 +427,9 @@ mod tests {
         assert_eq!(a.cwd, PathBuf::from("/"));
         let a = parse(&[("INPUT_WORKING-DIRECTORY", "./tmp/.")]).unwrap();
         assert_eq!(a.cwd, PathBuf::from("/tmp"));
+        // action.yml's default: the plan picks skaffold.yaml or `.`, as the command line does.
+        let a = parse(&[("INPUT_TARGETS", "auto")]).unwrap();
+        assert!(a.build.targets.is_empty());
     }
 
     #[test]
@@ -514,7 +529,14 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_input() {
-        let cases: [(&[(&str, &str)], &str); 8] = [
+        let cases: [(&[(&str, &str)], &str); 9] = [
+            (
+                &[
+                    ("INPUT_TARGETS", "."),
+                    ("INPUT_SKAFFOLD-FILE", "skaffold.yaml"),
+                ],
+                "input targets: give targets or skaffold-file, not both",
+            ),
             (&[("INPUT_PUSH", "yes")], "input push: "),
             (&[("INPUT_DEFAULT-LABELS", "no")], "input default-labels: "),
             (

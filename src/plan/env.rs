@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::PlanError;
+use crate::cli::ColorChoice;
 
 #[derive(Clone, Debug, Default)]
 pub struct Env(BTreeMap<String, String>);
@@ -30,6 +31,18 @@ impl Env {
         Ok(self.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()))
     }
 
+    /// Whether the log gets ANSI colour. `auto` colours a terminal, and GitHub Actions, whose
+    /// log viewer renders it; a redirected log stays plain. A non-empty `NO_COLOR` turns
+    /// `auto` off (no-color.org).
+    pub fn color(&self, choice: ColorChoice, terminal: bool) -> bool {
+        match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto if self.get("NO_COLOR").is_some_and(|v| !v.is_empty()) => false,
+            ColorChoice::Auto => terminal || self.get("GITHUB_ACTIONS").as_deref() == Some("true"),
+        }
+    }
+
     /// Every variable, for templates whose data is the whole environment.
     pub fn vars(&self) -> &BTreeMap<String, String> {
         &self.0
@@ -37,5 +50,25 @@ impl Env {
 
     pub fn get(&self, key: &str) -> Option<String> {
         self.0.get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_where_it_renders() {
+        let plain = Env::from_pairs(&[]);
+        let actions = Env::from_pairs(&[("GITHUB_ACTIONS", "true")]);
+        let no_color = Env::from_pairs(&[("GITHUB_ACTIONS", "true"), ("NO_COLOR", "1")]);
+        let empty_no_color = Env::from_pairs(&[("NO_COLOR", "")]);
+        assert!(!plain.color(ColorChoice::Auto, false));
+        assert!(plain.color(ColorChoice::Auto, true));
+        assert!(actions.color(ColorChoice::Auto, false));
+        assert!(!no_color.color(ColorChoice::Auto, true));
+        assert!(empty_no_color.color(ColorChoice::Auto, true));
+        assert!(no_color.color(ColorChoice::Always, false));
+        assert!(!actions.color(ColorChoice::Never, true));
     }
 }

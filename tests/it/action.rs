@@ -359,7 +359,7 @@ impl Runner {
 
 /// The runner's reading of GITHUB_OUTPUT / GITHUB_ENV: `name=value` lines and
 /// `name<<DELIMITER` heredocs.
-fn parse_env_file(content: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_env_file(content: &str) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
     let mut lines = content.split('\n');
     while let Some(line) = lines.next() {
@@ -812,4 +812,41 @@ fn install_downloads_the_release_for_its_ref_and_checks_it() {
         "{}",
         run.stdout
     );
+}
+
+// ---------------------------------------------------------------------------
+// Colour in the log
+
+#[test]
+fn the_log_is_coloured_only_where_it_renders() {
+    let esc = |kb: &Kobuild, args: &[&str]| {
+        let mut cmd = kb.subcommand(&action_fixture(), "action", args);
+        // Only what the case sets: this test may itself run in Actions.
+        cmd.env_remove("GITHUB_ACTIONS")
+            .env_remove("NO_COLOR")
+            .envs(kb.env.iter().map(|(k, v)| (k, v)));
+        let out = output(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("install-only"),
+            "{}",
+            text(&out.stderr)
+        );
+        out.stderr.contains(&0x1b)
+    };
+    let kb = || Kobuild::new().env("INPUT_INSTALL-ONLY", "true");
+    assert!(!esc(&kb(), &[]), "a redirected log stays plain");
+    assert!(
+        esc(&kb().env("GITHUB_ACTIONS", "true"), &[]),
+        "the Actions log renders colour"
+    );
+    assert!(!esc(
+        &kb().env("GITHUB_ACTIONS", "true").env("NO_COLOR", "1"),
+        &[]
+    ));
+    assert!(esc(&kb(), &["--color", "always"]));
+    assert!(!esc(
+        &kb().env("GITHUB_ACTIONS", "true"),
+        &["--color=never"]
+    ));
 }

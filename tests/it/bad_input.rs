@@ -153,6 +153,36 @@ fn cases() -> Vec<Case> {
             "--platform",
         ),
         build(
+            "platform Go does not build for",
+            &["./hello", "--base", "scratch", "--platform", "linux/nope"],
+            2,
+            "--platform: \"linux/nope\" is not a platform Go builds for",
+        ),
+        build(
+            "upper-case platform",
+            &["./hello", "--base", "scratch", "--platform", "LINUX/AMD64"],
+            2,
+            "lower case",
+        ),
+        build(
+            "unknown os",
+            &["./hello", "--base", "scratch", "--platform", "plan9x/386"],
+            2,
+            "\"plan9x/386\" is not a platform Go builds for",
+        ),
+        build(
+            "arm variant out of range",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--platform",
+                "linux/arm/v99",
+            ],
+            2,
+            "unknown variant for arm",
+        ),
+        build(
             "platform with spaces",
             &["./hello", "--base", "scratch", "--platform", "linux/am d64"],
             2,
@@ -599,6 +629,17 @@ fn cases() -> Vec<Case> {
             .sub("action")
             .env("INPUT_PLATFORMS", "linux")
             .env("INPUT_TARGETS", "./hello"),
+        case(
+            "action unknown platform",
+            &[],
+            2,
+            "input platforms: \"linux/nope\"",
+        )
+        .sub("action")
+        .env("INPUT_PLATFORMS", "linux/nope")
+        .env("INPUT_FROM-IMAGE", "scratch")
+        .env("INPUT_PUSH", "false")
+        .env("INPUT_TARGETS", "./hello"),
         case("action tag", &[], 2, "input tags")
             .sub("action")
             .env("INPUT_TAGS", "a b")

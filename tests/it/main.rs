@@ -3,6 +3,7 @@
 
 mod common;
 
+mod act;
 mod action;
 mod bad_input;
 mod build;
