@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kobuild::cli::{Cli, Command};
+use kobuild::gha::commands::Stderr;
 use kobuild::plan::{Env, Plan};
 
 fn main() -> ExitCode {
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
         _ => tracing::Level::TRACE,
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_max_level(level)
         .with_target(false)
         .without_time()
@@ -21,7 +22,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Through `Stderr`: a user value in the message must not start a workflow command.
+            // One write, so that `defuse` sees whole lines.
+            let _ = Stderr.write_all(format!("error: {e}\n").as_bytes());
             ExitCode::from(e.exit_code() as u8)
         }
     }
