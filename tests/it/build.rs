@@ -1,8 +1,11 @@
 //! End to end: `kobuild build` against real registries, checked with skopeo, umoci and runc.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::kobuild::*;
 use crate::common::*;
@@ -623,4 +626,67 @@ fn a_failed_streamed_upload_falls_back_to_the_file() {
         run_image(&reference, &reg),
         "hello again from kobuild\nHello there\n"
     );
+}
+
+/// A plain-HTTP token endpoint that records whether any request carried credentials, and
+/// answers every request 401.
+fn recording_token_server() -> (String, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let saw_credentials = Arc::new(AtomicBool::new(false));
+    let saw = saw_credentials.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            if String::from_utf8_lossy(&head)
+                .to_ascii_lowercase()
+                .contains("\r\nauthorization:")
+            {
+                saw.store(true, Ordering::SeqCst);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (format!("127.0.0.1:{}", addr.port()), saw_credentials)
+}
+
+#[test]
+fn credentials_never_go_to_a_plain_http_token_endpoint() {
+    let (token_host, saw_credentials) = recording_token_server();
+    let reg = Registry::tls_with_token_realm(&format!("http://{token_host}/token"));
+    let repo = format!("{}/apps", reg.host());
+    let kb = Kobuild::new();
+    reg.write_docker_config(&kb.dir().join("docker"));
+    let ca = reg.ca_file();
+    let args = [
+        "./hello",
+        "--repo",
+        &repo,
+        "--base",
+        "scratch",
+        "--registry-ca",
+        ca.to_str().unwrap(),
+    ];
+    let err = kb.fails(&args, 1);
+    assert!(
+        !saw_credentials.load(Ordering::SeqCst),
+        "credentials went to http://{token_host} in clear text; kobuild said: {err}"
+    );
+    assert!(
+        err.contains("clear text") && err.contains(&format!("--insecure-registry {token_host}")),
+        "{err}"
+    );
+
+    // Allowed explicitly, the token endpoint gets them (and refuses them here).
+    let mut allowed = args.to_vec();
+    allowed.extend(["--insecure-registry", &token_host]);
+    kb.fails(&allowed, 1);
+    assert!(saw_credentials.load(Ordering::SeqCst));
 }
