@@ -75,11 +75,12 @@ impl KoConfig {
             config.apply_env(env);
             return Ok(config);
         };
-        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
-            file: file.clone(),
-            position: None,
-            kind: ConfigErrorKind::Io(e),
-        })?;
+        let text = crate::fsutil::read_string_bounded(&file, crate::fsutil::MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError {
+                file: file.clone(),
+                position: None,
+                kind: ConfigErrorKind::Io(e),
+            })?;
         KoConfig::parse(&file, &text, env)
     }
 

@@ -591,6 +591,23 @@ fn cases() -> Vec<Case> {
         )
         .sub("render"),
         case("render without -f", &[], 2, "required").sub("render"),
+        // Endless inputs stop at the size limit.
+        case("endless skaffold.yaml", &["-f", "/dev/zero"], 2, "16 MiB"),
+        case("endless manifest", &["-f", "/dev/urandom"], 2, "64 MiB").sub("render"),
+        case(
+            "endless build artifacts",
+            &["-f", "{dir}/pod.yaml", "-a", "/dev/zero"],
+            2,
+            "16 MiB",
+        )
+        .sub("render"),
+        case(
+            "endless merge artifacts",
+            &["--artifacts", "/dev/zero"],
+            2,
+            "16 MiB",
+        )
+        .sub("merge"),
         // Action inputs.
         case("action boolean", &[], 2, "input push")
             .sub("action")
