@@ -159,7 +159,10 @@ pub async fn push_while_written<E>(
                 ),
             }
         }
-        Err(e) => tracing::debug!("{repo}: streaming blob {short}: {e}; uploading the file"),
+        // Worded for counting in the -v log: a fallback costs a second upload.
+        Err(e) => {
+            tracing::debug!("{repo}: streamed upload of blob {short} fell back to the file: {e}")
+        }
     }
     Ok(layer)
 }

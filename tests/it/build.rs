@@ -582,8 +582,17 @@ fn a_changed_binary_is_uploaded_while_it_is_compressed() {
     let kb = Kobuild::new();
     let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/stream");
     proxy.clear();
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.push("-v");
+    let out = kb.run_in(&app.path().join("hello"), &argv);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The follower once opened the layer by path after its rename, about every other run.
+    assert_eq!(log.matches("fell back to the file").count(), 0, "{log}");
+    let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
     let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
     let (config, hex) = config_and_binary_layer_hex(&reference, &reg);
     let requests = proxy.requests();
@@ -618,9 +627,17 @@ fn a_failed_streamed_upload_falls_back_to_the_file() {
     let kb = Kobuild::new();
     let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/fallback");
     let rule = proxy.add(Rule::once(Kind::PatchUpload, Fault::Reset));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.push("-v");
+    let out = kb.run_in(&app.path().join("hello"), &argv);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
     assert_eq!(proxy.hits(rule), 1, "{:?}", proxy.requests());
+    assert_eq!(log.matches("fell back to the file").count(), 1, "{log}");
+    let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
     let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
     assert_eq!(
         run_image(&reference, &reg),
