@@ -8,7 +8,7 @@
 //! written where it is, since a rename would put a plain file in its place.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -55,6 +55,40 @@ pub fn temp_dir_in(dir: &Path) -> io::Result<tempfile::TempDir> {
         .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(0o777))
         .tempdir_in(dir)
+}
+
+/// The most kobuild reads of a configuration file (skaffold.yaml, .ko.yaml, artifacts.json):
+/// far beyond any real one, and a bound on what `-f /dev/zero` costs.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The most kobuild reads of one Kubernetes manifest input (a file or stdin).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// All of `path`, if it holds at most `limit` bytes; more is an error of kind
+/// `FileTooLarge` saying the limit, found after reading `limit + 1` bytes at most.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_all_bounded(File::open(path)?, limit)
+}
+
+/// [`read_bounded`] for any reader, e.g. stdin.
+pub fn read_all_bounded(reader: impl io::Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "larger than {} MiB, kobuild's limit for this input",
+                limit >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as text.
+pub fn read_string_bounded(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// `path` opened for reading if it is a regular file. Anything else is an error, found

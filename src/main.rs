@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kobuild::cli::{Cli, Command};
+use kobuild::gha::commands::Stderr;
 use kobuild::plan::{Env, Plan};
 
 fn main() -> ExitCode {
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     };
     let env = Env::from_process();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(env.color(cli.color, std::io::stderr().is_terminal()))
         .with_max_level(level)
         .with_target(false)
@@ -23,7 +24,9 @@ fn main() -> ExitCode {
     match run(cli, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Through `Stderr`: a user value in the message must not start a workflow command.
+            // One write, so that `defuse` sees whole lines.
+            let _ = Stderr.write_all(format!("error: {e}\n").as_bytes());
             ExitCode::from(e.exit_code() as u8)
         }
     }

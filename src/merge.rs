@@ -217,10 +217,13 @@ fn read_artifacts(path: &Path, file: &str) -> Result<Vec<(String, Input)>, Merge
         image_name: String,
         tag: String,
     }
-    let bytes = std::fs::read(path).map_err(|source| MergeError::Read {
-        file: file.to_string(),
-        source,
-    })?;
+    let bytes =
+        crate::fsutil::read_bounded(path, crate::fsutil::MAX_CONFIG_BYTES).map_err(|source| {
+            MergeError::Read {
+                file: file.to_string(),
+                source,
+            }
+        })?;
     let parsed: BuildOutput = serde_json::from_slice(&bytes).map_err(|e| MergeError::Parse {
         file: file.to_string(),
         reason: e.to_string(),

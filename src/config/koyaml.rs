@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::error::{ConfigError, ConfigErrorKind, Fault, Pos};
-use super::yaml::{Kind, Node, index, join, parse_documents, string};
+use super::error::{ConfigError, ConfigErrorKind, Fault, Pos, closest};
+use super::yaml::{Entry, Kind, Node, index, join, parse_documents, string};
 use crate::plan::Env;
 
 /// Viper's `SupportedExts`, in its search order.
@@ -75,11 +75,12 @@ impl KoConfig {
             config.apply_env(env);
             return Ok(config);
         };
-        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError {
-            file: file.clone(),
-            position: None,
-            kind: ConfigErrorKind::Io(e),
-        })?;
+        let text = crate::fsutil::read_string_bounded(&file, crate::fsutil::MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError {
+                file: file.clone(),
+                position: None,
+                kind: ConfigErrorKind::Io(e),
+            })?;
         KoConfig::parse(&file, &text, env)
     }
 
@@ -200,6 +201,48 @@ fn warn(file: &Path, pos: Pos, text: &str) -> String {
     format!("{}:{}:{}: {text}", file.display(), pos.line, pos.column)
 }
 
+/// The keys `read` and `read_build` know, as ko spells them (matched case-insensitively).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "defaultBaseImage",
+    "baseImageOverrides",
+    "defaultPlatforms",
+    "defaultEnv",
+    "defaultFlags",
+    "defaultLdflags",
+    "builds",
+];
+const BUILD_KEYS: &[&str] = &[
+    "id",
+    "dir",
+    "main",
+    "env",
+    "flags",
+    "ldflags",
+    "linux_capabilities",
+];
+
+/// A warning, not an error, since ko ignores unknown keys: a typo such as
+/// `defaultBaseImagez` would otherwise quietly build on the default base.
+fn unknown_key(file: &Path, e: &Entry, path: &str, known: &[&str]) -> String {
+    let place = if path.is_empty() {
+        String::new()
+    } else {
+        format!(" in {path}")
+    };
+    let hint = closest(&e.key, known)
+        .map(|k| format!("did you mean {k:?}? "))
+        .unwrap_or_default();
+    warn(
+        file,
+        e.key_pos,
+        &format!(
+            "unknown key {:?}{place} ignored, as ko ignores it; {hint}known keys: {}",
+            e.key,
+            known.join(", ")
+        ),
+    )
+}
+
 fn type_error(node: &Node, path: &str, expected: &'static str) -> Fault {
     Fault::at(
         node.pos,
@@ -287,11 +330,9 @@ fn read(file: &Path, text: &str) -> Result<KoConfig, Fault> {
                 }
                 _ => return Err(type_error(v, path, "a list")),
             },
-            _ => config.warnings.push(warn(
-                file,
-                e.key_pos,
-                &format!("unknown key {:?} ignored (ko ignores it too)", e.key),
-            )),
+            _ => config
+                .warnings
+                .push(unknown_key(file, &e, "", TOP_LEVEL_KEYS)),
         }
     }
     Ok(config)
@@ -328,14 +369,7 @@ fn read_build(
             "flags" => build.flags = string_slice(v, &p)?,
             "ldflags" => build.ldflags = string_array(v, &p)?,
             "linux_capabilities" => build.linux_capabilities = string_slice(v, &p)?,
-            _ => warnings.push(warn(
-                file,
-                e.key_pos,
-                &format!(
-                    "unknown key {:?} in {path} ignored (ko ignores it too)",
-                    e.key
-                ),
-            )),
+            _ => warnings.push(unknown_key(file, e, path, BUILD_KEYS)),
         }
     }
     Ok(build)
@@ -370,7 +404,30 @@ mod tests {
             (2, &["-s -w".to_string()][..], &["A=1".to_string()][..])
         );
         assert_eq!(c.warnings.len(), 2);
-        assert!(c.warnings[0].starts_with(".ko.yaml:12:3: unknown key \"goos\""));
+        assert!(c.warnings[0].starts_with(".ko.yaml:12:3: unknown key \"goos\" in builds[0]"));
+        assert!(!c.warnings[1].contains("did you mean"), "{}", c.warnings[1]);
+    }
+
+    #[test]
+    fn typos_warn_with_the_known_keys() {
+        let c = parse(
+            "defaultBaseImagez: scratch\nbuilds:\n- id: x\n  ldflag: -s\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.default_base_image, None);
+        assert_eq!(
+            c.warnings,
+            [
+                ".ko.yaml:1:1: unknown key \"defaultBaseImagez\" ignored, as ko ignores it; \
+                 did you mean \"defaultBaseImage\"? known keys: defaultBaseImage, \
+                 baseImageOverrides, defaultPlatforms, defaultEnv, defaultFlags, defaultLdflags, \
+                 builds",
+                ".ko.yaml:4:3: unknown key \"ldflag\" in builds[0] ignored, as ko ignores it; \
+                 did you mean \"ldflags\"? known keys: id, dir, main, env, flags, ldflags, \
+                 linux_capabilities",
+            ]
+        );
     }
 
     #[test]

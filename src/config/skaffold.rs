@@ -321,11 +321,14 @@ pub fn load_skaffold(
     profiles: &[String],
     activation: Option<&ActivationContext>,
 ) -> Result<SkaffoldConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        position: None,
-        kind: ConfigErrorKind::Io(e),
-    })?;
+    let text =
+        crate::fsutil::read_string_bounded(path, crate::fsutil::MAX_CONFIG_BYTES).map_err(|e| {
+            ConfigError {
+                file: path.to_path_buf(),
+                position: None,
+                kind: ConfigErrorKind::Io(e),
+            }
+        })?;
     parse_skaffold(path, &text, profiles, activation)
 }
 

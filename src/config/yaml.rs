@@ -105,6 +105,8 @@ enum Frame {
         pos: Pos,
         anchor: usize,
         entries: Vec<Entry>,
+        /// Key -> its index in `entries`: the duplicate check stays linear in the keys.
+        seen: HashMap<String, usize>,
         key: Option<(String, Pos, bool)>,
         merges: Vec<Node>,
         depth: usize,
@@ -166,6 +168,7 @@ impl Builder {
             }
             Some(Frame::Map {
                 entries,
+                seen,
                 key,
                 merges,
                 depth: d,
@@ -187,15 +190,16 @@ impl Builder {
                     Some((k, key_pos, plain)) => {
                         if plain && k == "<<" {
                             merges.push(node);
-                        } else if let Some(first) = entries.iter().find(|e| e.key == k) {
+                        } else if let Some(&first) = seen.get(&k) {
                             return Err(syntax(
                                 key_pos,
                                 format!(
                                     "mapping key {k:?} already defined at line {}",
-                                    first.key_pos.line
+                                    entries[first].key_pos.line
                                 ),
                             ));
                         } else {
+                            seen.insert(k.clone(), entries.len());
                             entries.push(Entry {
                                 key: k,
                                 key_pos,
@@ -225,6 +229,7 @@ impl Builder {
                 pos,
                 anchor,
                 mut entries,
+                mut seen,
                 merges,
                 depth,
                 size,
@@ -244,7 +249,8 @@ impl Builder {
                             ));
                         };
                         for entry in merged {
-                            if !entries.iter().any(|e| e.key == entry.key) {
+                            if !seen.contains_key(&entry.key) {
+                                seen.insert(entry.key.clone(), entries.len());
                                 entries.push(entry);
                             }
                         }
@@ -328,6 +334,7 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, Fault> {
                         pos,
                         anchor,
                         entries: Vec::new(),
+                        seen: HashMap::new(),
                         key: None,
                         merges: Vec::new(),
                         depth: 1,
@@ -583,6 +590,16 @@ mod tests {
         let err = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(err.pos.map(|p| p.line), Some(3));
         assert!(err.kind.to_string().contains("already defined at line 1"));
+    }
+
+    #[test]
+    fn many_keys_parse_in_linear_time() {
+        // 100k keys took minutes while each key was compared with every earlier one.
+        let text: String = (0..100_000).map(|i| format!("k{i}: v\n")).collect();
+        let start = std::time::Instant::now();
+        let err = parse_documents(&text).unwrap_err();
+        assert!(format!("{err:?}").contains("200000 nodes"), "{err:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

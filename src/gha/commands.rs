@@ -83,6 +83,37 @@ impl<W: Write> Commands<W> {
     }
 }
 
+/// Makes `text`, bound for stderr, inert to the runner, which executes a workflow command on
+/// any output line, stderr included: a line that starts with `::` after blanks (the runner
+/// trims them) is prefixed with `> `, and the legacy `##[` form, honoured anywhere in a line,
+/// becomes `# #[`. Lines end at `\n` or `\r`, as the runner splits them.
+pub fn defuse(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive(['\n', '\r']) {
+        if line.trim_start().starts_with("::") {
+            out.push_str("> ");
+        }
+        out.push_str(&line.replace("##[", "# #["));
+    }
+    out
+}
+
+/// Stderr through [`defuse`]: every write is taken to start a line, as each `error:` line
+/// and each log event does. Nothing kobuild means the runner to execute goes to stderr.
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = defuse(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().lock().flush()
+    }
+}
+
 pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
@@ -101,6 +132,17 @@ mod tests {
         let mut buf = Vec::new();
         f(&mut Commands::new(&mut buf)).unwrap();
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn defuses_commands_on_any_line() {
+        assert_eq!(
+            defuse("error: -f \"x\n::warning::pwned\": gone\n"),
+            "error: -f \"x\n> ::warning::pwned\": gone\n"
+        );
+        assert_eq!(defuse("a\r  ::set-output::x"), "a\r>   ::set-output::x");
+        assert_eq!(defuse("note ##[warning]x"), "note # #[warning]x");
+        assert_eq!(defuse("plain: a::b\n"), "plain: a::b\n");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::kodata::{self, KodataError, Node};
 use super::pgzip;
@@ -129,8 +130,9 @@ impl<W: io::Write> io::Write for Encoder<W> {
 /// How far a layer file is written, for an upload that follows it.
 #[derive(Clone, Debug, Default)]
 pub struct Written {
-    /// The file being written (renamed when finished; an open handle does not mind).
-    pub path: Option<PathBuf>,
+    /// A read handle on the file being written, opened before the first byte: the file is
+    /// renamed when finished, and a reader that opened it by path after that would miss it.
+    pub file: Option<Arc<File>>,
     /// Bytes in the file so far.
     pub bytes: u64,
     /// Every byte is in the file.
@@ -326,7 +328,8 @@ fn build_with(
     fs::create_dir_all(&store.blobs).map_err(werr)?;
     let tmp = crate::fsutil::temp_file_in(&store.blobs).map_err(werr)?;
     if let Some(tx) = follow {
-        tx.send_modify(|w| w.path = Some(tmp.path().to_path_buf()));
+        let reader = tmp.reopen().map_err(werr)?;
+        tx.send_modify(|w| w.file = Some(Arc::new(reader)));
     }
     let reporting = Reporting {
         inner: tmp,

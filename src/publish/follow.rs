@@ -41,10 +41,11 @@ impl Follower {
         loop {
             let now = self.written.borrow_and_update().clone();
             if self.file.is_none()
-                && let Some(path) = &now.path
+                && let Some(file) = &now.file
             {
-                match tokio::fs::File::open(path).await {
-                    Ok(file) => self.file = Some(file),
+                // A second descriptor: its offset is this follower's alone.
+                match file.try_clone() {
+                    Ok(file) => self.file = Some(tokio::fs::File::from_std(file)),
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -83,7 +84,8 @@ mod tests {
         let (tx, rx) = watch::channel(Written::default());
         let writer = std::thread::spawn(move || {
             let mut file = std::fs::File::create(&path).unwrap();
-            tx.send_modify(|w| w.path = Some(path.clone()));
+            let reader = std::fs::File::open(&path).unwrap();
+            tx.send_modify(|w| w.file = Some(std::sync::Arc::new(reader)));
             for i in 0..100u32 {
                 let block = vec![i as u8; 10_000 + i as usize];
                 file.write_all(&block).unwrap();
@@ -110,7 +112,7 @@ mod tests {
         let path = dir.path().join("layer");
         std::fs::write(&path, b"partial").unwrap();
         let (tx, rx) = watch::channel(Written {
-            path: Some(path),
+            file: Some(std::sync::Arc::new(std::fs::File::open(&path).unwrap())),
             bytes: 7,
             done: false,
         });

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -40,9 +40,24 @@ enum Outcome {
 pub struct Pushed {
     blobs: Mutex<HashMap<Digest, Outcome>>,
     manifests: Mutex<HashSet<Digest>>,
+    /// One gate per blob: platforms pushed in parallel share base layers, and each blob is
+    /// checked and mounted once; parallel HEADs and mounts of one blob once tripped a
+    /// registry's own race (HTTP 500).
+    gates: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Pushed {
+    fn gate(&self, digest: &Digest) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        Some(
+            self.gates
+                .lock()
+                .ok()?
+                .entry(digest.clone())
+                .or_default()
+                .clone(),
+        )
+    }
+
     fn blob(&self, digest: &Digest) -> Option<Outcome> {
         self.blobs.lock().ok()?.get(digest).copied()
     }
@@ -159,7 +174,10 @@ pub async fn push_while_written<E>(
                 ),
             }
         }
-        Err(e) => tracing::debug!("{repo}: streaming blob {short}: {e}; uploading the file"),
+        // Worded for counting in the -v log: a fallback costs a second upload.
+        Err(e) => {
+            tracing::debug!("{repo}: streamed upload of blob {short} fell back to the file: {e}")
+        }
     }
     Ok(layer)
 }
@@ -297,6 +315,12 @@ async fn upload_all(
     let outcomes = stream::iter(blobs)
         .map(|blob| async move {
             let digest = &blob.0;
+            let gate = pushed.and_then(|p| p.gate(digest));
+            let _checking = match &gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            // After the gate: another platform may have just pushed it.
             if let Some(done) = pushed.and_then(|p| p.blob(digest)) {
                 return Ok::<_, PublishError>(done);
             }

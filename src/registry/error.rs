@@ -107,6 +107,20 @@ pub enum ErrorKind {
         actual: Digest,
     },
 
+    /// A registry reached over HTTPS named a plain-HTTP token endpoint: sending the
+    /// credentials there would put them on the wire in clear text.
+    #[error(
+        "{registry}/{repository}: the registry's token endpoint {realm:?} is plain HTTP, and \
+         kobuild does not send credentials in clear text; if that is intended, pass \
+         --insecure-registry {host}"
+    )]
+    CleartextCredentials {
+        registry: String,
+        repository: String,
+        realm: String,
+        host: String,
+    },
+
     /// The registry answered something unusable, or a request could not be formed.
     #[error("{registry}/{repository}: {message}")]
     Protocol {

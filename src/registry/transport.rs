@@ -303,6 +303,23 @@ impl Transport {
         .await
     }
 
+    /// The realm's `host[:port]` when credentials sent to it would travel in clear text
+    /// although the registry itself was reached over HTTPS: a plain-HTTP realm, unless its
+    /// host is an allowed insecure registry. A registry already spoken to over plain HTTP
+    /// (insecure or loopback) gains nothing from refusing its realm.
+    fn cleartext_host(&self, ep: &Endpoint, realm: &str) -> Option<String> {
+        let url = reqwest::Url::parse(realm).ok()?;
+        if url.scheme() != "http" || ep.base.starts_with("http://") {
+            return None;
+        }
+        let host = url.host_str()?;
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        (!self.is_insecure(&host)).then_some(host)
+    }
+
     fn is_insecure(&self, registry: &str) -> bool {
         self.insecure_registries
             .iter()
@@ -497,6 +514,17 @@ impl Transport {
             &self.verified
         };
         let action = format!("token request for {}", req.action);
+        if !ep.credential.is_anonymous()
+            && let Some(host) = self.cleartext_host(ep, realm)
+        {
+            return Err(ErrorKind::CleartextCredentials {
+                registry: ep.registry.clone(),
+                repository: req.repository.into(),
+                realm: realm.into(),
+                host,
+            }
+            .into());
+        }
         let mut params: Vec<(&str, &str)> = service.map(|s| ("service", s)).into_iter().collect();
         let rb = match &ep.credential {
             Credential::IdentityToken(refresh_token) => {

@@ -14,7 +14,7 @@ pub use images::ImageMap;
 pub use manifest::{find_ko_references, render_text};
 
 use crate::cli::RenderArgs;
-use crate::fsutil::{WriteError, write_atomic};
+use crate::fsutil::{self, WriteError, write_atomic};
 
 /// How stdin is named in messages.
 const STDIN: &str = "<stdin>";
@@ -47,6 +47,12 @@ pub enum RenderError {
     NotUtf8(String),
     #[error("stdin can be read only once: it is both a manifest (-f -) and --build-artifacts -")]
     StdinTwice,
+    /// Past the input limit: bad input, not a failing read.
+    #[error("{file}: {source}; split it into smaller files")]
+    TooLarge {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("cannot read {file}: {source}")]
     Read {
         file: String,
@@ -135,14 +141,14 @@ pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderE
     }
     // Loaded after the flags: Skaffold lets file entries win.
     if let Some(path) = &args.build_artifacts {
-        let (file, bytes) = read(&input(path), stdin)?;
+        let (file, bytes) = read(&input(path), stdin, fsutil::MAX_CONFIG_BYTES)?;
         images
             .insert_artifacts_json(&bytes)
             .map_err(|message| RenderError::Artifacts { file, message })?;
     }
     let mut out = String::new();
     for input in inputs(&args.files, args.recursive)? {
-        let (file, bytes) = read(&input, stdin)?;
+        let (file, bytes) = read(&input, stdin, fsutil::MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(file.clone()))?;
         let rendered = render_text(&file, &text, &images, args.allow_unresolved)?;
         append_file(&mut out, &rendered);
@@ -159,7 +165,7 @@ pub fn read_inputs(
 ) -> Result<Vec<(String, String)>, RenderError> {
     let mut out = Vec::new();
     for input in inputs(paths, recursive)? {
-        let (file, bytes) = read(&input, stdin)?;
+        let (file, bytes) = read(&input, stdin, fsutil::MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(file.clone()))?;
         out.push((file, text));
     }
@@ -226,28 +232,23 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<Input>) -> Result<(), RenderE
 
 fn io_error(path: &Path, source: std::io::Error) -> RenderError {
     let file = path.display().to_string();
-    if source.kind() == std::io::ErrorKind::NotFound {
-        RenderError::Missing(file)
-    } else {
-        RenderError::Read { file, source }
+    match source.kind() {
+        std::io::ErrorKind::NotFound => RenderError::Missing(file),
+        std::io::ErrorKind::FileTooLarge => RenderError::TooLarge { file, source },
+        _ => RenderError::Read { file, source },
     }
 }
 
-/// The name to use in messages, and the bytes.
-fn read(input: &Input, stdin: &mut dyn Read) -> Result<(String, Vec<u8>), RenderError> {
+/// The name to use in messages, and at most `limit` bytes.
+fn read(input: &Input, stdin: &mut dyn Read, limit: u64) -> Result<(String, Vec<u8>), RenderError> {
     match input {
         Input::Stdin => {
-            let mut bytes = Vec::new();
-            stdin
-                .read_to_end(&mut bytes)
-                .map_err(|source| RenderError::Read {
-                    file: STDIN.into(),
-                    source,
-                })?;
+            let bytes = fsutil::read_all_bounded(stdin, limit)
+                .map_err(|e| io_error(Path::new(STDIN), e))?;
             Ok((STDIN.into(), bytes))
         }
         Input::File(path) => {
-            let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+            let bytes = fsutil::read_bounded(path, limit).map_err(|e| io_error(path, e))?;
             Ok((path.display().to_string(), bytes))
         }
     }

@@ -621,6 +621,23 @@ fn cases() -> Vec<Case> {
         )
         .sub("render"),
         case("render without -f", &[], 2, "required").sub("render"),
+        // Endless inputs stop at the size limit.
+        case("endless skaffold.yaml", &["-f", "/dev/zero"], 2, "16 MiB"),
+        case("endless manifest", &["-f", "/dev/urandom"], 2, "64 MiB").sub("render"),
+        case(
+            "endless build artifacts",
+            &["-f", "{dir}/pod.yaml", "-a", "/dev/zero"],
+            2,
+            "16 MiB",
+        )
+        .sub("render"),
+        case(
+            "endless merge artifacts",
+            &["--artifacts", "/dev/zero"],
+            2,
+            "16 MiB",
+        )
+        .sub("merge"),
         // Action inputs.
         case("action boolean", &[], 2, "input push")
             .sub("action")
@@ -732,4 +749,116 @@ fn every_malformed_input_fails_with_one_clear_line() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// A user value that would inject a workflow command if printed raw at a line start.
+const INJECTED: &str = "x\n::warning::pwned";
+
+/// Every place a user value or go's output reaches an error: none may print a line the
+/// Actions runner would execute (it reads commands on stderr too).
+#[test]
+fn no_user_value_starts_a_workflow_command() {
+    let kb = Kobuild::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    prepare(dir);
+    let go = dir.join("go");
+    go_wrapper(
+        &go,
+        "case \"$1\" in build) echo '::warning::pwned' >&2; exit 1;; esac\n",
+    );
+    let go = go.display().to_string();
+    // Under a regular file, so nothing is ever created at these paths.
+    let bad = format!("{}/secret.txt/{INJECTED}", dir.display());
+    let missing = format!("{}/{INJECTED}", dir.display());
+    let out = ["--push=false", "--oci-layout-path", "{dir}/out"];
+    let build = |flag: &str, value: &str| -> Vec<String> {
+        ["./hello", "--base", "scratch", flag, value]
+            .into_iter()
+            .chain(out)
+            .map(str::to_string)
+            .collect()
+    };
+    let action = |input: &'static str, value: &str| {
+        case(input, &[], 2, "")
+            .sub("action")
+            .env("INPUT_TARGETS", "./hello")
+            .env("INPUT_BASE", "scratch")
+            .env("INPUT_PUSH", "false")
+            .env(input, value)
+    };
+    let with = |name: &'static str, sub: &'static str, args: Vec<String>| Case {
+        args,
+        ..case(name, &[], 2, "").sub(sub)
+    };
+    let base = format!("oci-layout:{missing}");
+    let cases = vec![
+        with("-f", "build", vec!["-f".into(), missing.clone()]),
+        with("--registry-ca", "build", build("--registry-ca", &missing)),
+        with("--cache-dir", "build", build("--cache-dir", &bad)),
+        with("--gocache", "build", build("--gocache", &bad)),
+        with("--sbom-dir", "build", build("--sbom-dir", &bad)),
+        with("--dlv", "build", build("--dlv", &missing)),
+        with("--base", "build", build("--base", &base)),
+        with("go build", "build", build("--platform", "linux/amd64")).env("KO_GO_PATH", &go),
+        with("render -f", "render", vec!["-f".into(), missing.clone()]),
+        with(
+            "render --images",
+            "render",
+            vec![
+                "-f".into(),
+                "{dir}/pod.yaml".into(),
+                "--images".into(),
+                INJECTED.into(),
+            ],
+        ),
+        with(
+            "render -a",
+            "render",
+            vec!["-f".into(), "-".into(), "-a".into(), missing.clone()],
+        ),
+        with(
+            "merge --artifacts",
+            "merge",
+            vec!["--artifacts".into(), missing.clone()],
+        ),
+        action("INPUT_CACHE-DIR", &bad),
+        action("INPUT_SKAFFOLD-FILE", &missing),
+        action("INPUT_WORKING-DIRECTORY", &missing),
+        action("INPUT_GOCACHE", &bad),
+        action("INPUT_TARGETS", "./hello").env("KO_GO_PATH", &go),
+    ];
+    let apps = fixtures_dir().join("apps");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", &dir.display().to_string()))
+            .collect();
+        let output = Command::new(env!("CARGO_BIN_EXE_kobuild"))
+            .arg(c.subcommand)
+            .args(&args)
+            .envs(kb.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(c.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("GITHUB_WORKSPACE", &apps)
+            .current_dir(&apps)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let executed = stderr
+            .lines()
+            .chain(stdout.lines())
+            .any(|l| l.trim_start().starts_with("::warning::pwned"));
+        if output.status.success() || executed {
+            failures.push(format!(
+                "{} ({:?}): stderr:\n{stderr}stdout:\n{stdout}",
+                c.name,
+                output.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,8 +1,11 @@
 //! End to end: `kobuild build` against real registries, checked with skopeo, umoci and runc.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::kobuild::*;
 use crate::common::*;
@@ -579,8 +582,17 @@ fn a_changed_binary_is_uploaded_while_it_is_compressed() {
     let kb = Kobuild::new();
     let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/stream");
     proxy.clear();
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.push("-v");
+    let out = kb.run_in(&app.path().join("hello"), &argv);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The follower once opened the layer by path after its rename, about every other run.
+    assert_eq!(log.matches("fell back to the file").count(), 0, "{log}");
+    let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
     let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
     let (config, hex) = config_and_binary_layer_hex(&reference, &reg);
     let requests = proxy.requests();
@@ -615,9 +627,17 @@ fn a_failed_streamed_upload_falls_back_to_the_file() {
     let kb = Kobuild::new();
     let (app, args) = built_then_changed(&kb, &reg, &proxy, "base/fallback");
     let rule = proxy.add(Rule::once(Kind::PatchUpload, Fault::Reset));
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refs = kb.ok_in(&app.path().join("hello"), &argv);
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.push("-v");
+    let out = kb.run_in(&app.path().join("hello"), &argv);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
     assert_eq!(proxy.hits(rule), 1, "{:?}", proxy.requests());
+    assert_eq!(log.matches("fell back to the file").count(), 1, "{log}");
+    let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
     let reference = pinned(&refs[0]).replace(&proxy.host(), &reg.host());
     assert_eq!(
         run_image(&reference, &reg),
@@ -658,4 +678,67 @@ fn ko_yaml_last_build_entry_wins_and_go_env_uses_the_builds_go_and_env() {
     assert!(log.lines().any(|l| l.starts_with("env -json")), "{log}");
     let build = log.lines().find(|l| l.starts_with("build")).unwrap();
     assert!(build.contains("-X main.v=v3-last"), "{build}");
+}
+
+/// A plain-HTTP token endpoint that records whether any request carried credentials, and
+/// answers every request 401.
+fn recording_token_server() -> (String, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let saw_credentials = Arc::new(AtomicBool::new(false));
+    let saw = saw_credentials.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            if String::from_utf8_lossy(&head)
+                .to_ascii_lowercase()
+                .contains("\r\nauthorization:")
+            {
+                saw.store(true, Ordering::SeqCst);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (format!("127.0.0.1:{}", addr.port()), saw_credentials)
+}
+
+#[test]
+fn credentials_never_go_to_a_plain_http_token_endpoint() {
+    let (token_host, saw_credentials) = recording_token_server();
+    let reg = Registry::tls_with_token_realm(&format!("http://{token_host}/token"));
+    let repo = format!("{}/apps", reg.host());
+    let kb = Kobuild::new();
+    reg.write_docker_config(&kb.dir().join("docker"));
+    let ca = reg.ca_file();
+    let args = [
+        "./hello",
+        "--repo",
+        &repo,
+        "--base",
+        "scratch",
+        "--registry-ca",
+        ca.to_str().unwrap(),
+    ];
+    let err = kb.fails(&args, 1);
+    assert!(
+        !saw_credentials.load(Ordering::SeqCst),
+        "credentials went to http://{token_host} in clear text; kobuild said: {err}"
+    );
+    assert!(
+        err.contains("clear text") && err.contains(&format!("--insecure-registry {token_host}")),
+        "{err}"
+    );
+
+    // Allowed explicitly, the token endpoint gets them (and refuses them here).
+    let mut allowed = args.to_vec();
+    allowed.extend(["--insecure-registry", &token_host]);
+    kb.fails(&allowed, 1);
+    assert!(saw_credentials.load(Ordering::SeqCst));
 }

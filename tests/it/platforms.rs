@@ -454,3 +454,53 @@ fn each_platform_is_pushed_while_the_next_one_builds() {
         ["linux/amd64", "linux/arm64"]
     );
 }
+
+/// Platforms pushed in parallel share layers (here the base's only layer): each blob is checked
+/// (HEAD) and mounted at most once per run, never once per platform at the same time.
+#[test]
+fn a_shared_layer_is_checked_once_per_run() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let proxy = Proxy::start(&reg);
+    let kb = Kobuild::new();
+    let base = kb.dir().join("base");
+    run_checked(
+        Command::new("python3")
+            .arg(fixtures_dir().join("make_base.py"))
+            .arg(&base)
+            .args(["--tag", "v1", "--shared-layer", "--platforms"])
+            .arg(ALL_PLATFORMS.join(",")),
+    );
+    let base_ref = push_base(&reg, &base, "v1", "base/shared").replace(&reg.host(), &proxy.host());
+    let repo = format!("{}/apps", proxy.host());
+    proxy.clear();
+    let platforms = "linux/amd64,linux/arm64,linux/s390x,linux/arm/v7";
+    let args = [
+        "./hello",
+        "--repo",
+        &repo,
+        "--base",
+        &base_ref,
+        "--platform",
+        platforms,
+    ];
+    kb.ok(&[&args[..], &["--sbom=none"]].concat());
+    let requests = proxy.requests();
+    let mut per_blob: std::collections::BTreeMap<(&str, String), usize> = Default::default();
+    for (method, path) in &requests {
+        let blob = match method.as_str() {
+            "HEAD" if path.contains("/blobs/") => path.rsplit('/').next(),
+            "POST" if path.contains("mount=") => path
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("mount=")),
+            _ => None,
+        };
+        if let Some(blob) = blob {
+            *per_blob
+                .entry((method.as_str(), blob.replace("%3A", ":")))
+                .or_default() += 1;
+        }
+    }
+    let repeated: Vec<_> = per_blob.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(!per_blob.is_empty(), "{requests:?}");
+    assert!(repeated.is_empty(), "{repeated:?} in {requests:?}");
+}

@@ -214,6 +214,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(kind: RegistryKind) -> Registry {
+        Registry::start_with(kind, None)
+    }
+
+    /// A Tls registry whose 401s name `realm` as their bearer token endpoint instead of
+    /// asking for Basic credentials (it never accepts a token: for tests of the realm).
+    pub fn tls_with_token_realm(realm: &str) -> Registry {
+        Registry::start_with(RegistryKind::Tls, Some(realm))
+    }
+
+    fn start_with(kind: RegistryKind, realm: Option<&str>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("kobuild-registry-")
             .tempdir()
@@ -234,7 +244,7 @@ impl Registry {
             let port = free_port();
             fs::write(
                 dir.path().join("config.yml"),
-                config_yaml(dir.path(), kind, port),
+                config_yaml(dir.path(), kind, port, realm),
             )
             .expect("write registry config");
             let log = fs::File::create(&log_path).expect("create log");
@@ -429,7 +439,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config_yaml(dir: &Path, kind: RegistryKind, port: u16) -> String {
+fn config_yaml(dir: &Path, kind: RegistryKind, port: u16, realm: Option<&str>) -> String {
     let mut http = serde_json::json!({
         "addr": format!("127.0.0.1:{port}"),
         "secret": "kobuild-test-not-secret",
@@ -449,7 +459,16 @@ fn config_yaml(dir: &Path, kind: RegistryKind, port: u16) -> String {
         },
         "http": http,
     });
-    if kind != RegistryKind::Plain {
+    if let Some(realm) = realm {
+        config["auth"] = serde_json::json!({
+            "token": {
+                "realm": realm,
+                "service": "kobuild-test",
+                "issuer": "kobuild-test",
+                "rootcertbundle": dir.join("tls/server.crt"),
+            },
+        });
+    } else if kind != RegistryKind::Plain {
         config["auth"] = serde_json::json!({
             "htpasswd": {"realm": "kobuild-test", "path": dir.join("htpasswd")},
         });
