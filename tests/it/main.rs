@@ -22,5 +22,6 @@ mod render;
 mod resolve;
 mod safety;
 mod sbom;
+mod signals;
 mod skaffold;
 mod template_budget;
