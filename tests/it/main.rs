@@ -8,6 +8,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod compression;
+mod concurrent;
 mod config;
 mod debug_cover;
 mod faults;
