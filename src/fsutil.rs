@@ -40,21 +40,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     out.commit()
 }
 
-/// A temporary file in `dir`, mode `0666 & ~umask` like any new file (tempfile's 0600 would
+/// A temporary file in `dir` (removed on SIGINT/SIGTERM too), mode `0666 & ~umask` like any new file (tempfile's 0600 would
 /// keep other users out of the output it becomes).
 pub fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .permissions(Permissions::from_mode(0o666))
-        .tempfile_in(dir)
+    crate::interrupt::temp(
+        || {
+            tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .permissions(Permissions::from_mode(0o666))
+                .tempfile_in(dir)
+        },
+        |t| t.path(),
+    )
 }
 
 /// A temporary directory in `dir`, mode `0777 & ~umask`, removed when dropped.
 pub fn temp_dir_in(dir: &Path) -> io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .permissions(Permissions::from_mode(0o777))
-        .tempdir_in(dir)
+    crate::interrupt::temp(
+        || {
+            tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .permissions(Permissions::from_mode(0o777))
+                .tempdir_in(dir)
+        },
+        |t| t.path(),
+    )
 }
 
 /// The most kobuild reads of a configuration file (skaffold.yaml, .ko.yaml, artifacts.json):

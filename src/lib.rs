@@ -17,6 +17,7 @@ pub mod gobuild;
 pub mod gojson;
 pub mod image;
 pub mod init;
+pub mod interrupt;
 pub mod merge;
 pub mod pipeline;
 pub mod plan;

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
+    if let Err(e) = kobuild::interrupt::install() {
+        eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -277,8 +277,7 @@ async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
     let fields = format!("-json=Dir,Standard,Module,{}", FILE_FIELDS.join(","));
     let mut cmd = Command::new(l.go);
     crate::gobuild::in_background(&mut cmd);
-    let out = cmd
-        .arg("list")
+    cmd.arg("list")
         .arg("-deps")
         .arg(fields)
         .args(l.flags)
@@ -286,9 +285,8 @@ async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
         .arg(l.pattern)
         .envs(l.env.iter().map(|(k, v)| (k, v)))
         .current_dir(l.dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+        .stdin(Stdio::null());
+    let out = crate::interrupt::output(&mut cmd)
         .await
         .map_err(|e| format!("cannot run {}: {e}", l.go))?;
     if !out.status.success() {

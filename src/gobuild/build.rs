@@ -43,14 +43,15 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
         .arg(&b.target.pattern)
         .current_dir(&b.target.dir)
         .envs(b.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        // If the run fails elsewhere first, Go must not keep building behind our back.
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     tracing::debug!(target = %b.target.name, platform = %b.platform, "go build");
-    let out = cmd.output().await.map_err(|source| GoError::Spawn {
-        go: b.go.to_string(),
-        source: source.into(),
-    })?;
+    // If the run fails elsewhere first, Go must not keep building behind our back.
+    let out = crate::interrupt::output(&mut cmd)
+        .await
+        .map_err(|source| GoError::Spawn {
+            go: b.go.to_string(),
+            source: source.into(),
+        })?;
     if !out.status.success() {
         let mut output = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
         if output.is_empty() {

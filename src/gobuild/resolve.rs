@@ -94,13 +94,11 @@ pub async fn resolve(go: &str, t: &Target) -> Result<Package, GoError> {
     if t.is_buildable() {
         super::in_background(&mut cmd);
     }
-    let out = cmd
-        .args(["list", "-json=ImportPath,Name,Dir", "--", pattern])
+    cmd.args(["list", "-json=ImportPath,Name,Dir", "--", pattern])
         .current_dir(dir)
-        .stdin(Stdio::null())
-        // If the run fails elsewhere first, Go must not keep building behind our back.
-        .kill_on_drop(true)
-        .output()
+        .stdin(Stdio::null());
+    // If the run fails elsewhere first, Go must not keep building behind our back.
+    let out = crate::interrupt::output(&mut cmd)
         .await
         .map_err(|source| GoError::Spawn {
             go: go.to_string(),

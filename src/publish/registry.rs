@@ -14,7 +14,7 @@ use crate::base::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::image::layer::{Layer, Written};
-use crate::registry::{Client, RegistryError, Repository};
+use crate::registry::{BLOB_UNKNOWN_ATTEMPTS, Client, RegistryError, Repository};
 
 const PARALLEL_UPLOADS: usize = 8;
 
@@ -202,8 +202,29 @@ pub async fn push(
         upload_all(client, repo, &blobs, base, cache, Some(pushed), &new),
         tag_targets(client, repo, tags)
     )?;
-    if let Err(e) = put_manifests(client, repo, built, Some(pushed)).await {
-        if !e.is_blob_unknown() {
+    let mut attempt = 1;
+    loop {
+        // Blobs and manifests already pushed by this run are trusted on the first try only.
+        let known = (attempt == 1).then_some(pushed);
+        let e = match put_manifests(client, repo, built, known).await {
+            Ok(()) => match put_tags(
+                client,
+                repo,
+                built.digest(),
+                built.media_type(),
+                built.manifest(),
+                tags,
+                &current,
+            )
+            .await
+            {
+                Ok(()) => return Ok(stats),
+                Err(PublishError::Registry { source, .. }) => source,
+                Err(other) => return Err(other),
+            },
+            Err(e) => e,
+        };
+        if !e.is_blob_unknown() || attempt == BLOB_UNKNOWN_ATTEMPTS {
             return Err(reg_err(e));
         }
         tracing::warn!("{repo}: {e}; checking every blob again");
@@ -211,21 +232,8 @@ pub async fn push(
         let again = upload_all(client, repo, &blobs, base, cache, None, &none).await?;
         stats.uploaded += again.uploaded;
         stats.uploaded_bytes += again.uploaded_bytes;
-        put_manifests(client, repo, built, None)
-            .await
-            .map_err(reg_err)?;
+        attempt += 1;
     }
-    put_tags(
-        client,
-        repo,
-        built.digest(),
-        built.media_type(),
-        built.manifest(),
-        tags,
-        &current,
-    )
-    .await?;
-    Ok(stats)
 }
 
 /// Point `tags` at a manifest the registry has; a tag already there is not put again.

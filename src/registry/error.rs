@@ -153,6 +153,11 @@ impl<E: Into<ErrorKind>> From<E> for RegistryError {
     }
 }
 
+/// Puts of a manifest refused as naming unknown content (see
+/// [`RegistryError::is_blob_unknown`]), each after uploading its blobs again, before giving
+/// up: identical runs at once (a re-run CI job) keep racing while they push.
+pub const BLOB_UNKNOWN_ATTEMPTS: u32 = 5;
+
 impl RegistryError {
     pub fn kind(&self) -> &ErrorKind {
         &self.0
@@ -163,7 +168,8 @@ impl RegistryError {
     }
 
     /// The registry refused a manifest for naming content it does not have (yet). Two
-    /// pushes of the same blob at once can leave distribution briefly unaware of it.
+    /// pushes of the same blob at once can leave distribution briefly unaware of it; see
+    /// [`BLOB_UNKNOWN_ATTEMPTS`].
     pub fn is_blob_unknown(&self) -> bool {
         match &*self.0 {
             ErrorKind::Status { detail, .. } => {

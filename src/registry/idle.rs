@@ -12,7 +12,8 @@
 //!   sets `TCP_USER_TIMEOUT`, which fails a connection whose sent data stays unacknowledged
 //!   (or that the peer stops reading) for the timeout, and which a moving link never trips.
 //! - After the head, [`guard`] fails a response body whose next piece does not arrive
-//!   within the timeout.
+//!   within the timeout, or that averages under [`MIN_BODY_RATE`] once the timeout has
+//!   passed (a trickle that never quite stalls).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -122,17 +123,50 @@ pub(crate) fn guard(resp: Response, idle: Duration) -> Response {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The items of `stream`, each within `idle` of the one before; a stall ends it with an error.
-fn within<T, E: Into<BoxError>>(
+/// The slowest a response body may average once the timeout has passed: a trickle (a byte a
+/// second keeps every piece within the timeout) fails instead of taking minutes.
+pub(crate) const MIN_BODY_RATE: u64 = 1024;
+
+/// A response body averaging under [`MIN_BODY_RATE`] after its first `idle`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "response body slower than {} B/s ({got} bytes in {} s; the minimum applies after the \
+     {} s registry timeout)",
+    MIN_BODY_RATE,
+    .elapsed.as_secs(),
+    .idle.as_secs()
+)]
+pub(crate) struct Trickle {
+    pub(crate) got: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) idle: Duration,
+}
+
+/// The items of `stream`, each within `idle` of the one before, and all of them at
+/// [`MIN_BODY_RATE`] on average after the first `idle`; either failing ends it with an
+/// error.
+fn within<T: AsRef<[u8]>, E: Into<BoxError>>(
     stream: impl Stream<Item = Result<T, E>>,
     idle: Duration,
 ) -> impl Stream<Item = Result<T, BoxError>> {
-    let state = Some(Box::pin(stream));
+    let start = Instant::now();
+    let state = Some((Box::pin(stream), 0u64));
     futures_util::stream::unfold(state, move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(item)) => Some((item.map_err(Into::into), Some(stream))),
+        let (mut stream, got) = state?;
+        let stalled = Instant::now() + idle;
+        // When `got` bytes stop being enough.
+        let slow = start + idle + Duration::from_millis(got.saturating_mul(1000) / MIN_BODY_RATE);
+        match tokio::time::timeout_at(stalled.min(slow), stream.next()).await {
+            Ok(Some(Ok(item))) => {
+                let got = got + item.as_ref().len() as u64;
+                Some((Ok(item), Some((stream, got))))
+            }
+            Ok(Some(Err(e))) => Some((Err(e.into()), Some((stream, got)))),
             Ok(None) => None,
+            Err(_) if slow < stalled => {
+                let elapsed = start.elapsed();
+                Some((Err(Trickle { got, elapsed, idle }.into()), None))
+            }
             Err(_) => Some((Err(Stalled(idle).into()), None)),
         }
     })
@@ -199,14 +233,30 @@ mod tests {
         let pieces = futures_util::stream::iter(0..3)
             .then(|i| async move {
                 tokio::time::sleep(Duration::from_millis(1900)).await;
-                Ok::<_, std::io::Error>(i)
+                Ok::<_, std::io::Error>(vec![i; 4096])
             })
             .chain(futures_util::stream::pending());
-        let got: Vec<Result<i32, BoxError>> = within(pieces, IDLE).collect().await;
+        let got: Vec<Result<Vec<u8>, BoxError>> = within(pieces, IDLE).collect().await;
         assert_eq!(got.len(), 4, "three pieces and the stall, then the end");
         assert!(got[..3].iter().all(Result::is_ok));
         let e = got[3].as_ref().unwrap_err();
         assert!(e.downcast_ref::<Stalled>().is_some(), "{e}");
         assert_eq!(start.elapsed(), Duration::from_millis(3 * 1900 + 2000));
+    }
+
+    /// A byte a second never leaves a gap as long as the timeout, but is cut off just after
+    /// it, by the minimum rate.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_fails_soon_after_the_timeout() {
+        let start = Instant::now();
+        let trickle = futures_util::stream::iter(0..491).then(|_| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, std::io::Error>(vec![b'x'])
+        });
+        let got: Vec<Result<Vec<u8>, BoxError>> = within(trickle, IDLE).collect().await;
+        let e = got.last().unwrap().as_ref().unwrap_err();
+        assert!(e.downcast_ref::<Trickle>().is_some(), "{e}");
+        assert!(e.to_string().contains("slower than 1024 B/s"), "{e}");
+        assert!(start.elapsed() < IDLE * 2, "{:?}", start.elapsed());
     }
 }

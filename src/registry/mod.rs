@@ -17,7 +17,7 @@ mod transport;
 
 pub use auth::{AuthError, Credential, Keychain, RegistryCredential};
 pub use client::{Client, ClientOptions, Fetched, StreamedUpload};
-pub use error::{ErrorKind, RegistryError};
+pub use error::{BLOB_UNKNOWN_ATTEMPTS, ErrorKind, RegistryError};
 pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
 pub use retry::RetryPolicy;
 pub use transport::BodyStream;

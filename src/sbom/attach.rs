@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::SbomError;
 use crate::digest::Digest;
 use crate::image::oci::{Descriptor, Index, OCI_INDEX, OCI_MANIFEST};
-use crate::registry::{Client, Reference, RegistryError, Repository};
+use crate::registry::{BLOB_UNKNOWN_ATTEMPTS, Client, Reference, RegistryError, Repository};
 
 pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 /// The OCI empty descriptor's media type, for artifacts without a config.
@@ -70,7 +70,8 @@ pub fn referrers_tag(subject: &Digest) -> String {
 
 /// Pushes the SBOM blob, the empty config and the artifact manifest (by digest) to `repo`,
 /// then adds the artifact to the referrers index under [`referrers_tag`]. Returns the
-/// artifact manifest's digest. Attaching the same SBOM again changes nothing.
+/// artifact manifest's digest. Attaching the same SBOM again changes nothing; concurrent
+/// attaches (identical runs, or different SBOMs of one image) all succeed and all stay listed.
 pub async fn attach(
     client: &Client,
     repo: &Repository,
@@ -82,52 +83,118 @@ pub async fn attach(
         repo: repo.to_string(),
         source,
     };
-    push_blob(client, repo, EMPTY_JSON).await?;
-    push_blob(client, repo, sbom).await?;
+    push_blob(client, repo, EMPTY_JSON, false).await?;
+    push_blob(client, repo, sbom, false).await?;
     let (bytes, digest) = artifact_manifest(subject, sbom, created);
-    client
+    let mut attempt = 1;
+    while let Err(e) = client
         .put_manifest(repo, digest.as_str(), OCI_MANIFEST, &bytes)
         .await
-        .map_err(reg)?;
+    {
+        // A blob another run uploaded at the same moment can be unknown to the registry for
+        // a while (distribution links it to the repository after the upload): upload it
+        // again, as the image push does, and put the manifest again.
+        if !e.is_blob_unknown() || attempt == BLOB_UNKNOWN_ATTEMPTS {
+            return Err(reg(e));
+        }
+        tracing::warn!("{repo}: {e}; uploading the SBOM's blobs again");
+        push_blob(client, repo, EMPTY_JSON, true).await?;
+        push_blob(client, repo, sbom, true).await?;
+        attempt += 1;
+    }
 
     let mut referrer = Descriptor::new(OCI_MANIFEST, bytes.len() as u64, digest.clone());
     referrer.artifact_type = SPDX_MEDIA_TYPE.into();
     referrer.annotations = created_annotation(created);
-    let tag = referrers_tag(&subject.digest);
+    add_referrer(client, repo, &subject.digest, referrer).await?;
+    Ok(digest)
+}
+
+/// Writes of the referrers index before giving up.
+const UPDATE_ATTEMPTS: u32 = 5;
+
+/// The least wait before checking that a write of the referrers index stayed: on a loaded
+/// machine another writer's read and write can take far longer than this one's.
+const MIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Adds `referrer` to the index under the subject's referrers tag. The tag schema has no
+/// conditional write (distribution ignores If-Match), so an attach that read the index
+/// before this write and writes after it drops this entry. Hence, after writing: wait until
+/// any such writer is done (twice this update's own read and write, at least [`MIN_SETTLE`]) and read again; the
+/// entry is re-added until a read shows it.
+async fn add_referrer(
+    client: &Client,
+    repo: &Repository,
+    subject: &Digest,
+    referrer: Descriptor,
+) -> Result<(), SbomError> {
+    let tag = referrers_tag(subject);
     let reference = Reference {
         registry: repo.registry.clone(),
         repository: repo.name.clone(),
         tag: Some(tag.clone()),
         digest: None,
     };
-    let mut index = match client.get_manifest(&reference).await {
-        Ok(found) => {
-            serde_json::from_slice::<Index>(&found.bytes).map_err(|e| SbomError::Referrers {
-                repo: repo.to_string(),
-                tag: tag.clone(),
-                reason: e.to_string(),
-            })?
-        }
-        Err(e) if e.is_not_found() => Index {
-            schema_version: 2,
-            media_type: OCI_INDEX.into(),
-            manifests: Vec::new(),
-            annotations: BTreeMap::new(),
-            subject: None,
-        },
-        Err(e) => return Err(reg(e)),
+    let referrers_err = |reason: String| SbomError::Referrers {
+        repo: repo.to_string(),
+        tag: tag.clone(),
+        reason,
     };
-    match index.manifests.iter_mut().find(|d| d.digest == digest) {
-        Some(existing) if *existing == referrer => return Ok(digest),
-        Some(existing) => *existing = referrer,
-        None => index.manifests.push(referrer),
+    for written in 0..=UPDATE_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let mut index = match client.get_manifest(&reference).await {
+            Ok(found) => serde_json::from_slice::<Index>(&found.bytes)
+                .map_err(|e| referrers_err(e.to_string()))?,
+            Err(e) if e.is_not_found() => Index {
+                schema_version: 2,
+                media_type: OCI_INDEX.into(),
+                manifests: Vec::new(),
+                annotations: BTreeMap::new(),
+                subject: None,
+            },
+            Err(e) => {
+                return Err(SbomError::Registry {
+                    repo: repo.to_string(),
+                    source: e,
+                });
+            }
+        };
+        match index
+            .manifests
+            .iter_mut()
+            .find(|d| d.digest == referrer.digest)
+        {
+            Some(existing) if *existing == referrer => return Ok(()),
+            Some(existing) => *existing = referrer.clone(),
+            None => index.manifests.push(referrer.clone()),
+        }
+        if written == UPDATE_ATTEMPTS {
+            break;
+        }
+        index.media_type = OCI_INDEX.into();
+        match client
+            .put_manifest(repo, &tag, OCI_INDEX, &crate::gojson::to_vec(&index))
+            .await
+        {
+            Ok(_) => {}
+            // An entry another run just added may name an artifact the registry has not
+            // linked yet: read and write again.
+            Err(e) if e.is_blob_unknown() => tracing::warn!("{repo}: {e}; updating {tag} again"),
+            Err(e) => {
+                return Err(SbomError::Registry {
+                    repo: repo.to_string(),
+                    source: e,
+                });
+            }
+        }
+        tokio::time::sleep((started.elapsed() * 2).max(MIN_SETTLE)).await;
     }
-    index.media_type = OCI_INDEX.into();
-    client
-        .put_manifest(repo, &tag, OCI_INDEX, &crate::gojson::to_vec(&index))
-        .await
-        .map_err(reg)?;
-    Ok(digest)
+    Err(SbomError::ReferrerLost {
+        repo: repo.to_string(),
+        tag,
+        artifact: referrer.digest.to_string(),
+        writes: UPDATE_ATTEMPTS,
+    })
 }
 
 fn created_annotation(created: &str) -> BTreeMap<String, String> {
@@ -137,15 +204,20 @@ fn created_annotation(created: &str) -> BTreeMap<String, String> {
     )])
 }
 
-/// Uploads small in-memory bytes as a blob unless the repository has it; the client streams
-/// uploads from files, so they are staged in a temporary file.
-async fn push_blob(client: &Client, repo: &Repository, bytes: &[u8]) -> Result<(), SbomError> {
+/// Uploads small in-memory bytes as a blob unless the repository has it (asked unless
+/// `force`); the client streams uploads from files, so they are staged in a temporary file.
+async fn push_blob(
+    client: &Client,
+    repo: &Repository,
+    bytes: &[u8],
+    force: bool,
+) -> Result<(), SbomError> {
     let reg = |source: RegistryError| SbomError::Registry {
         repo: repo.to_string(),
         source,
     };
     let digest = Digest::of(bytes);
-    if client.blob_exists(repo, &digest).await.map_err(reg)? {
+    if !force && client.blob_exists(repo, &digest).await.map_err(reg)? {
         return Ok(());
     }
     let mut file = tempfile::NamedTempFile::new().map_err(SbomError::Staging)?;

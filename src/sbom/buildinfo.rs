@@ -36,13 +36,12 @@ pub struct BuildInfo {
 
 /// Runs `<go> version -m <binary>` and parses what it prints.
 pub async fn read(go: &str, binary: &Path) -> Result<BuildInfo, SbomError> {
-    let out = Command::new(go)
-        .arg("version")
+    let mut cmd = Command::new(go);
+    cmd.arg("version")
         .arg("-m")
         .arg(binary)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+        .stdin(Stdio::null());
+    let out = crate::interrupt::output(&mut cmd)
         .await
         .map_err(|source| SbomError::GoSpawn {
             go: go.to_string(),

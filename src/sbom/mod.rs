@@ -31,6 +31,16 @@ pub enum SbomError {
         tag: String,
         reason: String,
     },
+    #[error(
+        "attaching the SBOM in {repo}: {artifact} was still missing from tag {tag} after \
+         {writes} writes (the limit): other attaches to the same image kept overwriting it"
+    )]
+    ReferrerLost {
+        repo: String,
+        tag: String,
+        artifact: String,
+        writes: u32,
+    },
     #[error("cannot stage the SBOM for upload: {0}")]
     Staging(std::io::Error),
     #[error(transparent)]

@@ -1102,3 +1102,24 @@ fn a_slow_upload_outlasts_the_registry_timeout() {
         run.elapsed.as_secs_f64()
     );
 }
+
+/// A response body trickling at 1 byte/s never leaves a gap as long as the timeout, so the
+/// idle timer alone let a manifest pull take minutes; the minimum body rate cuts it off
+/// soon after the timeout, says so, and the retry succeeds.
+#[test]
+fn a_trickling_response_is_cut_off_and_retried() {
+    let world = World::start();
+    let run = world.run_with(BaseAt::Remote, &["--registry-timeout", "2"], |_, source| {
+        source.add(Rule::once(Kind::GetManifest, Fault::Throttle(1)).path("/manifests/sha256:"));
+    });
+    let stderr = run.stderr();
+    assert!(run.out.status.success(), "{stderr}");
+    world.check_image(&run).unwrap();
+    assert!(stderr.contains("slower than 1024 B/s"), "{stderr}");
+    // Generous: at 1 byte/s the manifest alone took minutes.
+    assert!(run.elapsed < Duration::from_secs(90), "{:?}", run.elapsed);
+    eprintln!(
+        "trickle cut off and retried: {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+}

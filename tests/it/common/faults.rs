@@ -516,10 +516,10 @@ impl Pace {
         }
     }
 
-    /// How many bytes to move at once: a twentieth of a second's worth.
+    /// How many bytes to move at once: a twentieth of a second's worth, at least a byte (a
+    /// trickle of a byte a second really sends one byte a second).
     fn chunk(&self) -> usize {
-        self.rate
-            .map_or(usize::MAX, |r| ((r / 20) as usize).max(512))
+        self.rate.map_or(usize::MAX, |r| ((r / 20) as usize).max(1))
     }
 
     /// Sleeps until `done` bytes are due.
