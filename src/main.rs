@@ -6,6 +6,11 @@ use kobuild::cli::{Cli, Command};
 use kobuild::plan::{Env, Plan};
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = kobuild::cli::refuse_skaffold_only_flags(&argv) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => tracing::Level::INFO,
@@ -36,12 +41,16 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
     match cli.command {
         Command::Build(args) => {
             let plan = Plan::new(&args, &env, cwd)?;
-            let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
+            let artifacts = if plan.dry_run {
+                kobuild::pipeline::dry_run(&plan)?
+            } else {
+                let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
+                reports.iter().map(|r| r.artifact()).collect()
+            };
             let mut out = std::io::stdout().lock();
             // A closed stdout (e.g. `| head`) is not a build failure.
             match (&plan.output_template, plan.quiet) {
                 (Some(template), true) => {
-                    let artifacts: Vec<_> = reports.iter().map(|r| r.artifact()).collect();
                     let _ = write!(
                         out,
                         "{}",
@@ -49,8 +58,8 @@ fn run(cli: Cli) -> Result<(), kobuild::Error> {
                     );
                 }
                 _ => {
-                    for r in reports {
-                        let _ = writeln!(out, "{}", r.reference);
+                    for a in artifacts {
+                        let _ = writeln!(out, "{}", a.tag);
                     }
                 }
             }
