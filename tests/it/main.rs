@@ -9,6 +9,7 @@ mod build;
 mod cache;
 mod compression;
 mod config;
+mod conformance;
 mod debug_cover;
 mod faults;
 mod harness;
