@@ -349,8 +349,10 @@ impl Plan {
         }
 
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
-        let default_layout =
-            !pushes && args.opts.oci_layout_path.is_none() && args.opts.oci_archive.is_none();
+        let default_layout = !pushes
+            && !artifacts.is_empty()
+            && args.opts.oci_layout_path.is_none()
+            && args.opts.oci_archive.is_none();
         if default_layout && !push {
             return Err(err(
                 "--push=false",

@@ -211,7 +211,8 @@ pub(super) fn artifacts(
             tags: tag_list,
         });
     }
-    if plans.is_empty() {
+    // `-b` that matches nothing builds nothing, as in Skaffold.
+    if plans.is_empty() && args.build_images.is_empty() {
         return Err(err(
             &file.display().to_string(),
             "has no ko artifacts: add `ko: {}` to an artifact under build.artifacts",

@@ -287,9 +287,10 @@ fn skaffold_cli_semantics_match() {
     };
     let tags = |out: &Output, what: &str| -> Vec<String> {
         let v: Value = serde_json::from_str(&stdout(out, what)).unwrap();
-        v["builds"]
-            .as_array()
-            .unwrap()
+        let Some(builds) = v["builds"].as_array() else {
+            return vec![v.to_string()];
+        };
+        builds
             .iter()
             .map(|b| {
                 format!(
@@ -308,6 +309,7 @@ fn skaffold_cli_semantics_match() {
         // --dry-run computes the tags only; -b keeps images containing the text.
         &["-q", "--dry-run", "-d", &repo, "-b", "conf"][..],
         &["-q", "--dry-run", "-d", &repo, "-b", "ko://"][..],
+        &["-q", "--push", "-d", &repo, "-b", "nomatch"][..],
         // A profile auto-activated by the environment, and turned off with -p -NAME.
         &["-q", "--dry-run", "-d", &repo][..],
         &["-q", "--dry-run", "-d", &repo, "-p", "-other"][..],
