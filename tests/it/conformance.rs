@@ -377,28 +377,51 @@ fn ko_builds_match() {
     );
     run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&module));
     let repo = s.reg.host();
+    let base_env = [("KO_DEFAULTBASEIMAGE", s.base.as_str())];
+    let (theirs, ours) = ko_and_kobuild(&module, "./test", &repo, &base_env);
+    compare(&theirs, &ours, &s.reg);
+
+    // An app configured by .ko.yaml: defaultBaseImage, a build's env, flags and templated
+    // ldflags (environment and git).
+    let dir = app(&s.root.join("koyaml"), &s.base, "");
+    fs::write(
+        dir.join(".ko.yaml"),
+        format!(
+            "defaultBaseImage: {}\nbuilds:\n  - id: conf\n    main: .\n    env: [CGO_ENABLED=0]\n    flags: [-tags, netgo]\n    ldflags: [\"-s -w\", \"-X main.version={{{{.Env.CONF_VERSION}}}}-{{{{.Git.ShortCommit}}}}\"]\n",
+            s.base
+        ),
+    )
+    .unwrap();
+    let (theirs, ours) = ko_and_kobuild(&dir, ".", &repo, &[("CONF_VERSION", "4.5.6")]);
+    compare(&theirs, &ours, &s.reg);
+}
+
+/// `ko build -B --sbom=none TARGET` and `kobuild build --sbom=none TARGET` in `dir`, pushing
+/// under `repo`: their refs, checked to name the same repository.
+fn ko_and_kobuild(dir: &Path, target: &str, repo: &str, env: &[(&str, &str)]) -> (String, String) {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(peer("KOBUILD_KO"));
-    cmd.args(["build", "-B", "--sbom=none", "./test"])
-        .current_dir(&module)
+    cmd.args(["build", "-B", "--sbom=none", target])
+        .current_dir(dir)
         .envs(go_env(home.path()))
-        .env("KO_DOCKER_REPO", &repo)
-        .env("KO_DEFAULTBASEIMAGE", &s.base);
+        .env("KO_DOCKER_REPO", repo)
+        .envs(env.iter().copied());
     let theirs = stdout(
         &output_within(&mut cmd, std::time::Duration::from_secs(120)),
         "ko build",
     );
+    let mut with_repo = env.to_vec();
+    with_repo.push(("KO_DOCKER_REPO", repo));
     let ours = stdout(
-        &kobuild(&[("KO_DOCKER_REPO", &repo), ("KO_DEFAULTBASEIMAGE", &s.base)])
-            .run_in(&module, &["--sbom=none", "./test"]),
+        &kobuild(&with_repo).run_in(dir, &["--sbom=none", target]),
         "kobuild build",
     );
-    let (theirs, ours) = (theirs.trim(), ours.trim());
+    let (theirs, ours) = (theirs.trim().to_string(), ours.trim().to_string());
     let repo_of = |r: &str| {
         let name = undigested(r);
         let slash = name.rfind('/').unwrap();
         name[..slash + name[slash..].find(':').unwrap_or(name.len() - slash)].to_string()
     };
-    assert_eq!(repo_of(theirs), repo_of(ours), "{theirs} vs {ours}");
-    compare(theirs, ours, &s.reg);
+    assert_eq!(repo_of(&theirs), repo_of(&ours), "{theirs} vs {ours}");
+    (theirs, ours)
 }
