@@ -64,7 +64,8 @@ pub struct BuildArgs {
         short = 'p',
         long = "profile",
         value_name = "NAME",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_hyphen_values = true
     )]
     pub profiles: Vec<String>,
 
@@ -80,6 +81,26 @@ pub struct BuildArgs {
     /// Print the --output template instead of one ref per image.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// skaffold.yaml only: compute and print the tagged image names; build and push nothing
+    /// (Skaffold's --dry-run).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: Option<bool>,
+
+    /// skaffold.yaml only: build just the artifacts whose image name contains this
+    /// (repeatable, comma-separated), as Skaffold's -b.
+    #[arg(
+        short = 'b',
+        long = "build-image",
+        value_name = "TEXT",
+        value_delimiter = ','
+    )]
+    pub build_images: Vec<String>,
+
+    /// --cache-artifacts=false: rebuild every image instead of reusing one whose inputs are
+    /// unchanged (as Skaffold's flag; finished layers are still reused).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub cache_artifacts: Option<bool>,
 
     /// Artifacts built at once (env SKAFFOLD_BUILD_CONCURRENCY; default: skaffold.yaml's
     /// build.local.concurrency, else 1; 0 means all).
@@ -303,12 +324,13 @@ pub struct DepsArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Option<PathBuf>,
 
-    /// Profile to apply (repeatable).
+    /// Profile to apply (repeatable; `-NAME` turns off an auto-activated one).
     #[arg(
         short = 'p',
         long = "profile",
         value_name = "NAME",
-        value_delimiter = ','
+        value_delimiter = ',',
+        allow_hyphen_values = true
     )]
     pub profiles: Vec<String>,
 }
@@ -318,4 +340,65 @@ pub struct InitArgs {
     /// Replace an existing skaffold.yaml.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Flags of `skaffold build` that mean nothing for a ko build without a cluster, daemon or
+/// remote cache: refused by name rather than left to the parser's generic message.
+const SKAFFOLD_ONLY_FLAGS: &[&str] = &[
+    "--assume-yes",
+    "--cache-file",
+    "--check-cluster-node-platforms",
+    "--config",
+    "--detect-minikube",
+    "--disable-multi-platform-build",
+    "--kube-context",
+    "--kubeconfig",
+    "--module",
+    "--mute-logs",
+    "--namespace",
+    "--profile-auto-activation",
+    "--propagate-profiles",
+    "--remote-cache-dir",
+    "--rpc-http-port",
+    "--rpc-port",
+    "--skip-tests",
+    "--sync-remote-cache",
+    "--toot",
+    "--wait-for-connection",
+];
+
+/// One line for a Skaffold-only flag given to `kobuild build` (`argv` without the program
+/// name), so scripts written for `skaffold build` learn what to drop.
+pub fn refuse_skaffold_only_flags(argv: &[String]) -> Result<(), String> {
+    let mut words = argv.iter().take_while(|a| *a != "--");
+    if !words.any(|a| a == "build") {
+        return Ok(());
+    }
+    for arg in words {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
+        if SKAFFOLD_ONLY_FLAGS.contains(&name) {
+            return Err(format!(
+                "{name:?} is a skaffold build flag with no meaning for a ko build: remove it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skaffold_only_flags_are_named() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = refuse_skaffold_only_flags(&argv(&["build", "--skip-tests=true"])).unwrap_err();
+        assert!(
+            e.starts_with("\"--skip-tests\" is a skaffold build flag"),
+            "{e}"
+        );
+        refuse_skaffold_only_flags(&argv(&["-v", "build", "--dry-run", "-p", "-x"])).unwrap();
+        refuse_skaffold_only_flags(&argv(&["build", "--", "--toot"])).unwrap();
+        refuse_skaffold_only_flags(&argv(&["render", "--toot"])).unwrap();
+    }
 }

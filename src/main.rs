@@ -7,6 +7,11 @@ use kobuild::gha::commands::Stderr;
 use kobuild::plan::{Env, Plan};
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = kobuild::cli::refuse_skaffold_only_flags(&argv) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => tracing::Level::INFO,
@@ -44,12 +49,16 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
     match cli.command {
         Command::Build(args) => {
             let plan = Plan::new(&args, &env, cwd)?;
-            let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
+            let artifacts = if plan.dry_run {
+                kobuild::pipeline::dry_run(&plan)?
+            } else {
+                let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
+                reports.iter().map(|r| r.artifact()).collect()
+            };
             let mut out = std::io::stdout().lock();
             // A closed stdout (e.g. `| head`) is not a build failure.
             match (&plan.output_template, plan.quiet) {
                 (Some(template), true) => {
-                    let artifacts: Vec<_> = reports.iter().map(|r| r.artifact()).collect();
                     let _ = write!(
                         out,
                         "{}",
@@ -57,8 +66,8 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
                     );
                 }
                 _ => {
-                    for r in reports {
-                        let _ = writeln!(out, "{}", r.reference);
+                    for a in artifacts {
+                        let _ = writeln!(out, "{}", a.tag);
                     }
                 }
             }

@@ -46,16 +46,40 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
         .buffered(at_once)
         .try_collect()
         .await?;
+    let artifacts: Vec<Artifact> = reports.iter().map(ImageReport::artifact).collect();
+    write_file_output(plan, &artifacts)?;
+    Ok(reports)
+}
+
+/// `--dry-run`: what a build would tag (`name:tag`, no digest), with nothing built or
+/// pushed; `--file-output` is written as after a build.
+pub fn dry_run(plan: &Plan) -> Result<Vec<Artifact>, Error> {
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!("skipping the build since --dry-run is set");
+    let artifacts: Vec<Artifact> = plan
+        .artifacts
+        .iter()
+        .map(|a| Artifact {
+            image_name: a.image_name.clone().unwrap_or_default(),
+            tag: a.tagged_name.clone().unwrap_or_default(),
+        })
+        .collect();
+    write_file_output(plan, &artifacts)?;
+    Ok(artifacts)
+}
+
+fn write_file_output(plan: &Plan, artifacts: &[Artifact]) -> Result<(), Error> {
     if let Some(path) = &plan.file_output {
-        let artifacts: Vec<Artifact> = reports.iter().map(ImageReport::artifact).collect();
         match &plan.output_template {
             Some(t) => {
-                crate::fsutil::write_atomic(path, report::render_output(t, &artifacts)?.as_bytes())?
+                crate::fsutil::write_atomic(path, report::render_output(t, artifacts)?.as_bytes())?
             }
-            None => report::write_artifacts(path, &artifacts)?,
+            None => report::write_artifacts(path, artifacts)?,
         }
     }
-    Ok(reports)
+    Ok(())
 }
 
 fn log_base(base: &ResolvedBase) {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::cli::{BuildArgs, ResolveArgs};
 use crate::error::Error;
 use crate::plan::{Env, Plan};
+use crate::registry::{Reference, ReferenceError};
 use crate::render::{self, ImageMap};
 
 /// The rendered manifests, after every image they name was built and published.
@@ -47,9 +48,12 @@ pub async fn run(
             ..BuildArgs::default()
         };
         let plan = Plan::new(&build, env, cwd)?;
-        for report in crate::pipeline::build(&plan).await? {
+        let reports = crate::pipeline::build(&plan).await?;
+        for (report, artifact) in reports.iter().zip(&plan.artifacts) {
+            let reference = resolved_reference(&report.reference, &artifact.tags)
+                .map_err(|e| Error::Internal(format!("built reference: {e}")))?;
             images
-                .insert(&report.image_name, &report.reference)
+                .insert(&report.image_name, &reference)
                 .map_err(|e| Error::Internal(format!("built reference: {e}")))?;
         }
     }
@@ -58,4 +62,38 @@ pub async fn run(
         .map(|(file, text)| render::render_text(file, text, &images, false))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(render::join(&rendered))
+}
+
+/// What `ko resolve` writes for a pushed `repo:tag@digest`: the tag only when it is the one
+/// tag and not `latest`; else `repo@digest`.
+fn resolved_reference(pushed: &str, tags: &[String]) -> Result<String, ReferenceError> {
+    match tags {
+        [one] if one != "latest" => Ok(pushed.to_string()),
+        _ => Ok(Reference::parse(pushed)?.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_stays_only_when_it_is_one_and_not_latest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let pushed = |t: &str| format!("localhost:5000/app:{t}@{d}");
+        let bare = format!("localhost:5000/app@{d}");
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            resolved_reference(&pushed("latest"), &tags(&["latest"])).unwrap(),
+            bare
+        );
+        assert_eq!(
+            resolved_reference(&pushed("v1"), &tags(&["v1", "v2"])).unwrap(),
+            bare
+        );
+        assert_eq!(
+            resolved_reference(&pushed("v1"), &tags(&["v1"])).unwrap(),
+            pushed("v1")
+        );
+    }
 }

@@ -106,11 +106,8 @@ pub enum Destination {
     /// Not pushed (`--push=false`, or nothing configured).
     None,
     /// `DEFAULT_REPO/NAME` (command-line targets); without a name, the last element of the
-    /// import path, as `go build` names the binary.
-    DefaultRepo {
-        repo: Repository,
-        name: Option<String>,
-    },
+    /// import path, as `go build` names the binary. The repo may be a bare `host:port`.
+    DefaultRepo { repo: String, name: Option<String> },
     /// A repository fixed by the configuration (skaffold.yaml's image after default-repo).
     Repository(Repository),
 }
@@ -138,6 +135,8 @@ pub struct ArtifactPlan {
     pub annotations: BTreeMap<String, String>,
     /// The first is the one printed; all are pushed.
     pub tags: Vec<String>,
+    /// skaffold.yaml artifacts: `name:tag` after the default repo, what `--dry-run` prints.
+    pub tagged_name: Option<String>,
 }
 
 /// The Go toolchain as the artifact cache sees it: which `go` binary runs, the variables
@@ -212,6 +211,8 @@ pub struct Plan {
     /// stdout (Skaffold's `build -q -o`).
     pub output_template: Option<String>,
     pub quiet: bool,
+    /// Compute the tags only (skaffold.yaml mode); build and push nothing.
+    pub dry_run: bool,
     /// Concurrent `go build`s.
     pub jobs: usize,
     /// Artifacts built at once (0: all).
@@ -266,17 +267,7 @@ struct Common {
 impl Plan {
     pub fn new(args: &BuildArgs, env: &Env, cwd: PathBuf) -> Result<Plan, PlanError> {
         let push = args.opts.push.unwrap_or(true);
-        let default_repo = args
-            .opts
-            .default_repo
-            .clone()
-            .or_else(|| env.get("KOBUILD_DEFAULT_REPO"))
-            .or_else(|| env.get("SKAFFOLD_DEFAULT_REPO"))
-            .or_else(|| env.get("KO_DOCKER_REPO"))
-            .filter(|r| !r.is_empty());
-        if let Some(r) = &default_repo {
-            Repository::parse(r).map_err(|e| err("--default-repo", e))?;
-        }
+        let default_repo = default_repo(args, env)?;
         let mut tags = Vec::new();
         for t in &args.opts.tags {
             if !valid_tag(t) {
@@ -331,6 +322,17 @@ impl Plan {
                 skaffold::artifacts(args, env, &cwd, file, &go, &common, &mut warnings)?
             }
             None => {
+                for (used, flag) in [
+                    (args.dry_run == Some(true), "--dry-run"),
+                    (!args.build_images.is_empty(), "--build-image"),
+                ] {
+                    if used {
+                        return Err(err(
+                            flag,
+                            "works on skaffold.yaml's artifacts: give -f skaffold.yaml, or drop it",
+                        ));
+                    }
+                }
                 let (artifact, ko) = cli_artifact(args, env, &cwd, &common, &mut warnings)?;
                 let mut artifacts = expand_targets(vec![artifact], args);
                 if !ko.builds.is_empty() {
@@ -347,8 +349,10 @@ impl Plan {
         }
 
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
-        let default_layout =
-            !pushes && args.opts.oci_layout_path.is_none() && args.opts.oci_archive.is_none();
+        let default_layout = !pushes
+            && !artifacts.is_empty()
+            && args.opts.oci_layout_path.is_none()
+            && args.opts.oci_archive.is_none();
         if default_layout && !push {
             return Err(err(
                 "--push=false",
@@ -387,12 +391,6 @@ impl Plan {
             })?,
             (None, None) => concurrency,
         };
-        if args.quiet && args.output.is_none() {
-            return Err(err(
-                "--quiet",
-                "prints the --output template instead of refs: give --output too",
-            ));
-        }
         let toolchain = Toolchain::from_env(env, &go);
         Ok(Plan {
             go,
@@ -403,8 +401,13 @@ impl Plan {
                 default_layout,
             },
             file_output: file_output(args, &cwd)?,
-            output_template: args.output.clone(),
+            // Skaffold's `-o` defaults to `{{json .}}`, which `-q` prints.
+            output_template: args
+                .output
+                .clone()
+                .or_else(|| args.quiet.then(|| "{{json .}}".to_string())),
             quiet: args.quiet,
+            dry_run: args.dry_run == Some(true),
             jobs: match args.opts.jobs {
                 Some(0) => return Err(err("--jobs", "must be at least 1")),
                 Some(n) => n,
@@ -418,6 +421,7 @@ impl Plan {
             gocache: args.opts.gocache.as_ref().map(|d| cwd.join(d)),
             layer_cache: !args.opts.no_cache,
             artifact_cache: !args.opts.no_cache
+                && args.cache_artifacts != Some(false)
                 && args.opts.sbom_dir.is_none()
                 && args.opts.oci_layout_path.is_none()
                 && args.opts.oci_archive.is_none()
@@ -446,6 +450,41 @@ impl Plan {
             cwd,
         })
     }
+}
+
+/// The default repo and where it came from: `--default-repo`, else the first set of
+/// `KOBUILD_DEFAULT_REPO`, `SKAFFOLD_DEFAULT_REPO`, `KO_DOCKER_REPO`. A bare registry
+/// (`localhost:5000`) is a valid repo, as both Skaffold and ko take it: images go right
+/// under it.
+fn default_repo(args: &BuildArgs, env: &Env) -> Result<Option<String>, PlanError> {
+    let found = match &args.opts.default_repo {
+        Some(r) => Some(("--default-repo", r.clone())),
+        None => [
+            "KOBUILD_DEFAULT_REPO",
+            "SKAFFOLD_DEFAULT_REPO",
+            "KO_DOCKER_REPO",
+        ]
+        .into_iter()
+        .find_map(|var| env.get(var).map(|r| (var, r))),
+    };
+    let Some((source, repo)) = found.filter(|(_, r)| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let bare_registry = repo == "localhost"
+        || repo.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.contains('/') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        });
+    let checked = if bare_registry {
+        Repository::parse(&format!("{repo}/x"))
+    } else {
+        Repository::parse(&repo)
+    };
+    checked.map(|_| Some(repo)).map_err(|e| {
+        err(
+            source,
+            format!("{e} (give a registry such as localhost:5000, or a repository under one)"),
+        )
+    })
 }
 
 /// Command-line targets share one configuration: the flags, over `.ko.yaml` defaults.
@@ -484,7 +523,7 @@ fn cli_artifact(
     }
     let destination = match (&common.default_repo, common.push) {
         (Some(r), true) => Destination::DefaultRepo {
-            repo: Repository::parse(r).map_err(|e| err("--default-repo", e))?,
+            repo: r.clone(),
             name: args.opts.image.clone(),
         },
         _ => Destination::None,
@@ -532,6 +571,7 @@ fn cli_artifact(
         } else {
             common.tags.clone()
         },
+        tagged_name: None,
     };
     Ok((plan, ko))
 }
@@ -917,9 +957,35 @@ mod tests {
             &("GOFLAGS".into(), "-mod=vendor".into())
         );
         assert!(
-            matches!(&a.destination, Destination::DefaultRepo { repo, name: None } if repo.to_string() == "127.0.0.1:5000/apps")
+            matches!(&a.destination, Destination::DefaultRepo { repo, name: None } if repo == "127.0.0.1:5000/apps")
         );
         assert_eq!(p.source_date_epoch, Some(5000));
+    }
+
+    #[test]
+    fn a_bare_registry_is_a_default_repo_and_errors_name_its_source() {
+        for var in [
+            "KOBUILD_DEFAULT_REPO",
+            "SKAFFOLD_DEFAULT_REPO",
+            "KO_DOCKER_REPO",
+        ] {
+            for repo in ["localhost:5000", "127.0.0.1:5000", "localhost"] {
+                let p = plan(BuildArgs::default(), &[(var, repo)]).unwrap();
+                assert!(
+                    matches!(&p.artifacts[0].destination, Destination::DefaultRepo { repo: r, .. } if r == repo)
+                );
+            }
+            let e = plan(BuildArgs::default(), &[(var, "host:5000/app:v1")]).unwrap_err();
+            assert_eq!(e.field, var, "{e}");
+        }
+        let p = plan(
+            opts(|o| o.default_repo = Some("127.0.0.1:5000".into())),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.artifacts.len(), 1);
+        let e = plan(opts(|o| o.default_repo = Some("app:v1".into())), &[]).unwrap_err();
+        assert_eq!(e.field, "--default-repo", "{e}");
     }
 
     #[test]

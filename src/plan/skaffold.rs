@@ -42,7 +42,11 @@ pub(super) fn artifacts(
         .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
     let env_map = env.vars();
     let mut plans = Vec::new();
-    for artifact in &config.artifacts {
+    // `-b`: Skaffold keeps the artifacts whose image name, as written, contains a value.
+    let selected = |image: &str| {
+        args.build_images.is_empty() || args.build_images.iter().any(|b| image.contains(b.as_str()))
+    };
+    for artifact in config.artifacts.iter().filter(|a| selected(&a.image)) {
         let where_ = format!(
             "{}:{}:{}",
             artifact.file.display(),
@@ -78,25 +82,32 @@ pub(super) fn artifacts(
 
         let pipeline = &config.pipelines[artifact.pipeline];
         let context = PathBuf::from(&artifact.context);
-        let policy_tag = tags::tag(
-            &pipeline.tag_policy,
-            &TagContext {
-                dir: &context,
-                image: &artifact.image,
-                env: env_map,
-                now: now(common),
-            },
-        )
-        .map_err(|e| err(&format!("{}: tagPolicy", file.display()), e))?;
-        let mut tag_list = vec![policy_tag];
-        tag_list.extend(
-            common
-                .tags
-                .iter()
-                .filter(|t| !tag_list.contains(t))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        // `-t` replaces the tag policy, as in Skaffold: only the given tags are pushed.
+        let tag_list = if common.tags.is_empty() {
+            let policy_tag = tags::tag(
+                &pipeline.tag_policy,
+                &TagContext {
+                    dir: &context,
+                    image: &artifact.image,
+                    env: env_map,
+                    now: now(common),
+                },
+            )
+            .map_err(|e| err(&format!("{}: tagPolicy", file.display()), e))?;
+            // Skaffold falls back to `latest` when a tagger's template misses a variable.
+            if policy_tag.contains(template::NO_VALUE) {
+                warnings.push(format!(
+                    "{where_}: the tag policy of {} gave {policy_tag:?}, an environment \
+                     variable is missing: tagging latest, as Skaffold does",
+                    artifact.image
+                ));
+                vec!["latest".to_string()]
+            } else {
+                vec![policy_tag]
+            }
+        } else {
+            common.tags.clone()
+        };
 
         let multi_level = args.multi_level_repo;
         let (name, destination) =
@@ -196,10 +207,12 @@ pub(super) fn artifacts(
             ldflags,
             labels,
             annotations: common.annotations.clone(),
+            tagged_name: Some(format!("{name}:{}", tag_list[0])),
             tags: tag_list,
         });
     }
-    if plans.is_empty() {
+    // `-b` that matches nothing builds nothing, as in Skaffold.
+    if plans.is_empty() && args.build_images.is_empty() {
         return Err(err(
             &file.display().to_string(),
             "has no ko artifacts: add `ko: {}` to an artifact under build.artifacts",

@@ -43,12 +43,14 @@ impl ImageReport {
 
 #[derive(Serialize)]
 struct BuildOutput<'a> {
-    builds: &'a [Artifact],
+    builds: Option<&'a [Artifact]>,
 }
 
-/// Skaffold's `{{json .}}` form: compact, no HTML escaping, no trailing newline.
+/// Skaffold's `{{json .}}` form: compact, no HTML escaping, no trailing newline. No builds
+/// (`-b` matching nothing) is Go's nil slice, `null`.
 pub fn artifacts_json(artifacts: &[Artifact]) -> Vec<u8> {
-    serde_json::to_vec(&BuildOutput { builds: artifacts }).expect("plain data serializes")
+    let builds = (!artifacts.is_empty()).then_some(artifacts);
+    serde_json::to_vec(&BuildOutput { builds }).expect("plain data serializes")
 }
 
 /// Skaffold's `--output` template over the results.
@@ -60,7 +62,8 @@ pub fn render_output(
         .iter()
         .map(|a| (a.image_name.clone(), a.tag.clone()))
         .collect();
-    crate::template::output_template(template, Some(&builds))
+    let builds = (!builds.is_empty()).then_some(builds.as_slice());
+    crate::template::output_template(template, builds)
 }
 
 pub fn write_artifacts(path: &Path, artifacts: &[Artifact]) -> Result<(), PublishError> {

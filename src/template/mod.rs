@@ -295,6 +295,9 @@ pub fn skaffold_expand_label(
     render(skaffold_engine(env), template, template, &string_map(env))
 }
 
+/// What Go's templates print for a missing map key by default.
+pub const NO_VALUE: &str = "<no value>";
+
 /// Go's zero `time.Time` in Unix seconds: ko's commit time outside a git repository.
 pub const GO_ZERO_TIME_UNIX: i64 = -62_135_596_800;
 

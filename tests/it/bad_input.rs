@@ -361,7 +361,7 @@ fn cases() -> Vec<Case> {
                 "bad repo from the environment",
                 &["./hello", "--base", "scratch"],
                 2,
-                "--default-repo",
+                "KOBUILD_DEFAULT_REPO: ",
             )
         },
         build(

@@ -11,6 +11,7 @@ mod cache;
 mod compression;
 mod concurrent;
 mod config;
+mod conformance;
 mod debug_cover;
 mod faults;
 mod harness;

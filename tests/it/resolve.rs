@@ -62,12 +62,12 @@ fn builds_each_reference_once_and_renders_losslessly() {
         .collect();
     assert_eq!(refs.len(), 3, "{rendered}");
     assert!(
-        refs[0].starts_with(&format!("{repo}/api:latest@sha256:")),
+        refs[0].starts_with(&format!("{repo}/api@sha256:")),
         "{}",
         refs[0]
     );
     assert!(
-        refs[1].starts_with(&format!("{repo}/web:latest@sha256:")),
+        refs[1].starts_with(&format!("{repo}/web@sha256:")),
         "{}",
         refs[1]
     );
