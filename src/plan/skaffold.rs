@@ -78,11 +78,14 @@ pub(super) fn artifacts(
 
         let pipeline = &config.pipelines[artifact.pipeline];
         let context = PathBuf::from(&artifact.context);
+        let (dep_paths, dep_ignore) = ko.dependency_patterns();
         let policy_tag = tags::tag(
             &pipeline.tag_policy,
             &TagContext {
                 dir: &context,
                 image: &artifact.image,
+                dep_paths: &dep_paths,
+                dep_ignore: &dep_ignore,
                 env: env_map,
                 now: now(common),
             },

@@ -23,4 +23,5 @@ mod resolve;
 mod safety;
 mod sbom;
 mod skaffold;
+mod skaffold_parity;
 mod template_budget;

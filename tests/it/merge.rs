@@ -1,7 +1,6 @@
 //! `kobuild merge`: two matrix jobs each push one platform by digest and write an
 //! artifacts.json; merge turns them into one index, checked with skopeo against the registry.
 
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
