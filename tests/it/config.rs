@@ -478,7 +478,7 @@ fn skaffold_errors_name_file_line_column_and_path() {
         (
             "old-version.yaml",
             &[],
-            r#"1:13: apiVersion "skaffold/v2beta29" is not supported: kobuild reads skaffold/v4beta1 to skaffold/v4beta14 (`skaffold fix` upgrades older files)"#,
+            r#"1:13: apiVersion "skaffold/v2beta25" is not supported: the ko builder needs skaffold/v2beta26 to skaffold/v4beta14 (`skaffold fix --version skaffold/v4beta14` upgrades older files)"#,
         ),
         (
             "wrong-type.yaml",

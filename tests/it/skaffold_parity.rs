@@ -125,3 +125,69 @@ build:
     assert_eq!(edited[0], want[0]);
     assert_eq!(kobuild_tags(&root, &repo), edited);
 }
+
+/// Files in older schemas with the ko builder build as Skaffold upgrades them: a
+/// `skaffold/v2beta27` `ko.platforms` becomes the artifact's platforms, and `skaffold/v3`
+/// reads as it is. Skaffold itself accepts both (its dry-run gives the same tags).
+#[test]
+fn older_schema_versions_build_like_skaffold() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let dir = tempfile::tempdir().unwrap();
+    let layout = make_base(
+        &dir.path().join("base"),
+        "v1",
+        false,
+        &["linux/amd64", "linux/arm64"],
+    );
+    push_base(&reg, &layout, "v1", "base/static");
+    let base = format!("{}/base/static:v1", reg.host());
+    let app = app_dir("hello");
+    let repo = format!("{}/p", reg.host());
+    for (version, extra) in [
+        ("skaffold/v2beta27", "\n      platforms: [linux/arm64]"),
+        ("skaffold/v3", ""),
+    ] {
+        let root = dir.path().join(version.replace('/', "-")).join("proj");
+        for f in ["go.mod", "main.go"] {
+            write(&root.join(f), &fs::read_to_string(app.join(f)).unwrap());
+        }
+        write(
+            &root.join("skaffold.yaml"),
+            &format!(
+                "apiVersion: {version}
+kind: Config
+build:
+  tagPolicy:
+    inputDigest: {{}}
+  artifacts:
+  - image: app
+    ko:
+      fromImage: {base}{extra}
+"
+            ),
+        );
+        let want = skaffold_tags(&root, &repo, &dir.path().join("cache"));
+        let got = kobuild_tags(&root, &repo);
+        assert_eq!(got, want, "{version}");
+        if !extra.is_empty() {
+            let written: Value = serde_json::from_slice(
+                &fs::read(root.parent().unwrap().join("artifacts.json")).unwrap(),
+            )
+            .unwrap();
+            let reference = written["builds"][0]["tag"].as_str().unwrap();
+            let raw: Value =
+                serde_json::from_slice(&skopeo_inspect_raw(&pinned(reference), &reg)).unwrap();
+            let platforms = if raw["manifests"].is_array() {
+                index_platforms(&raw)
+            } else {
+                let config = skopeo_inspect_config(&pinned(reference), &reg);
+                vec![format!(
+                    "{}/{}",
+                    config["os"].as_str().unwrap(),
+                    config["architecture"].as_str().unwrap()
+                )]
+            };
+            assert_eq!(platforms, ["linux/arm64"], "{version}");
+        }
+    }
+}
