@@ -1011,15 +1011,22 @@ fn default_repo_table() {
         ),
         (
             "ko://github.com/acme/svc/cmd/api",
-            "us-docker.pkg.dev/proj/repo",
+            "us-docker.pkg.dev/my-proj/repo",
             false,
-            "us-docker.pkg.dev/proj/repo/github.com/acme/svc/cmd/api".into(),
+            "us-docker.pkg.dev/my-proj/repo/github.com/acme/svc/cmd/api".into(),
         ),
         (
-            "us-docker.pkg.dev/proj/other/app",
+            "us-docker.pkg.dev/my-proj/other/app",
+            "us-docker.pkg.dev/my-proj/repo",
+            false,
+            "us-docker.pkg.dev/my-proj/repo/other/app".into(),
+        ),
+        (
+            // A project id under 6 characters does not match Skaffold's regex: flattened.
+            "ko://github.com/acme/svc/cmd/api",
             "us-docker.pkg.dev/proj/repo",
             false,
-            "us-docker.pkg.dev/proj/repo/other/app".into(),
+            "us-docker.pkg.dev/proj/repo/github_com_acme_svc_cmd_api".into(),
         ),
         (
             "ko://github.com/Acme/App:v1.0-RC",
