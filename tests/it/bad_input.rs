@@ -97,6 +97,18 @@ fn prepare(dir: &Path) {
         ),
     )
     .unwrap();
+    let kustomized = dir.join("kustomized");
+    fs::create_dir_all(&kustomized).unwrap();
+    fs::write(
+        kustomized.join("kustomization.yaml"),
+        "resources: [../pod.yaml]\npatches: [{path: patch.yaml}]\n",
+    )
+    .unwrap();
+    fs::write(
+        kustomized.join("patch.yaml"),
+        "kind: Pod\nmetadata: {name: p}\n",
+    )
+    .unwrap();
     fs::write(dir.join("empty.json"), "").unwrap();
     fs::write(dir.join("garbage.json"), "{\"builds\": 3}").unwrap();
     make_base(&dir.join("base"), "v1", false, &["linux/amd64"]);
@@ -559,6 +571,13 @@ fn cases() -> Vec<Case> {
             "--file-output",
         ),
         // render.
+        case(
+            "render a kustomization directory",
+            &["-f", "{dir}/kustomized"],
+            2,
+            "kustomized/kustomization.yaml: a kustomization, which kobuild render does not build",
+        )
+        .sub("render"),
         case(
             "render a missing file",
             &["-f", "{dir}/missing.yaml"],
