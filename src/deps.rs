@@ -81,8 +81,8 @@ pub fn run(
 }
 
 /// Files under `context` that `paths` select and `ignore` does not, relative to `context`,
-/// sorted, as Skaffold's lister finds them: each match of a pattern is walked without
-/// following symlinks, and `ignore` is tested on every entry of that walk (a matching
+/// sorted, as Skaffold's lister finds them: patterns see through symlinked directories,
+/// each match of a pattern is walked without following symlinks, and `ignore` is tested on every entry of that walk (a matching
 /// directory is pruned), never on the directories above the match.
 pub fn files(
     context: &Path,
@@ -90,7 +90,10 @@ pub fn files(
     ignore: &[String],
 ) -> Result<Vec<String>, DepsError> {
     let mut all = Vec::new();
-    walk(context, context, &mut all)?;
+    let start = context
+        .canonicalize()
+        .unwrap_or_else(|_| context.to_path_buf());
+    walk(context, context, 0, &mut vec![start], &mut all)?;
     let is_ignored = |p: &str| ignore.iter().any(|i| glob_match(&clean(i), p));
     let mut selected: Vec<String> = Vec::new();
     for pattern in paths {
@@ -99,8 +102,8 @@ pub fn files(
             vec![(".", true)]
         } else {
             all.iter()
-                .filter(|(p, _)| glob_match(&pattern, p))
-                .map(|(p, d)| (p.as_str(), *d))
+                .filter(|f| glob_match(&pattern, &f.rel))
+                .map(|f| (f.rel.as_str(), f.is_dir))
                 .collect()
         };
         if matched.is_empty() {
@@ -117,23 +120,24 @@ pub fn files(
                 selected.push(root.to_string());
                 continue;
             }
+            let depth = if root == "." { 0 } else { root.len() };
             // Entries come parent first, so a pruned directory is seen before its contents.
             let mut pruned: Vec<String> = Vec::new();
-            for (f, d) in &all {
-                let Some(below) = under(root, f) else {
-                    continue;
-                };
-                if pruned.iter().any(|p| f.starts_with(p.as_str())) {
+            for f in &all {
+                if f.link > depth || under(root, &f.rel).is_none() {
                     continue;
                 }
-                if is_ignored(f) {
-                    if *d {
-                        pruned.push(format!("{f}/"));
+                if pruned.iter().any(|p| f.rel.starts_with(p.as_str())) {
+                    continue;
+                }
+                if is_ignored(&f.rel) {
+                    if f.is_dir {
+                        pruned.push(format!("{}/", f.rel));
                     }
                     continue;
                 }
-                if !d && !below.is_empty() {
-                    selected.push(f.clone());
+                if !f.is_dir {
+                    selected.push(f.rel.clone());
                 }
             }
         }
@@ -164,9 +168,24 @@ fn clean(pattern: &str) -> String {
     }
 }
 
-/// Every file and directory under `dir`, relative to `root`, with whether it is a directory
-/// (a symlink is not, and is not followed), parents before their contents.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) -> Result<(), DepsError> {
+/// One entry under the context: its path relative to it, whether it is a directory itself
+/// (a symlink is not), and the length of its deepest symlinked-directory ancestor's path
+/// (0 when none), which a walk that does not follow symlinks never reaches past.
+struct Found {
+    rel: String,
+    is_dir: bool,
+    link: usize,
+}
+
+/// Every entry under `dir`, relative to `root`, parents before their contents. Symlinked
+/// directories are entered, as doublestar's `**` enters them, once per chain (no loops).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    link: usize,
+    chain: &mut Vec<PathBuf>,
+    out: &mut Vec<Found>,
+) -> Result<(), DepsError> {
     let read_err = |source| DepsError::Read {
         path: dir.to_path_buf(),
         source,
@@ -182,10 +201,21 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) -> Result<(), De
             continue;
         };
         let rel = rel.to_string_lossy().replace('\\', "/");
-        let is_dir = e.file_type().map_err(read_err)?.is_dir();
-        out.push((rel, is_dir));
-        if is_dir {
-            walk(root, &path, out)?;
+        let file_type = e.file_type().map_err(read_err)?;
+        let is_dir = file_type.is_dir();
+        let linked_dir = file_type.is_symlink() && path.is_dir();
+        let below = if linked_dir { rel.len() } else { link };
+        out.push(Found { rel, is_dir, link });
+        if is_dir || linked_dir {
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if chain.contains(&real) {
+                continue;
+            }
+            chain.push(real);
+            walk(root, &path, below, chain, out)?;
+            chain.pop();
         }
     }
     Ok(())
@@ -361,6 +391,18 @@ mod tests {
             files(d, &s(&["./"]), &s(&["cmd", "kodata/*"])).unwrap(),
             ["go.mod", "main.go", "vendor/x/y.go"]
         );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("cmd", d.join("link")).unwrap();
+            assert!(
+                files(d, &s(&["**/*.go"]), &[])
+                    .unwrap()
+                    .contains(&"link/api/main.go".into())
+            );
+            let all = files(d, &s(&["."]), &[]).unwrap();
+            assert!(all.contains(&"link".into()) && !all.contains(&"link/api/main.go".into()));
+            std::fs::remove_file(d.join("link")).unwrap();
+        }
         let e = files(d, &s(&["**/*.rs"]), &[]).unwrap_err().to_string();
         assert!(e.contains("did not match any file"), "{e}");
     }

@@ -74,6 +74,10 @@ fn input_digest_tags_equal_skaffold() {
     write(&root.join("kodata/a.txt"), "a\n");
     write(&root.join("kodata/b.txt"), "b\n");
     write(&root.join(".hidden/x.go"), "package hidden\n");
+    // `**` sees through a symlinked directory; a walk of a matched directory does not.
+    write(&root.join("realpkg/r.go"), "package realpkg\n");
+    std::os::unix::fs::symlink("realpkg", root.join("linkpkg")).unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("kodata/a.link")).unwrap();
     write(
         &root.join("skaffold.yaml"),
         &format!(
