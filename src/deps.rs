@@ -81,64 +81,111 @@ pub fn run(
 }
 
 /// Files under `context` that `paths` select and `ignore` does not, relative to `context`,
-/// sorted.
+/// sorted, as Skaffold's lister finds them: patterns see through symlinked directories,
+/// each match of a pattern is walked without following symlinks, and `ignore` is tested on every entry of that walk (a matching
+/// directory is pruned), never on the directories above the match.
 pub fn files(
     context: &Path,
     paths: &[String],
     ignore: &[String],
 ) -> Result<Vec<String>, DepsError> {
     let mut all = Vec::new();
-    walk(context, context, &mut all)?;
+    let start = context
+        .canonicalize()
+        .unwrap_or_else(|_| context.to_path_buf());
+    walk(context, context, 0, &mut vec![start], &mut all)?;
+    let is_ignored = |p: &str| ignore.iter().any(|i| glob_match(&clean(i), p));
     let mut selected: Vec<String> = Vec::new();
     for pattern in paths {
-        let pattern = pattern.trim_start_matches("./");
-        let matched: Vec<&(String, bool)> =
-            all.iter().filter(|(p, _)| glob_match(pattern, p)).collect();
+        let pattern = clean(pattern);
+        let matched: Vec<(&str, bool)> = if pattern == "." {
+            vec![(".", true)]
+        } else {
+            all.iter()
+                .filter(|f| glob_match(&pattern, &f.rel))
+                .map(|f| (f.rel.as_str(), f.is_dir))
+                .collect()
+        };
         if matched.is_empty() {
             return Err(DepsError::NoMatch {
                 context: context.to_path_buf(),
                 pattern: pattern.to_string(),
             });
         }
-        for (p, is_dir) in matched {
-            if *is_dir {
-                let prefix = format!("{p}/");
-                selected.extend(
-                    all.iter()
-                        .filter(|(f, d)| !d && f.starts_with(&prefix))
-                        .map(|(f, _)| f.clone()),
-                );
-            } else {
-                selected.push(p.clone());
+        for (root, is_dir) in matched {
+            if is_ignored(root) {
+                continue;
+            }
+            if !is_dir {
+                selected.push(root.to_string());
+                continue;
+            }
+            let depth = if root == "." { 0 } else { root.len() };
+            // Entries come parent first, so a pruned directory is seen before its contents.
+            let mut pruned: Vec<String> = Vec::new();
+            for f in &all {
+                if f.link > depth || under(root, &f.rel).is_none() {
+                    continue;
+                }
+                if pruned.iter().any(|p| f.rel.starts_with(p.as_str())) {
+                    continue;
+                }
+                if is_ignored(&f.rel) {
+                    if f.is_dir {
+                        pruned.push(format!("{}/", f.rel));
+                    }
+                    continue;
+                }
+                if !f.is_dir {
+                    selected.push(f.rel.clone());
+                }
             }
         }
     }
-    selected.retain(|f| !ignored(f, ignore));
     selected.sort();
     selected.dedup();
     Ok(selected)
 }
 
-/// A file is ignored when it, or a directory above it, matches an ignore pattern.
-fn ignored(file: &str, ignore: &[String]) -> bool {
-    let mut prefix = String::new();
-    for part in file.split('/') {
-        if !prefix.is_empty() {
-            prefix.push('/');
-        }
-        prefix.push_str(part);
-        if ignore
-            .iter()
-            .any(|i| glob_match(i.trim_start_matches("./"), &prefix))
-        {
-            return true;
-        }
+/// `f` below the directory `root` ("." is the context): the rest of its path.
+fn under<'a>(root: &str, f: &'a str) -> Option<&'a str> {
+    if root == "." {
+        return Some(f);
     }
-    false
+    f.strip_prefix(root)?.strip_prefix('/')
 }
 
-/// Every file and directory under `dir`, relative to `root`, with whether it is a directory.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) -> Result<(), DepsError> {
+/// A pattern as `filepath.Join(context, pattern)` leaves it: no `.` or empty segments.
+fn clean(pattern: &str) -> String {
+    let parts: Vec<&str> = pattern
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
+/// One entry under the context: its path relative to it, whether it is a directory itself
+/// (a symlink is not), and the length of its deepest symlinked-directory ancestor's path
+/// (0 when none), which a walk that does not follow symlinks never reaches past.
+struct Found {
+    rel: String,
+    is_dir: bool,
+    link: usize,
+}
+
+/// Every entry under `dir`, relative to `root`, parents before their contents. Symlinked
+/// directories are entered, as doublestar's `**` enters them, once per chain (no loops).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    link: usize,
+    chain: &mut Vec<PathBuf>,
+    out: &mut Vec<Found>,
+) -> Result<(), DepsError> {
     let read_err = |source| DepsError::Read {
         path: dir.to_path_buf(),
         source,
@@ -154,21 +201,78 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, bool)>) -> Result<(), De
             continue;
         };
         let rel = rel.to_string_lossy().replace('\\', "/");
-        let is_dir = path.is_dir();
-        out.push((rel, is_dir));
-        if is_dir && !e.file_type().map_err(read_err)?.is_symlink() {
-            walk(root, &path, out)?;
+        let file_type = e.file_type().map_err(read_err)?;
+        let is_dir = file_type.is_dir();
+        let linked_dir = file_type.is_symlink() && path.is_dir();
+        let below = if linked_dir { rel.len() } else { link };
+        out.push(Found { rel, is_dir, link });
+        if is_dir || linked_dir {
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if chain.contains(&real) {
+                continue;
+            }
+            chain.push(real);
+            walk(root, &path, below, chain, out)?;
+            chain.pop();
         }
     }
     Ok(())
 }
 
-/// doublestar's matching: `**` spans any number of path segments, `*` and `?` stay within
-/// one segment.
+/// doublestar's matching: `**` spans any number of path segments; `*`, `?` and `[…]` stay
+/// within one segment; `{a,b}` picks an alternative; `\\` escapes.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.split('/').collect();
     let segs: Vec<&str> = path.split('/').collect();
-    match_segments(&pat, &segs)
+    expand_braces(pattern).iter().any(|p| {
+        let pat: Vec<&str> = p.split('/').collect();
+        match_segments(&pat, &segs)
+    })
+}
+
+/// Every pattern a `{a,b}` group stands for (nested groups included).
+fn expand_braces(pattern: &str) -> Vec<String> {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'{' => {
+                let (mut depth, mut j, mut commas) = (0, i, vec![]);
+                while j < b.len() {
+                    match b[j] {
+                        b'\\' => j += 1,
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        b',' if depth == 1 => commas.push(j),
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if j >= b.len() {
+                    return vec![pattern.to_string()];
+                }
+                let mut bounds = vec![i];
+                bounds.extend(commas);
+                bounds.push(j);
+                let (head, tail) = (&pattern[..i], &pattern[j + 1..]);
+                return bounds
+                    .windows(2)
+                    .flat_map(|w| {
+                        expand_braces(&format!("{head}{}{tail}", &pattern[w[0] + 1..w[1]]))
+                    })
+                    .collect();
+            }
+            _ => i += 1,
+        }
+    }
+    vec![pattern.to_string()]
 }
 
 fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
@@ -189,8 +293,49 @@ fn match_segment(p: &[u8], s: &[u8]) -> bool {
         (None, None) => true,
         (Some((b'*', rest)), _) => (0..=s.len()).any(|i| match_segment(rest, &s[i..])),
         (Some((b'?', rest)), Some((_, srest))) => match_segment(rest, srest),
+        (Some((b'[', rest)), Some((&c, srest))) => match class(rest, c) {
+            Some((true, after)) => match_segment(after, srest),
+            Some((false, _)) => false,
+            // An unclosed `[` matches itself.
+            None => c == b'[' && match_segment(rest, srest),
+        },
+        (Some((b'\\', rest)), Some((d, srest))) if !rest.is_empty() => {
+            rest[0] == *d && match_segment(&rest[1..], srest)
+        }
         (Some((c, rest)), Some((d, srest))) => c == d && match_segment(rest, srest),
         _ => false,
+    }
+}
+
+/// A `[…]` class (after its `[`) against `c`: whether it matches, and the pattern after `]`.
+fn class(p: &[u8], c: u8) -> Option<(bool, &[u8])> {
+    let (negate, mut p) = match p.first() {
+        Some(b'^' | b'!') => (true, &p[1..]),
+        _ => (false, p),
+    };
+    let mut hit = false;
+    let mut first = true;
+    loop {
+        let (&lo, rest) = p.split_first()?;
+        if lo == b']' && !first {
+            return Some((hit != negate, rest));
+        }
+        first = false;
+        let (lo, rest) = if lo == b'\\' {
+            let (&e, r) = rest.split_first()?;
+            (e, r)
+        } else {
+            (lo, rest)
+        };
+        if let [b'-', hi, after @ ..] = rest
+            && *hi != b']'
+        {
+            hit |= (lo..=*hi).contains(&c);
+            p = after;
+        } else {
+            hit |= lo == c;
+            p = rest;
+        }
     }
 }
 
@@ -207,6 +352,11 @@ mod tests {
         assert!(!glob_match("go.*", "sub/go.mod"));
         assert!(glob_match("cmd/?pi/*", "cmd/api/x"));
         assert!(glob_match("kodata", "kodata"));
+        assert!(glob_match("{cmd,pkg}/**/*.{go,s}", "pkg/x/a.s"));
+        assert!(!glob_match("{cmd,pkg}/**/*.{go,s}", "vendor/a.go"));
+        assert!(glob_match("[a-c]?.go", "bx.go"));
+        assert!(!glob_match("[!a-c]?.go", "bx.go"));
+        assert!(glob_match("**/.env", ".config/.env"));
     }
 
     #[test]
@@ -225,13 +375,34 @@ mod tests {
         }
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            files(d, &s(&["**/*.go"]), &s(&["vendor"])).unwrap(),
+            files(d, &s(&["**/*.go"]), &s(&["vendor/**"])).unwrap(),
             ["cmd/api/main.go", "main.go"]
         );
         assert_eq!(
             files(d, &s(&["kodata", "go.*"]), &[]).unwrap(),
             ["go.mod", "kodata/a.txt"]
         );
+        // Ignore is tested below each match only: a directory above the match is not.
+        assert_eq!(
+            files(d, &s(&["**/*.go"]), &s(&["cmd"])).unwrap(),
+            ["cmd/api/main.go", "main.go", "vendor/x/y.go"]
+        );
+        assert_eq!(
+            files(d, &s(&["./"]), &s(&["cmd", "kodata/*"])).unwrap(),
+            ["go.mod", "main.go", "vendor/x/y.go"]
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("cmd", d.join("link")).unwrap();
+            assert!(
+                files(d, &s(&["**/*.go"]), &[])
+                    .unwrap()
+                    .contains(&"link/api/main.go".into())
+            );
+            let all = files(d, &s(&["."]), &[]).unwrap();
+            assert!(all.contains(&"link".into()) && !all.contains(&"link/api/main.go".into()));
+            std::fs::remove_file(d.join("link")).unwrap();
+        }
         let e = files(d, &s(&["**/*.rs"]), &[]).unwrap_err().to_string();
         assert!(e.contains("did not match any file"), "{e}");
     }

@@ -67,7 +67,9 @@ pub enum ConfigErrorKind {
     #[error("{}: {message}", field(path))]
     Invalid { path: String, message: String },
     #[error(
-        "apiVersion {found:?} is not supported: kobuild reads skaffold/v4beta1 to skaffold/v4beta{} (`skaffold fix` upgrades older files)",
+        "apiVersion {found:?} is not supported: the ko builder needs {} to skaffold/v4beta{} (`skaffold fix --version skaffold/v4beta{}` upgrades older files)",
+        super::skaffold::FIRST_KO_SCHEMA,
+        super::skaffold::LATEST_V4BETA,
         super::skaffold::LATEST_V4BETA
     )]
     UnsupportedVersion { found: String },

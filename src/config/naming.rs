@@ -220,38 +220,47 @@ fn truncate(mut name: String) -> String {
     name
 }
 
-/// `gcr.io`-like or Artifact Registry hosts, which take multi-level repository names.
-fn is_gcp(repo: &str) -> bool {
-    let host = repo.split('/').next().unwrap_or_default();
-    host == "gcr.io" || host.ends_with(".gcr.io") || repo.contains("-docker.pkg.dev")
-}
-
-/// `<gcr or AR host>/<project>[/]`, the part a default repo in the same project replaces.
-fn gcp_prefix(name: &str) -> Option<&str> {
-    let mut parts = name.splitn(3, '/');
-    let host = parts.next()?;
-    let project = parts.next()?;
-    let gcp = host == "gcr.io" || host.ends_with(".gcr.io") || host.ends_with("-docker.pkg.dev");
-    let valid = !project.is_empty()
-        && project
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
-    if !gcp || !valid {
-        return None;
+/// The match of Skaffold's `prefixRegex` at the start of `name`, "" if none: a registry host,
+/// `/`, then the longest GCP project id there (`[a-z][a-z0-9-]{4,28}[a-z0-9]`, which may end
+/// inside a path component), then a `/` if one follows.
+fn project_prefix(name: &str) -> &str {
+    let Some((host, rest)) = name.split_once('/') else {
+        return "";
+    };
+    if !is_domain(host) {
+        return "";
     }
-    let len = host.len() + 1 + project.len() + usize::from(parts.next().is_some());
-    Some(&name[..len])
+    let b = rest.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_lowercase) {
+        return "";
+    }
+    let run = b
+        .iter()
+        .take(30)
+        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || **c == b'-')
+        .count();
+    let Some(len) = (6..=run)
+        .rev()
+        .find(|&l| b[l - 1].is_ascii_lowercase() || b[l - 1].is_ascii_digit())
+    else {
+        return "";
+    };
+    let slash = usize::from(b.get(len) == Some(&b'/'));
+    &name[..host.len() + 1 + len + slash]
 }
 
+/// Skaffold's `replace`: multi-level names only when the default repo's project prefix names
+/// gcr.io or Artifact Registry (so a short project id flattens), or with `multi_level`.
 fn replace(default_repo: &str, multi_level: bool, base: &str) -> String {
     if base.starts_with(default_repo) {
         return base.to_string();
     }
-    if multi_level || is_gcp(default_repo) {
-        if let (Some(own), Some(target)) = (gcp_prefix(base), gcp_prefix(default_repo))
-            && own == target
-        {
-            return truncate(format!("{default_repo}/{}", &base[own.len()..]));
+    let own = project_prefix(base);
+    let target = project_prefix(default_repo);
+    if target.contains("gcr.io") || target.contains("-docker.pkg.dev") || multi_level {
+        if own == target {
+            // Skaffold does not truncate this form.
+            return format!("{default_repo}/{}", &base[own.len()..]);
         }
         return truncate(format!("{default_repo}/{base}"));
     }
@@ -264,8 +273,8 @@ fn replace(default_repo: &str, multi_level: bool, base: &str) -> String {
 
 /// Skaffold's `SubstituteDefaultRepoIntoImage`: the image under `default_repo` (unchanged
 /// when it is empty), keeping its tag and digest. Names already under the default repo are
-/// kept; gcr.io, Artifact Registry or `multi_level` repos keep the path, others get it
-/// flattened with `_`; the name is truncated to 255 bytes.
+/// kept; gcr.io or Artifact Registry repos with a valid project id, or `multi_level`, keep
+/// the path, others get it flattened with `_`; the name is truncated to 255 bytes.
 pub fn substitute_default_repo(
     default_repo: &str,
     multi_level: bool,
@@ -334,5 +343,82 @@ mod tests {
         assert!(split_name("A", false).is_none());
         assert!(is_tag("v1.0-rc_1") && !is_tag(".v1") && !is_tag(&"a".repeat(129)));
         assert!(check_digest("sha256:ABC").is_err());
+    }
+
+    /// Skaffold's default-repo cases: the project id decides, not the host.
+    #[test]
+    fn default_repo_follows_the_project_regex() {
+        let cases = [
+            (
+                "gcr.io/myproject1",
+                "ko://github.com/Org/Repo/cmd/App",
+                "gcr.io/myproject1/github.com/org/repo/cmd/app",
+            ),
+            (
+                "gcr.io/myproject1",
+                "gcr.io/myproject1/sub/app",
+                "gcr.io/myproject1/sub/app",
+            ),
+            (
+                "gcr.io/myproject1",
+                "gcr.io/foobar/x",
+                "gcr.io/myproject1/gcr.io/foobar/x",
+            ),
+            ("gcr.io/foo", "gcr.io/foobar/x", "gcr.io/foobar/x"),
+            (
+                "gcr.io/foo",
+                "ko://example.com/app",
+                "gcr.io/foo/example_com_app",
+            ),
+            (
+                "us-docker.pkg.dev/p/r",
+                "ko://example.com/a/b",
+                "us-docker.pkg.dev/p/r/example_com_a_b",
+            ),
+            (
+                "us-docker.pkg.dev/my-proj-1/r",
+                "ko://example.com/a/b",
+                "us-docker.pkg.dev/my-proj-1/r/example.com/a/b",
+            ),
+            (
+                "us-docker.pkg.dev/my-proj-1/r",
+                "us-docker.pkg.dev/my-proj-1/other/app",
+                "us-docker.pkg.dev/my-proj-1/r/other/app",
+            ),
+            (
+                "us-docker.pkg.dev/my-proj-1/r",
+                "eu-docker.pkg.dev/my-proj-1/other/app",
+                "us-docker.pkg.dev/my-proj-1/r/eu-docker.pkg.dev/my-proj-1/other/app",
+            ),
+            (
+                "localhost:5000",
+                "example.com/Team/App.Name",
+                "localhost:5000/example_com_team_app_name",
+            ),
+            // The project id may end inside a path component (`prefixRegex` is not anchored there).
+            ("gcr.io/myproject1_x", "ko://a/b", "gcr.io/myproject1_x/a/b"),
+        ];
+        for (repo, image, want) in cases {
+            assert_eq!(
+                substitute_default_repo(repo, false, image).unwrap(),
+                want,
+                "{image} under {repo}"
+            );
+        }
+        assert_eq!(project_prefix("gcr.io/myproject1/x"), "gcr.io/myproject1/");
+        assert_eq!(project_prefix("gcr.io/myproject1_x"), "gcr.io/myproject1");
+        assert_eq!(project_prefix("gcr.io/a-------b/x"), "gcr.io/a-------b/");
+        assert_eq!(project_prefix("gcr.io/abcdef-/x"), "gcr.io/abcdef");
+        assert_eq!(project_prefix("gcr.io/abcd-/x"), "");
+        assert_eq!(
+            project_prefix(&format!("h/a{}", "b".repeat(40))),
+            format!("h/a{}", "b".repeat(29))
+        );
+        // Equal prefixes under --multi-level-repo, even empty ones: no truncation.
+        let long = format!("localhost:5000/ab/{}", "r".repeat(250));
+        assert_eq!(
+            substitute_default_repo(&long, true, "ko://x/app").unwrap(),
+            format!("{long}/x/app")
+        );
     }
 }

@@ -1,6 +1,9 @@
-//! `skaffold.yaml` (schema `skaffold/v4beta*`), read the way Skaffold reads it: every YAML
-//! document is one configuration (pipeline), fields are decoded strictly, profiles are
-//! applied per configuration, and each configuration's `build` yields its artifacts.
+//! `skaffold.yaml` (every schema with the ko builder, `skaffold/v2beta26` to
+//! `skaffold/v4beta14`), read the way Skaffold reads it: every YAML document is one
+//! configuration (pipeline), fields are decoded strictly, profiles are applied per
+//! configuration, and each configuration's `build` yields its artifacts. Older schemas are
+//! upgraded as Skaffold upgrades them in memory; for the build section that only moves
+//! `ko.platforms` (v2beta26–27) to the artifact's `platforms`.
 //!
 //! The build section, artifacts, the ko builder, tag policies, metadata and profiles are
 //! modelled strictly (an unknown field is an error naming the path and the known fields).
@@ -17,6 +20,53 @@ use super::yaml::{Fields, Kind, Node, join, parse_documents};
 
 /// The newest schema kobuild knows; every `skaffold/v4betaN` up to it is read.
 pub const LATEST_V4BETA: u32 = 14;
+/// The first schema whose strict decoder accepts `ko:` (before it the field is hidden).
+pub const FIRST_KO_SCHEMA: &str = "skaffold/v2beta26";
+
+/// A schema version with the ko builder, ordered as Skaffold's upgrade chain runs:
+/// v2beta26…29, v3alpha1, v3, v4beta1…
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Schema(u32);
+
+impl Schema {
+    const V2BETA27: Schema = Schema(27);
+    const V2BETA28: Schema = Schema(28);
+    const LATEST: Schema = Schema(31 + LATEST_V4BETA);
+
+    /// `None` for a version without the ko builder or one kobuild does not know.
+    pub fn parse(version: &str) -> Option<Schema> {
+        let number = |n: &str| {
+            (!n.starts_with('0') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse::<u32>().ok())
+                .flatten()
+        };
+        let rank = match version.strip_prefix("skaffold/")? {
+            "v3alpha1" => 30,
+            "v3" => 31,
+            v => {
+                if let Some(n) = v.strip_prefix("v2beta").and_then(number) {
+                    n
+                } else {
+                    31 + v.strip_prefix("v4beta").and_then(number)?
+                }
+            }
+        };
+        let schema = Schema(rank);
+        (Schema(26)..=Schema::LATEST)
+            .contains(&schema)
+            .then_some(schema)
+    }
+
+    /// `ko.platforms`, which v2beta28 moved to the artifact.
+    fn ko_platforms(self) -> bool {
+        self < Schema::V2BETA28
+    }
+
+    /// `build.platforms` and the artifact's `platforms`, added in v2beta27.
+    fn platforms(self) -> bool {
+        self >= Schema::V2BETA27
+    }
+}
 
 const TOP_FIELDS: &[&str] = &[
     "apiVersion",
@@ -348,6 +398,7 @@ fn warn(file: &Path, pos: Pos, message: &str) -> String {
 
 struct Document {
     node: Node,
+    schema: Schema,
     name: String,
     profiles: Vec<Profile>,
 }
@@ -417,7 +468,7 @@ fn parse(
             // Skaffold decodes the patched configuration strictly again.
             read_metadata(&Fields::strict(&doc.node, "", TOP_FIELDS)?)?;
         }
-        let build = read_build(doc.node.get("build"), "build", file, i)?;
+        let build = read_build(doc.node.get("build"), "build", file, i, doc.schema)?;
         if !matches!(build.pipeline.build_type, BuildType::Local(_)) {
             warnings.push(warn(
                 file,
@@ -461,20 +512,15 @@ fn read_document(
         return Err(Fault::invalid(
             node.pos,
             "apiVersion",
-            format!("missing; kobuild reads skaffold/v4beta1 to skaffold/v4beta{LATEST_V4BETA}"),
+            format!("missing; kobuild reads {FIRST_KO_SCHEMA} to skaffold/v4beta{LATEST_V4BETA}"),
         ));
     }
-    let supported = version
-        .strip_prefix("skaffold/v4beta")
-        .filter(|n| !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|n| n.parse::<u32>().ok())
-        .is_some_and(|n| (1..=LATEST_V4BETA).contains(&n));
-    if !supported {
+    let Some(schema) = Schema::parse(&version) else {
         return Err(Fault::at(
             version_pos,
             ConfigErrorKind::UnsupportedVersion { found: version },
         ));
-    }
+    };
     if let Some(kind) = f.opt_string("kind")?
         && kind != "Config"
     {
@@ -496,7 +542,7 @@ fn read_document(
         ));
     }
     // Skaffold rejects a bad field anywhere in the file, applied profile or not.
-    read_build(f.get("build"), "build", file, pipeline)?;
+    read_build(f.get("build"), "build", file, pipeline, schema)?;
     let mut profiles: Vec<Profile> = Vec::new();
     for (path, p) in f.list("profiles")? {
         let profile = profiles::parse_profile(p, &path, pipeline)?;
@@ -507,7 +553,13 @@ fn read_document(
                 format!("duplicate profile name {:?}", profile.info.name),
             ));
         }
-        read_build(p.get("build"), &join(&path, "build"), file, pipeline)?;
+        read_build(
+            p.get("build"),
+            &join(&path, "build"),
+            file,
+            pipeline,
+            schema,
+        )?;
         profiles.push(profile);
     }
     let mut node = node;
@@ -516,6 +568,7 @@ fn read_document(
     }
     Ok(Document {
         node,
+        schema,
         name,
         profiles,
     })
@@ -544,14 +597,15 @@ fn read_build(
     path: &str,
     file: &Path,
     pipeline: usize,
+    schema: Schema,
 ) -> Result<Build, Fault> {
     let empty = Node::new(Kind::Null, Pos::default());
     let node = node.unwrap_or(&empty);
-    let f = Fields::strict(node, path, BUILD_FIELDS)?;
+    let f = Fields::strict(node, path, &fields(BUILD_FIELDS, schema.platforms(), &[]))?;
     let artifacts = f
         .list("artifacts")?
         .into_iter()
-        .map(|(p, n)| read_artifact(n, &p, file, pipeline))
+        .map(|(p, n)| read_artifact(n, &p, file, pipeline, schema))
         .collect::<Result<Vec<_>, _>>()?;
     let types: Vec<&str> = ["local", "googleCloudBuild", "cluster"]
         .into_iter()
@@ -721,8 +775,28 @@ fn read_tag_policy(
     }))
 }
 
-fn read_artifact(node: &Node, path: &str, file: &Path, pipeline: usize) -> Result<Artifact, Fault> {
-    let f = Fields::strict(node, path, ARTIFACT_FIELDS)?;
+/// `known` without `platforms` unless `platforms` holds, with `extra` added.
+fn fields(known: &[&'static str], platforms: bool, extra: &[&'static str]) -> Vec<&'static str> {
+    known
+        .iter()
+        .copied()
+        .filter(|f| platforms || *f != "platforms")
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+fn read_artifact(
+    node: &Node,
+    path: &str,
+    file: &Path,
+    pipeline: usize,
+    schema: Schema,
+) -> Result<Artifact, Fault> {
+    let f = Fields::strict(
+        node,
+        path,
+        &fields(ARTIFACT_FIELDS, schema.platforms(), &[]),
+    )?;
     let image = f.string("image")?;
     if image.is_empty() {
         return Err(Fault::invalid(node.pos, path, "image is required"));
@@ -743,6 +817,7 @@ fn read_artifact(node: &Node, path: &str, file: &Path, pipeline: usize) -> Resul
             ),
         ));
     }
+    let mut ko_platforms = Vec::new();
     let builder = match builders.first() {
         None => Builder::Other("docker"),
         Some(&"ko") => {
@@ -754,7 +829,12 @@ fn read_artifact(node: &Node, path: &str, file: &Path, pipeline: usize) -> Resul
                     "is null, which Skaffold reads as no builder (docker); write `ko: {}`",
                 ));
             };
-            Builder::Ko(read_ko(ko, &ko_path)?)
+            let (ko, platforms) = read_ko(ko, &ko_path, schema)?;
+            // Skaffold's v2beta27 upgrade: a non-empty ko.platforms replaces the artifact's.
+            if !platforms.is_empty() {
+                ko_platforms = platforms;
+            }
+            Builder::Ko(ko)
         }
         Some(other) => Builder::Other(other),
     };
@@ -779,7 +859,11 @@ fn read_artifact(node: &Node, path: &str, file: &Path, pipeline: usize) -> Resul
             .opt_string("context")?
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| ".".to_string()),
-        platforms: f.strings("platforms")?,
+        platforms: if ko_platforms.is_empty() {
+            f.strings("platforms")?
+        } else {
+            ko_platforms
+        },
         runtime_type: f.opt_string("runtimeType")?,
         requires,
         builder,
@@ -789,8 +873,14 @@ fn read_artifact(node: &Node, path: &str, file: &Path, pipeline: usize) -> Resul
     })
 }
 
-fn read_ko(node: &Node, path: &str) -> Result<KoArtifact, Fault> {
-    let f = Fields::strict(node, path, KO_FIELDS)?;
+/// The ko builder, and `ko.platforms` in the schemas that have it.
+fn read_ko(node: &Node, path: &str, schema: Schema) -> Result<(KoArtifact, Vec<String>), Fault> {
+    let extra: &[&str] = if schema.ko_platforms() {
+        &["platforms"]
+    } else {
+        &[]
+    };
+    let f = Fields::strict(node, path, &fields(KO_FIELDS, true, extra))?;
     let dependencies = match f.get("dependencies") {
         None => None,
         Some(n) => {
@@ -801,7 +891,8 @@ fn read_ko(node: &Node, path: &str) -> Result<KoArtifact, Fault> {
             })
         }
     };
-    Ok(KoArtifact {
+    let platforms = f.strings("platforms")?;
+    let ko = KoArtifact {
         from_image: f.string("fromImage")?,
         dependencies,
         dir: f.string("dir")?,
@@ -810,7 +901,8 @@ fn read_ko(node: &Node, path: &str) -> Result<KoArtifact, Fault> {
         labels: f.string_map("labels")?,
         ldflags: f.strings("ldflags")?,
         main: f.string("main")?,
-    })
+    };
+    Ok((ko, platforms))
 }
 
 #[cfg(test)]
@@ -833,16 +925,48 @@ mod tests {
         assert_eq!(c.concurrency, 1);
     }
 
+    /// Skaffold upgrades v2beta26–27 in memory: `ko.platforms` becomes the artifact's.
+    #[test]
+    fn older_schemas_upgrade_the_build_section() {
+        let doc = |v: &str, ko: &str| {
+            format!(
+                "apiVersion: skaffold/{v}\nkind: Config\nbuild:\n  artifacts:\n  - image: app\n    ko:\n      {ko}\n"
+            )
+        };
+        let c = parse(&doc("v2beta26", "platforms: [linux/arm64]")).unwrap();
+        assert_eq!(c.artifacts[0].platforms, ["linux/arm64"]);
+        let c = parse(&doc("v3", "main: ./cmd/app")).unwrap();
+        assert!(matches!(&c.artifacts[0].builder, Builder::Ko(k) if k.main == "./cmd/app"));
+        let e = parse(&doc("v2beta28", "platforms: [linux/arm64]")).unwrap_err();
+        assert!(e.to_string().contains("unknown field \"platforms\""), "{e}");
+        let e = parse(
+            "apiVersion: skaffold/v2beta26\nbuild:\n  artifacts:\n  - image: app\n    platforms: [linux/arm64]\n    ko: {}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field \"platforms\""), "{e}");
+    }
+
     #[test]
     fn versions() {
-        for v in ["skaffold/v4beta1", "skaffold/v4beta14"] {
+        for v in [
+            "skaffold/v2beta26",
+            "skaffold/v2beta29",
+            "skaffold/v3alpha1",
+            "skaffold/v3",
+            "skaffold/v4beta1",
+            "skaffold/v4beta14",
+        ] {
             assert!(parse(&format!("apiVersion: {v}\n")).is_ok(), "{v}");
         }
         for v in [
-            "skaffold/v2beta29",
+            "skaffold/v2beta25",
+            "skaffold/v2beta9",
+            "skaffold/v1",
+            "skaffold/v3alpha2",
             "skaffold/v4beta15",
             "skaffold/v4beta01",
             "skaffold/v4beta",
+            "v4beta1",
         ] {
             let e = parse(&format!("apiVersion: {v}\n")).unwrap_err();
             assert!(

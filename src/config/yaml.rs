@@ -390,7 +390,7 @@ impl<'a> Fields<'a> {
     pub fn strict(
         node: &'a Node,
         path: &str,
-        allowed: &'static [&'static str],
+        allowed: &[&'static str],
     ) -> Result<Fields<'a>, Fault> {
         match &node.kind {
             Kind::Null => {}

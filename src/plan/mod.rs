@@ -622,6 +622,7 @@ fn apply_ko_builds(
         let Some((_, b, at)) = entries.iter().rfind(|(e, _, _)| *e == ip) else {
             continue;
         };
+        refuse_capabilities(at, b)?;
         if !b.env.is_empty() {
             let mut go_env = Vec::new();
             for kv in &b.env {
@@ -648,6 +649,22 @@ fn apply_ko_builds(
         }
     }
     Ok(())
+}
+
+/// ko writes `linux_capabilities` as a `security.capability` xattr on the binary, which
+/// changes the image; kobuild does not write it yet, so the key is refused rather than the
+/// image built without it. `at` is the `builds` entry's `FILE:LINE:COL`.
+pub(crate) fn refuse_capabilities(at: &str, b: &crate::config::KoBuild) -> Result<(), PlanError> {
+    if b.linux_capabilities.is_empty() {
+        return Ok(());
+    }
+    Err(err(
+        &format!("{at}: linux_capabilities"),
+        format!(
+            "{:?} is not supported: kobuild does not write file capabilities (ko's security.capability xattr); remove the key or build this image with ko",
+            b.linux_capabilities.join(" ")
+        ),
+    ))
 }
 
 /// One artifact per command-line target (default `.`), sharing the configuration.

@@ -83,12 +83,15 @@ pub(super) fn artifacts(
         let pipeline = &config.pipelines[artifact.pipeline];
         let context = PathBuf::from(&artifact.context);
         // `-t` replaces the tag policy, as in Skaffold: only the given tags are pushed.
+        let (dep_paths, dep_ignore) = ko.dependency_patterns();
         let tag_list = if common.tags.is_empty() {
             let policy_tag = tags::tag(
                 &pipeline.tag_policy,
                 &TagContext {
                     dir: &context,
                     image: &artifact.image,
+                    dep_paths: &dep_paths,
+                    dep_ignore: &dep_ignore,
                     env: env_map,
                     now: now(common),
                 },
@@ -124,6 +127,16 @@ pub(super) fn artifacts(
         let image_vars =
             image_template_vars(&format!("{name}:{}", tag_list[0])).map_err(|e| err(&where_, e))?;
         let entry = effective.ko_build.map(|i| &ko_config.builds[i]);
+        if let Some(b) = entry {
+            let file = ko_config
+                .file
+                .as_deref()
+                .map_or_else(|| ".ko.yaml".into(), |f| f.display().to_string());
+            super::refuse_capabilities(
+                &format!("{file}:{}:{}", b.position.line, b.position.column),
+                b,
+            )?;
+        }
         let source = |field: &str, v: &Values| source(&where_, field, v, &ko_config, entry, env);
         let skaffold = |field: &str, v: &Values| -> Result<Vec<String>, PlanError> {
             v.values

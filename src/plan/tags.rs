@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::config::{GitVariant, TagPolicy};
+use md5::{Digest as _, Md5};
+
+use crate::deps::DepsError;
 use crate::digest::Digest;
 use crate::template::{self, GitInfo};
 
@@ -48,6 +51,10 @@ pub struct TagContext<'a> {
     pub dir: &'a Path,
     /// The image name as written (Skaffold's `IMAGE_NAME` for envTemplate).
     pub image: &'a str,
+    /// The artifact's dependency patterns (`ko.dependencies`, defaults applied), relative
+    /// to `dir`: what inputDigest hashes.
+    pub dep_paths: &'a [String],
+    pub dep_ignore: &'a [String],
     pub env: &'a BTreeMap<String, String>,
     /// Unix seconds for `dateTime` (SOURCE_DATE_EPOCH, else now).
     pub now: i64,
@@ -95,7 +102,17 @@ pub fn tag(policy: &TagPolicy, cx: &TagContext) -> Result<String, template::Temp
             };
             template::format_go_time(cx.now, 0, layout)
         }
-        TagPolicy::InputDigest => input_digest(cx.dir),
+        TagPolicy::InputDigest => match input_digest(cx.dir, cx.dep_paths, cx.dep_ignore) {
+            Ok(t) => t,
+            Err(e) => {
+                // Skaffold's tagger fallback.
+                tracing::warn!(
+                    "inputDigest tagger failed, tagging {:?} latest: {e}",
+                    cx.image
+                );
+                "latest".into()
+            }
+        },
         TagPolicy::CustomTemplate {
             template,
             components,
@@ -122,40 +139,37 @@ fn sanitize_tag(t: &str) -> String {
         .collect()
 }
 
-/// A digest of the Go sources and module files under `dir` (names and contents, sorted):
-/// Skaffold's inputDigest over the ko builder's default dependencies.
-fn input_digest(dir: &Path) -> String {
-    let mut files = Vec::new();
-    collect(dir, dir, &mut files);
-    files.sort();
-    let mut all = Vec::new();
-    for rel in files {
-        all.extend_from_slice(rel.as_bytes());
-        all.push(0);
-        all.extend_from_slice(&std::fs::read(dir.join(&rel)).unwrap_or_default());
-        all.push(0);
+/// Skaffold's inputDigest: sha256 of the JSON list of per-file `md5(relpath ‖ content)` hex
+/// digests over the artifact's dependency files, in sorted order. A symlink contributes its
+/// path only; a file that vanished is skipped.
+fn input_digest(dir: &Path, paths: &[String], ignore: &[String]) -> Result<String, DepsError> {
+    let mut hashes = Vec::new();
+    for rel in crate::deps::files(dir, paths, ignore)? {
+        let path = dir.join(&rel);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mut h = Md5::new_with_prefix(rel.as_bytes());
+        if meta.is_file() {
+            let content = std::fs::read(&path).map_err(|source| DepsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            h.update(&content);
+        }
+        hashes.push(hex(&h.finalize()));
     }
-    Digest::of(&all).hex()[..32].to_string()
+    // Go's json.Encoder: a nil list is `null`, then a newline.
+    let json = if hashes.is_empty() {
+        "null".to_string()
+    } else {
+        serde_json::to_string(&hashes).expect("a list of strings serializes")
+    };
+    Ok(Digest::of(format!("{json}\n").as_bytes()).hex().to_string())
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            collect(root, &path, out);
-        } else if (name.ends_with(".go") || name == "go.mod" || name == "go.sum")
-            && let Ok(rel) = path.strip_prefix(root)
-        {
-            out.push(rel.to_string_lossy().into_owned());
-        }
-    }
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -169,6 +183,8 @@ mod tests {
         let cx = TagContext {
             dir: dir.path(),
             image: "app",
+            dep_paths: &[],
+            dep_ignore: &[],
             env: &env,
             now: 1_700_000_000,
         };
@@ -188,10 +204,45 @@ mod tests {
             timezone: String::new(),
         };
         assert_eq!(tag(&d, &cx).unwrap(), "2023-11-14");
-        std::fs::write(dir.path().join("main.go"), "package main").unwrap();
-        let a = tag(&TagPolicy::InputDigest, &cx).unwrap();
-        std::fs::write(dir.path().join("main.go"), "package main\n").unwrap();
-        assert_ne!(tag(&TagPolicy::InputDigest, &cx).unwrap(), a);
+    }
+
+    /// Skaffold's vectors (input_digest_test.go, and the `null` hash of an empty list).
+    #[test]
+    fn input_digest_matches_skaffold_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            input_digest(d, &[], &[]).unwrap(),
+            "38e0b9de817f645c4bec37c0d4a3e58baecccb040f5718dc069a72c7385a0bed"
+        );
+        std::fs::write(d.join("temp.file"), "hello\ngo\n").unwrap();
+        let md5 = "3cced2dec96a8b41b22875686d8941a9";
+        let want = Digest::of(format!("[\"{md5}\"]\n").as_bytes());
+        assert_eq!(
+            input_digest(d, &s(&["temp.file"]), &[]).unwrap(),
+            want.hex()
+        );
+        // A symlink contributes its path only.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("temp.file", d.join("link")).unwrap();
+            let path_only = hex(&Md5::digest(b"link"));
+            let want = Digest::of(format!("[\"{path_only}\"]\n").as_bytes());
+            assert_eq!(input_digest(d, &s(&["link"]), &[]).unwrap(), want.hex());
+        }
+        // No match: the tagger falls back to `latest`.
+        let env = BTreeMap::new();
+        let paths = s(&["missing/**"]);
+        let cx = TagContext {
+            dir: d,
+            image: "app",
+            dep_paths: &paths,
+            dep_ignore: &[],
+            env: &env,
+            now: 0,
+        };
+        assert_eq!(tag(&TagPolicy::InputDigest, &cx).unwrap(), "latest");
     }
 
     #[test]
@@ -224,6 +275,8 @@ mod tests {
         let cx = TagContext {
             dir: dir.path(),
             image: "app",
+            dep_paths: &[],
+            dep_ignore: &[],
             env: &env,
             now: 0,
         };

@@ -43,6 +43,10 @@ pub enum RenderError {
     ImagesFlag { flag: String, message: String },
     #[error("{0}: no such file or directory")]
     Missing(String),
+    #[error(
+        "{0}: a kustomization, which kobuild render does not build: pipe its output in instead (`kustomize build DIR | kobuild render -f -`)"
+    )]
+    Kustomization(String),
     #[error("{0}: not UTF-8 text")]
     NotUtf8(String),
     #[error("stdin can be read only once: it is both a manifest (-f -) and --build-artifacts -")]
@@ -146,6 +150,14 @@ pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderE
             .insert_artifacts_json(&bytes)
             .map_err(|message| RenderError::Artifacts { file, message })?;
     }
+    // Skaffold renders a kustomization through kustomize; its files alone are a bare patch.
+    for path in &args.files {
+        if path != dash
+            && let Some(k) = kustomization_in(path, args.recursive)?
+        {
+            return Err(RenderError::Kustomization(k.display().to_string()));
+        }
+    }
     let mut out = String::new();
     for input in inputs(&args.files, args.recursive)? {
         let (file, bytes) = read(&input, stdin, fsutil::MAX_MANIFEST_BYTES)?;
@@ -200,6 +212,32 @@ fn inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Input>, RenderError>
         }
     }
     Ok(out)
+}
+
+/// The kustomization file in directory `path` (or below it when `recursive`), if any.
+fn kustomization_in(path: &Path, recursive: bool) -> Result<Option<PathBuf>, RenderError> {
+    if !metadata(path)?.is_dir() {
+        return Ok(None);
+    }
+    for name in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
+        if path.join(name).is_file() {
+            return Ok(Some(path.join(name)));
+        }
+    }
+    if recursive {
+        let entries = std::fs::read_dir(path)
+            .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| io_error(path, e))?;
+        for entry in entries {
+            let file_type = entry.file_type().map_err(|e| io_error(&entry.path(), e))?;
+            if file_type.is_dir()
+                && let Some(k) = kustomization_in(&entry.path(), true)?
+            {
+                return Ok(Some(k));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn metadata(path: &Path) -> Result<std::fs::Metadata, RenderError> {
@@ -310,6 +348,7 @@ mod tests {
         let io = || std::io::Error::other("x");
         assert!(RenderError::Missing("f".into()).is_config());
         assert!(RenderError::StdinTwice.is_config());
+        assert!(RenderError::Kustomization("k".into()).is_config());
         assert!(
             !RenderError::Read {
                 file: "f".into(),

@@ -85,6 +85,30 @@ fn prepare(dir: &Path) {
         "kind: Pod\nspec:\n  containers:\n  - image: ko://example.com/none\n",
     )
     .unwrap();
+    let caps = dir.join("caps");
+    fs::create_dir_all(&caps).unwrap();
+    fs::write(caps.join("go.mod"), "module example.com/caps\n\ngo 1.22\n").unwrap();
+    fs::write(caps.join("main.go"), "package main\n\nfunc main() {}\n").unwrap();
+    fs::write(
+        caps.join(".ko.yaml"),
+        format!(
+            "builds:\n- id: caps\n  dir: {}\n  linux_capabilities: net_bind_service\n",
+            caps.display()
+        ),
+    )
+    .unwrap();
+    let kustomized = dir.join("kustomized");
+    fs::create_dir_all(&kustomized).unwrap();
+    fs::write(
+        kustomized.join("kustomization.yaml"),
+        "resources: [../pod.yaml]\npatches: [{path: patch.yaml}]\n",
+    )
+    .unwrap();
+    fs::write(
+        kustomized.join("patch.yaml"),
+        "kind: Pod\nmetadata: {name: p}\n",
+    )
+    .unwrap();
     fs::write(dir.join("empty.json"), "").unwrap();
     fs::write(dir.join("garbage.json"), "{\"builds\": 3}").unwrap();
     make_base(&dir.join("base"), "v1", false, &["linux/amd64"]);
@@ -103,6 +127,14 @@ fn cases() -> Vec<Case> {
         ..case(name, &[], code, needle)
     };
     vec![
+        // A .ko.yaml key ko would honour but kobuild cannot: refused, never ignored.
+        build(
+            "linux_capabilities",
+            &["{dir}/caps", "--base", "scratch"],
+            2,
+            "caps/.ko.yaml:2:3: linux_capabilities: \"net_bind_service\" is not supported",
+        )
+        .env("KO_CONFIG_PATH", "{dir}/caps"),
         // Platforms.
         build(
             "empty platform",
@@ -569,6 +601,13 @@ fn cases() -> Vec<Case> {
             "--file-output",
         ),
         // render.
+        case(
+            "render a kustomization directory",
+            &["-f", "{dir}/kustomized"],
+            2,
+            "kustomized/kustomization.yaml: a kustomization, which kobuild render does not build",
+        )
+        .sub("render"),
         case(
             "render a missing file",
             &["-f", "{dir}/missing.yaml"],

@@ -478,7 +478,7 @@ fn skaffold_errors_name_file_line_column_and_path() {
         (
             "old-version.yaml",
             &[],
-            r#"1:13: apiVersion "skaffold/v2beta29" is not supported: kobuild reads skaffold/v4beta1 to skaffold/v4beta14 (`skaffold fix` upgrades older files)"#,
+            r#"1:13: apiVersion "skaffold/v2beta25" is not supported: the ko builder needs skaffold/v2beta26 to skaffold/v4beta14 (`skaffold fix --version skaffold/v4beta14` upgrades older files)"#,
         ),
         (
             "wrong-type.yaml",
@@ -1011,15 +1011,22 @@ fn default_repo_table() {
         ),
         (
             "ko://github.com/acme/svc/cmd/api",
-            "us-docker.pkg.dev/proj/repo",
+            "us-docker.pkg.dev/my-proj/repo",
             false,
-            "us-docker.pkg.dev/proj/repo/github.com/acme/svc/cmd/api".into(),
+            "us-docker.pkg.dev/my-proj/repo/github.com/acme/svc/cmd/api".into(),
         ),
         (
-            "us-docker.pkg.dev/proj/other/app",
+            "us-docker.pkg.dev/my-proj/other/app",
+            "us-docker.pkg.dev/my-proj/repo",
+            false,
+            "us-docker.pkg.dev/my-proj/repo/other/app".into(),
+        ),
+        (
+            // A project id under 6 characters does not match Skaffold's regex: flattened.
+            "ko://github.com/acme/svc/cmd/api",
             "us-docker.pkg.dev/proj/repo",
             false,
-            "us-docker.pkg.dev/proj/repo/other/app".into(),
+            "us-docker.pkg.dev/proj/repo/github_com_acme_svc_cmd_api".into(),
         ),
         (
             "ko://github.com/Acme/App:v1.0-RC",

@@ -27,4 +27,5 @@ mod safety;
 mod sbom;
 mod signals;
 mod skaffold;
+mod skaffold_parity;
 mod template_budget;
