@@ -117,6 +117,11 @@ pub struct ImageArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub push: Option<bool>,
 
+    /// Push without any tag and print `REPO@sha256:...`: for matrix jobs whose images
+    /// `kobuild merge` tags as one index, leaving no per-job tags behind.
+    #[arg(long)]
+    pub push_by_digest: bool,
+
     /// Also write the image into this OCI layout directory.
     #[arg(long, value_name = "DIR")]
     pub oci_layout_path: Option<PathBuf>,
@@ -254,6 +259,11 @@ pub struct MergeArgs {
     /// Write Skaffold's artifacts.json with the merged refs here.
     #[arg(long, value_name = "FILE")]
     pub file_output: Option<PathBuf>,
+
+    /// SBOM to attach to each merged index: spdx (the index's SPDX 2.3 document, as a
+    /// multi-platform build attaches) or none.
+    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
+    pub sbom: String,
 
     /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]

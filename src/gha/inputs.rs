@@ -173,6 +173,7 @@ impl ActionInputs {
                 platforms: inputs.items("platforms"),
                 jobs,
                 push: Some(push),
+                push_by_digest: inputs.bool("push-by-digest", false)?,
                 oci_layout_path: inputs.path("oci-layout-path"),
                 oci_archive: inputs.path("oci-archive"),
                 file_output,

@@ -234,7 +234,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 13] = [
+    const INPUT_OF: [(&str, &str); 14] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -247,6 +247,7 @@ fn plan_error(e: PlanError) -> Error {
         ("--ldflags", "ldflags"),
         ("--jobs", "jobs"),
         ("--push=false", "push"),
+        ("--push-by-digest", "push-by-digest"),
         ("--registry-timeout", "registry-timeout"),
     ];
     match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {

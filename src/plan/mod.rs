@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
 use crate::config::KoConfig;
+use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
 use crate::registry::{RegistryCredential, Repository};
@@ -239,6 +240,8 @@ pub struct Plan {
     pub cover: bool,
     /// Attach an SPDX SBOM to every pushed image (`--sbom spdx`).
     pub sbom: bool,
+    /// Push without tags; results are `repo@digest` (`--push-by-digest`).
+    pub push_by_digest: bool,
     pub sbom_dir: Option<PathBuf>,
     pub docker_config_dir: Option<PathBuf>,
     /// Explicit logins (action inputs); they win over the docker config.
@@ -289,6 +292,20 @@ impl Plan {
             }
             if !tags.contains(t) {
                 tags.push(t.clone());
+            }
+        }
+        if args.opts.push_by_digest {
+            if !push {
+                return Err(err(
+                    "--push-by-digest",
+                    "pushes by digest, but --push=false pushes nothing: drop one",
+                ));
+            }
+            if !tags.is_empty() {
+                return Err(err(
+                    "--tag",
+                    "--push-by-digest pushes no tag: drop --tag and give the tags to `kobuild merge`",
+                ));
             }
         }
         let common = Common {
@@ -436,6 +453,7 @@ impl Plan {
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
             sbom: args.opts.sbom != "none",
+            push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
             docker_config_dir,
             credentials: Vec::new(),
@@ -445,6 +463,22 @@ impl Plan {
             warnings,
             cwd,
         })
+    }
+}
+
+impl Plan {
+    /// The tags pushed for `a`: none when pushing by digest.
+    pub fn pushed_tags<'a>(&self, a: &'a ArtifactPlan) -> &'a [String] {
+        if self.push_by_digest { &[] } else { &a.tags }
+    }
+
+    /// The reference printed for `a` pushed to `repo`: `repo:tag@digest`, or `repo@digest`
+    /// when pushing by digest.
+    pub fn pushed_reference(&self, a: &ArtifactPlan, repo: &Repository, digest: &Digest) -> String {
+        match self.pushed_tags(a).first() {
+            Some(tag) => format!("{repo}:{tag}@{digest}"),
+            None => format!("{repo}@{digest}"),
+        }
     }
 }
 
@@ -999,6 +1033,22 @@ mod tests {
                 "--default-repo",
             ),
             (opts(|o| o.push = Some(false)), &[], "--push=false"),
+            (
+                opts(|o| {
+                    o.push_by_digest = true;
+                    o.push = Some(false);
+                }),
+                &[],
+                "--push-by-digest",
+            ),
+            (
+                opts(|o| {
+                    o.push_by_digest = true;
+                    o.tags = vec!["v1".into()];
+                }),
+                &[],
+                "--tag",
+            ),
             (
                 BuildArgs::default(),
                 &[("SOURCE_DATE_EPOCH", "yesterday")],

@@ -3,7 +3,6 @@
 //! the way the runner runs it (inputs with action.yml's defaults, as env; the environment
 //! files) against a real registry.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

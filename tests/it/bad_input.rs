@@ -2,7 +2,6 @@
 //! that contains the expected words, print nothing on stdout, never panic, and leave no
 //! output behind.
 
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;

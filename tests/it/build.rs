@@ -1,6 +1,5 @@
 //! End to end: `kobuild build` against real registries, checked with skopeo, umoci and runc.
 
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,7 +2,6 @@
 //! even asked), a new tag is set remotely, and anything that decides the image — a Go
 //! file, kodata, the base, the registry no longer having the image — builds it again.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,5 @@
 //! `--compression zstd`: OCI `tar+zstd` layers that other tools read, reproducible digests.
 
-
 use std::process::Command;
 
 use crate::common::kobuild::*;

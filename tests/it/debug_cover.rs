@@ -1,7 +1,6 @@
 //! `--debug` and `--cover` builds: the binaries carry the flags, and a coverage build run from
 //! its image writes coverage files where the image's GOCOVERDIR says.
 
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;

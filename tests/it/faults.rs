@@ -17,7 +17,6 @@
 //! The matrix (slot × fault → expected outcome) is in `transient_faults_*` and
 //! `permanent_faults_*`; `cargo test --test faults -- --nocapture` prints each run's outcome.
 
-
 use std::collections::BTreeSet;
 use std::process::Output;
 use std::sync::Mutex;

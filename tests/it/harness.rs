@@ -3,7 +3,6 @@
 //! formed, the proxy records requests, and the Go fixtures build and run
 //! in an unpacked image under chroot and runc.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;

@@ -1,7 +1,6 @@
 //! `kobuild init` writes a skaffold.yaml that `kobuild build` builds; `kobuild deps` lists
 //! what each artifact depends on, with Skaffold's pattern rules.
 
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,7 +1,6 @@
 //! Repository labels in the action step: one GitHub API call per workflow run, against a mock
 //! API server written here, and the labels it gives in the built image's config.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

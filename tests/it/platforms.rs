@@ -1,7 +1,6 @@
 //! Multi-platform builds: platform selection from base indexes, one output index, and the
 //! binaries checked per platform (ELF machine, GOARM, arm64 run under qemu).
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,15 +1,14 @@
 //! The registry client against real `docker-registry` servers (plain, htpasswd, TLS), and
 //! behind a small in-test HTTP proxy that injects failures or plays a token server.
 
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use crate::common::{Endpoint as _, Registry, RegistryKind};
+use base64::Engine as _;
 use kobuild::digest::Digest;
 use kobuild::image::oci::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use kobuild::registry::{

@@ -1,7 +1,6 @@
 //! Interrupted pushes and shared caches: a run killed at any point leaves no tag behind and
 //! the next run completes; two runs sharing one cache directory both succeed.
 
-
 use std::process::Stdio;
 use std::time::Duration;
 

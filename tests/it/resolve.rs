@@ -1,7 +1,6 @@
 //! `kobuild resolve`: every distinct ko:// reference built once, pushed, and put into the
 //! manifests without touching anything else.
 
-
 use std::fs;
 
 use crate::common::kobuild::*;

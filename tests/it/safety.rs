@@ -3,7 +3,6 @@
 //! every Unix tool's (modes, owners, symlinks, FIFOs, devices, no leftovers); kodata walks
 //! always end (cycles, FIFOs and devices are refused; legal symlinked trees keep ko's DiffID).
 
-
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

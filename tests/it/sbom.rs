@@ -2,17 +2,16 @@
 //! (`pyspdxtools`, installed by scripts/test), and attaching them to images that kobuild
 //! pushed leaves an OCI 1.1 artifact plus the referrers tag schema's index in the registry.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::kobuild::*;
+use crate::common::*;
 use ::kobuild::digest::Digest;
 use ::kobuild::image::oci::{Descriptor, Index, Platform};
 use ::kobuild::registry::{Client, ClientOptions, Keychain, Repository};
 use ::kobuild::sbom::{self, BaseInfo, ImageInfo, buildinfo};
-use crate::common::kobuild::*;
-use crate::common::*;
 use serde_json::Value;
 
 const CREATED: &str = "2023-11-14T22:13:20Z";

@@ -1,7 +1,6 @@
 //! skaffold.yaml and .ko.yaml, end to end: two ko artifacts (a docker one skipped), default-repo
 //! naming, the envTemplate tagger, templated ldflags and labels, .ko.yaml defaults, profiles.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
