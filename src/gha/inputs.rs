@@ -92,7 +92,13 @@ pub struct ActionInputs {
     pub context_labels: usize,
     /// Whether to ask the GitHub API for the repository's labels ([`super::metadata`]).
     pub repository_labels: bool,
+    /// Inputs that work but defeat what kobuild is for; shown as `::warning`s.
+    pub warnings: Vec<String>,
 }
+
+/// A build time in a label makes every run's digest differ.
+const CREATED_LABEL: &str = "org.opencontainers.image.created";
+const CREATED_LABEL_PREFIX: &str = "org.opencontainers.image.created=";
 
 /// Explicit registry credentials from the `registry`, `username` and `password` inputs.
 pub struct Login {
@@ -133,7 +139,13 @@ impl ActionInputs {
 
         let mut default_repo = inputs.get("default-repo");
         let mut derived_repo = None;
-        if default_repo.is_none() && env.get("KOBUILD_DEFAULT_REPO").is_none() && push {
+        // Full references in `tags` (docker/metadata-action's) name the repository themselves.
+        let tags_name_repo = inputs.items("tags").iter().any(|t| t.contains('/'));
+        if default_repo.is_none()
+            && env.get("KOBUILD_DEFAULT_REPO").is_none()
+            && push
+            && !tags_name_repo
+        {
             derived_repo = ghcr_repo(env);
             default_repo.clone_from(&derived_repo);
         }
@@ -149,6 +161,20 @@ impl ActionInputs {
         let repository_labels = inputs.bool("repository-labels", in_actions)? && default_labels;
         // Later entries win in the plan, so the user's labels override the defaults.
         labels.extend(inputs.lines("labels"));
+        let drop = inputs.items("drop-labels");
+        labels.retain(|kv| {
+            !drop
+                .iter()
+                .any(|k| kv.split('=').next() == Some(k.as_str()))
+        });
+        let mut warnings = Vec::new();
+        if labels.iter().any(|kv| kv.starts_with(CREATED_LABEL_PREFIX)) {
+            warnings.push(format!(
+                "labels: \"{CREATED_LABEL}\" (docker/metadata-action sets it to the time of the \
+                 run) changes the image digest on every run; add `drop-labels: {CREATED_LABEL}` \
+                 to keep the digest reproducible"
+            ));
+        }
 
         let jobs = match inputs.get("jobs") {
             None => None,
@@ -229,6 +255,7 @@ impl ActionInputs {
             derived_repo,
             context_labels,
             repository_labels,
+            warnings,
         })
     }
 }

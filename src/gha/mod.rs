@@ -114,6 +114,9 @@ async fn step<W: Write>(
     }
 
     let mut inputs = ActionInputs::from_env(env, step_dir)?;
+    for warning in &inputs.warnings {
+        commands.warning(&Location::default(), warning)?;
+    }
     *source_dirs = source_dirs_of(&inputs);
     if inputs.repository_labels {
         repository_labels(env, &mut inputs, commands).await?;

@@ -16,7 +16,7 @@ use crate::config::KoConfig;
 use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
-use crate::registry::{RegistryCredential, Repository};
+use crate::registry::{Reference, RegistryCredential, Repository};
 use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -281,7 +281,29 @@ impl Plan {
             Repository::parse(r).map_err(|e| err("--default-repo", e))?;
         }
         let mut tags = Vec::new();
-        for t in &args.opts.tags {
+        // docker/metadata-action's `tags` output: full references, whose tag is taken and
+        // whose repository must be the image's.
+        let mut tag_repository: Option<(String, Repository)> = None;
+        for written in &args.opts.tags {
+            let t = match full_reference_tag(written)? {
+                Some((tag, repo)) => {
+                    match &tag_repository {
+                        Some((first, r)) if *r != repo => {
+                            return Err(err(
+                                "--tag",
+                                format!(
+                                    "{first:?} and {written:?} name different repositories; one image has one repository"
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => tag_repository = Some((written.clone(), repo)),
+                    }
+                    tag
+                }
+                None => written.clone(),
+            };
+            let t = &t;
             if !valid_tag(t) {
                 return Err(err(
                     "--tag",
@@ -331,7 +353,7 @@ impl Plan {
             None => None,
         };
         let mut warnings = Vec::new();
-        let (artifacts, concurrency) = match &skaffold_file {
+        let (mut artifacts, concurrency) = match &skaffold_file {
             Some(file) => {
                 if !args.targets.is_empty() {
                     return Err(err(
@@ -363,6 +385,9 @@ impl Plan {
             ));
         }
 
+        if let Some((written, repo)) = &tag_repository {
+            repository_from_tags(&mut artifacts, written, repo, push)?;
+        }
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
         let default_layout =
             !pushes && args.opts.oci_layout_path.is_none() && args.opts.oci_archive.is_none();
@@ -834,6 +859,84 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
     }
 }
 
+/// The tag and repository of a full reference given as a tag (`ghcr.io/acme/app:v1`);
+/// `None` for a plain tag, which never holds a `/`.
+fn full_reference_tag(written: &str) -> Result<Option<(String, Repository)>, PlanError> {
+    if !written.contains('/') {
+        return Ok(None);
+    }
+    let bad = |why: String| err("--tag", format!("{written:?}: {why}"));
+    let reference = Reference::parse(written).map_err(|e| bad(e.to_string()))?;
+    let last = written.rsplit('/').next().unwrap_or_default();
+    match (&reference.tag, &reference.digest) {
+        (Some(tag), None) if last.contains(':') => Ok(Some((tag.clone(), reference.repository()))),
+        _ => Err(bad(
+            "a full reference needs a tag and no digest, as in ghcr.io/acme/app:v1".into(),
+        )),
+    }
+}
+
+/// Points the one image at the repository the full-reference tags name, or refuses when
+/// the configuration sends it elsewhere.
+fn repository_from_tags(
+    artifacts: &mut [ArtifactPlan],
+    written: &str,
+    repo: &Repository,
+    push: bool,
+) -> Result<(), PlanError> {
+    if artifacts.len() > 1 || artifacts.iter().any(|a| a.target.contains("...")) {
+        return Err(err(
+            "--tag",
+            format!(
+                "{written:?} names one image's repository, but several images are built: give plain tags"
+            ),
+        ));
+    }
+    let Some(a) = artifacts.first_mut() else {
+        return Ok(());
+    };
+    let mismatch = |image: String| {
+        err(
+            "--tag",
+            format!(
+                "{written:?} is in repository \"{repo}\", but the image goes to {image:?}: make the repository (default-repo and image name) match the tags, or give plain tags"
+            ),
+        )
+    };
+    a.destination = match &a.destination {
+        Destination::None if push => Destination::Repository(repo.clone()),
+        Destination::None => Destination::None,
+        // The image name would come from the import path: the tags name it instead.
+        Destination::DefaultRepo {
+            repo: under,
+            name: None,
+        } => match repo.name.rsplit_once('/') {
+            Some((parent, _))
+                if *under
+                    == Repository {
+                        registry: repo.registry.clone(),
+                        name: parent.into(),
+                    } =>
+            {
+                Destination::Repository(repo.clone())
+            }
+            _ => return Err(mismatch(format!("{under}/<name>"))),
+        },
+        Destination::DefaultRepo {
+            repo: under,
+            name: Some(name),
+        } => {
+            if format!("{under}/{name}") != repo.to_string() {
+                return Err(mismatch(format!("{under}/{name}")));
+            }
+            Destination::Repository(repo.clone())
+        }
+        Destination::Repository(r) if r == repo => Destination::Repository(r.clone()),
+        Destination::Repository(r) => return Err(mismatch(r.to_string())),
+    };
+    Ok(())
+}
+
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
@@ -1008,6 +1111,47 @@ mod tests {
         assert_eq!(e.field, "GOFLAGS");
         let e = plan(opts(|o| o.env = vec!["GOFLAGS=--toolexec x".into()]), &[]).unwrap_err();
         assert_eq!(e.field, "--env");
+    }
+
+    #[test]
+    fn full_reference_tags_give_their_tag_and_repository() {
+        let refs = |tags: &[&str]| opts(|o| o.tags = tags.iter().map(|t| t.to_string()).collect());
+        let p = plan(
+            refs(&["ghcr.io/acme/app:1.2.3", "ghcr.io/acme/app:sha-1"]),
+            &[],
+        )
+        .unwrap();
+        let a = &p.artifacts[0];
+        assert_eq!(a.tags, ["1.2.3", "sha-1"]);
+        let want = Repository::parse("ghcr.io/acme/app").unwrap();
+        assert_eq!(a.destination, Destination::Repository(want.clone()));
+
+        let under = [("KOBUILD_DEFAULT_REPO", "ghcr.io/acme")];
+        let p = plan(refs(&["ghcr.io/acme/app:v1"]), &under).unwrap();
+        assert_eq!(p.artifacts[0].destination, Destination::Repository(want));
+
+        for (tags, env, says) in [
+            (
+                &["ghcr.io/acme/app:v1"][..],
+                &[("KOBUILD_DEFAULT_REPO", "ghcr.io/other")][..],
+                "but the image goes to \"ghcr.io/other/<name>\"",
+            ),
+            (
+                &["ghcr.io/acme/app:v1", "ghcr.io/acme/two:v1"],
+                &[],
+                "name different repositories",
+            ),
+            (&["ghcr.io/acme/app"], &[], "needs a tag and no digest"),
+            (&["ghcr.io/acme/App:v1"], &[], "ghcr.io/acme/App:v1"),
+        ] {
+            let e = plan(refs(tags), env).unwrap_err();
+            assert_eq!(e.field, "--tag", "{tags:?}");
+            assert!(e.reason.contains(says), "{tags:?}: {e}");
+        }
+        let mut two = refs(&["ghcr.io/acme/app:v1"]);
+        two.targets = vec!["./a".into(), "./b".into()];
+        let e = plan(two, &[]).unwrap_err();
+        assert!(e.reason.contains("several images are built"), "{e}");
     }
 
     #[test]

@@ -24,3 +24,4 @@ mod safety;
 mod sbom;
 mod skaffold;
 mod template_budget;
+mod workflows;
