@@ -34,6 +34,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run as a GitHub Action step: read INPUT_* and write step outputs.
     Action,
+    /// Print the build as a GitHub Actions matrix (--matrix): one job per image and platform,
+    /// from the same targets or skaffold.yaml and platforms as `build`.
+    Plan(PlanArgs),
     /// Merge per-platform images from matrix builds (their artifacts.json files) into one
     /// index per image; push it by digest, then tag it. Prints one ref per image.
     Merge(MergeArgs),
@@ -47,6 +50,15 @@ pub struct BuildArgs {
     /// skaffold.yaml to build its ko artifacts (default: ./skaffold.yaml when no targets are given).
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Option<PathBuf>,
+
+    /// Only these skaffold.yaml images (repeatable or comma-separated; as Skaffold's -b).
+    #[arg(
+        short = 'b',
+        long = "build-image",
+        value_name = "IMAGE",
+        value_delimiter = ','
+    )]
+    pub build_images: Vec<String>,
 
     /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
     #[arg(
@@ -244,6 +256,17 @@ pub struct RenderArgs {
     /// Leave ko:// placeholders without a built image as they are, instead of failing.
     #[arg(long)]
     pub allow_unresolved: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Print `{"include":[{"name","targets","skaffold-file","build-image","platforms"}]}`,
+    /// for `strategy.matrix: ${{ fromJSON(...) }}`; the keys are the action's inputs.
+    #[arg(long, required = true)]
+    pub matrix: bool,
+
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 #[derive(Debug, Default, Args)]

@@ -133,6 +133,13 @@ async fn step<W: Write>(
     if let Some(repo) = &inputs.derived_repo {
         tracing::info!("default-repo {repo}, from the repository's name");
     }
+    // A plan job: the matrix output, and nothing built.
+    if raw.bool("plan-only", false)? {
+        let matrix = crate::plan::matrix::matrix(&plan).map_err(plan_error)?;
+        let json = serde_json::to_string(&matrix).unwrap_or_default();
+        files.set_output("matrix", &json)?;
+        return Ok(Vec::new());
+    }
 
     commands.group(&format!(
         "kobuild: build {}",
@@ -237,7 +244,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 14] = [
+    const INPUT_OF: [(&str, &str); 15] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -251,6 +258,7 @@ fn plan_error(e: PlanError) -> Error {
         ("--jobs", "jobs"),
         ("--push=false", "push"),
         ("--push-by-digest", "push-by-digest"),
+        ("--build-image", "build-image"),
         ("--registry-timeout", "registry-timeout"),
     ];
     match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {

@@ -2,6 +2,7 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+pub mod matrix;
 mod skaffold;
 mod tags;
 
@@ -243,6 +244,8 @@ pub struct Plan {
     /// Push without tags; results are `repo@digest` (`--push-by-digest`).
     pub push_by_digest: bool,
     pub sbom_dir: Option<PathBuf>,
+    /// The skaffold.yaml the artifacts come from, if any.
+    pub skaffold_file: Option<PathBuf>,
     pub docker_config_dir: Option<PathBuf>,
     /// Explicit logins (action inputs); they win over the docker config.
     pub credentials: Vec<RegistryCredential>,
@@ -367,9 +370,18 @@ impl Plan {
                         "skaffold.yaml names its images; --image is for targets",
                     ));
                 }
-                skaffold::artifacts(args, env, &cwd, file, &go, &common, &mut warnings)?
+                let (mut artifacts, concurrency) =
+                    skaffold::artifacts(args, env, &cwd, file, &go, &common, &mut warnings)?;
+                select_images(&mut artifacts, &args.build_images)?;
+                (artifacts, concurrency)
             }
             None => {
+                if !args.build_images.is_empty() {
+                    return Err(err(
+                        "--build-image",
+                        "selects skaffold.yaml artifacts; with targets, give only the targets to build",
+                    ));
+                }
                 let (artifact, ko) = cli_artifact(args, env, &cwd, &common, &mut warnings)?;
                 let mut artifacts = expand_targets(vec![artifact], args);
                 if !ko.builds.is_empty() {
@@ -480,6 +492,7 @@ impl Plan {
             sbom: args.opts.sbom != "none",
             push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
+            skaffold_file,
             docker_config_dir,
             credentials: Vec::new(),
             insecure_registries: args.opts.insecure_registries.clone(),
@@ -857,6 +870,31 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
         (_, Some(n)) if (1..=9).contains(&n) => Ok(Compression::Gzip(n as u32)),
         (_, Some(_)) => Err(bad("1-9")),
     }
+}
+
+/// Keeps the skaffold.yaml artifacts `--build-image` names (all when none are named).
+fn select_images(artifacts: &mut Vec<ArtifactPlan>, images: &[String]) -> Result<(), PlanError> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    if let Some(missing) = images
+        .iter()
+        .find(|i| !artifacts.iter().any(|a| a.image_name.as_ref() == Some(*i)))
+    {
+        let known: Vec<String> = artifacts
+            .iter()
+            .filter_map(|a| a.image_name.as_ref().map(|n| format!("{n:?}")))
+            .collect();
+        return Err(err(
+            "--build-image",
+            format!(
+                "{missing:?} is not an image of skaffold.yaml; it has {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    artifacts.retain(|a| a.image_name.as_ref().is_some_and(|n| images.contains(n)));
+    Ok(())
 }
 
 /// The tag and repository of a full reference given as a tag (`ghcr.io/acme/app:v1`);

@@ -179,3 +179,153 @@ fn metadata_action_tags_and_labels_are_taken_as_they_come() {
     assert!(stdout.contains("name different repositories"), "{stdout}");
     assert!(stdout.contains("/acme/two:v1"), "{stdout}");
 }
+
+/// The value of output `name` in a GITHUB_OUTPUT file (heredoc form).
+fn output_value(outputs: &Path, name: &str) -> String {
+    let content = std::fs::read_to_string(outputs).unwrap();
+    let mut lines = content.lines();
+    let prefix = format!("{name}<<");
+    let header = lines
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {name} output: {content}"));
+    let delimiter = &header[prefix.len()..];
+    lines
+        .take_while(|l| *l != delimiter)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn entry(name: &str, targets: &str, file: &str, image: &str, platform: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "targets": targets,
+        "skaffold-file": file,
+        "build-image": image,
+        "platforms": platform,
+    })
+}
+
+#[test]
+fn plan_matrix_from_targets_and_from_the_action() {
+    let kb = Kobuild::new();
+    let app = fixtures_dir().join("action/app");
+    let args = [
+        "--matrix",
+        "./cmd/one",
+        "./cmd/two",
+        "--platform",
+        "linux/amd64,linux/arm/v7",
+        "--repo",
+        "registry.example/team",
+    ];
+    let out = kb.subcommand(&app, "plan", &args).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = serde_json::json!({"include": [
+        entry("one-linux-amd64", "./cmd/one", "", "", "linux/amd64"),
+        entry("one-linux-arm-v7", "./cmd/one", "", "", "linux/arm/v7"),
+        entry("two-linux-amd64", "./cmd/two", "", "", "linux/amd64"),
+        entry("two-linux-arm-v7", "./cmd/two", "", "", "linux/arm/v7"),
+    ]});
+    assert_eq!(json(&out.stdout), want);
+
+    // The action's plan-only step gives the same JSON as its matrix output, and builds nothing.
+    let work = tempfile::tempdir().unwrap();
+    let outputs = work.path().join("github_output");
+    std::fs::write(&outputs, "").unwrap();
+    let out = action(
+        &kb,
+        &outputs,
+        &[
+            ("targets", "./cmd/one\n./cmd/two\n"),
+            ("working-directory", "app"),
+            ("platforms", "linux/amd64,linux/arm/v7"),
+            ("default-repo", "registry.example/team"),
+            ("plan-only", "true"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(json(output_value(&outputs, "matrix").as_bytes()), want);
+    assert!(
+        !std::fs::read_to_string(&outputs)
+            .unwrap()
+            .contains("images<<")
+    );
+
+    // `all` needs the base's platforms: refused with the flag named, exit 2.
+    let out = kb
+        .subcommand(
+            &app,
+            "plan",
+            &["--matrix", "./cmd/one", "--platform", "all"],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.starts_with("error: --platform: "), "{stderr}");
+}
+
+#[test]
+fn plan_matrix_from_skaffold_yaml_selects_with_build_image() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("shop");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixtures_dir().join("skaffold"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for file in ["skaffold.yaml", ".ko.yaml"] {
+        let path = root.join(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            std::fs::write(&path, text.replace("REGISTRY", "registry.example")).unwrap();
+        }
+    }
+    let kb = Kobuild::new().env("VERSION", "1.0");
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "--matrix",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--repo",
+            "registry.example/shop",
+        ];
+        args.extend(extra);
+        kb.subcommand(&root, "plan", &args).output().unwrap()
+    };
+    let out = plan(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let api = "ko://example.com/shop/cmd/api";
+    assert_eq!(
+        json(&out.stdout),
+        serde_json::json!({"include": [
+            entry("api-linux-amd64", "", "skaffold.yaml", api, "linux/amd64"),
+            entry("api-linux-arm64", "", "skaffold.yaml", api, "linux/arm64"),
+            entry("web-linux-amd64", "", "skaffold.yaml", "web", "linux/amd64"),
+            entry("web-linux-arm64", "", "skaffold.yaml", "web", "linux/arm64"),
+        ]})
+    );
+
+    // A matrix entry's build-image, fed back, keeps only that image.
+    let out = plan(&["--build-image", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let include = json(&out.stdout)["include"].as_array().unwrap().clone();
+    assert_eq!(include.len(), 2);
+    assert!(include.iter().all(|e| e["build-image"] == "web"));
+
+    let out = plan(&["-b", "nope"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --build-image: \"nope\" is not an image of skaffold.yaml"),
+        "{stderr}"
+    );
+}
