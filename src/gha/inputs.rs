@@ -400,6 +400,39 @@ mod tests {
     }
 
     #[test]
+    fn workflow_inputs_map_and_the_created_label_warns() {
+        let labels = "org.opencontainers.image.created=2026-12-04T20:00:00.000Z\n\
+                      org.opencontainers.image.version=1.2.3\n";
+        let a = parse(&[
+            ("INPUT_PUSH-BY-DIGEST", "true"),
+            ("INPUT_BUILD-IMAGE", "api\nweb"),
+            ("INPUT_TAGS", "ghcr.io/acme/app:1.2.3\n"),
+            ("INPUT_LABELS", labels),
+            ("INPUT_DEFAULT-LABELS", "false"),
+            ("GITHUB_REPOSITORY", "acme/app"),
+        ])
+        .unwrap();
+        assert!(a.build.opts.push_by_digest);
+        assert_eq!(a.build.build_images, ["api", "web"]);
+        // The tags name the repository, so none is derived from GITHUB_REPOSITORY.
+        assert_eq!(a.derived_repo, None);
+        assert_eq!(a.warnings.len(), 1);
+        assert!(a.warnings[0].contains("drop-labels"), "{:?}", a.warnings);
+
+        let a = parse(&[
+            ("INPUT_LABELS", labels),
+            ("INPUT_DEFAULT-LABELS", "false"),
+            ("INPUT_DROP-LABELS", "org.opencontainers.image.created"),
+        ])
+        .unwrap();
+        assert_eq!(
+            a.build.opts.labels,
+            ["org.opencontainers.image.version=1.2.3"]
+        );
+        assert!(a.warnings.is_empty());
+    }
+
+    #[test]
     fn maps_onto_build_args() {
         let a = parse(&[
             ("INPUT_TARGETS", "./cmd/a\n./cmd/b"),
