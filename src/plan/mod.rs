@@ -306,8 +306,7 @@ impl Plan {
                 }
                 None => written.clone(),
             };
-            let t = &t;
-            if !valid_tag(t) {
+            if !valid_tag(&t) {
                 return Err(err(
                     "--tag",
                     format!(
@@ -315,8 +314,8 @@ impl Plan {
                     ),
                 ));
             }
-            if !tags.contains(t) {
-                tags.push(t.clone());
+            if !tags.contains(&t) {
+                tags.push(t);
             }
         }
         if args.opts.push_by_digest {
