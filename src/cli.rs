@@ -45,6 +45,9 @@ pub enum Command {
     Init(InitArgs),
     /// Run as a GitHub Action step: read INPUT_* and write step outputs.
     Action,
+    /// Print the build as a GitHub Actions matrix (--matrix): one job per image and platform,
+    /// from the same targets or skaffold.yaml and platforms as `build`.
+    Plan(PlanArgs),
     /// Merge per-platform images from matrix builds (their artifacts.json files) into one
     /// index per image; push it by digest, then tag it. Prints one ref per image.
     Merge(MergeArgs),
@@ -148,6 +151,11 @@ pub struct ImageArgs {
     /// Push to the registry (--push=false to only write a layout or archive).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub push: Option<bool>,
+
+    /// Push without any tag and print `REPO@sha256:...`: for matrix jobs whose images
+    /// `kobuild merge` tags as one index, leaving no per-job tags behind.
+    #[arg(long)]
+    pub push_by_digest: bool,
 
     /// Also write the image into this OCI layout directory.
     #[arg(long, value_name = "DIR")]
@@ -273,6 +281,17 @@ pub struct RenderArgs {
     pub allow_unresolved: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Print `{"include":[{"name","targets","skaffold-file","build-image","platforms"}]}`,
+    /// for `strategy.matrix: ${{ fromJSON(...) }}`; the keys are the action's inputs.
+    #[arg(long, required = true)]
+    pub matrix: bool,
+
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
 #[derive(Debug, Default, Args)]
 pub struct MergeArgs {
     /// artifacts.json of a build job, as `build --file-output` writes it (repeatable).
@@ -286,6 +305,11 @@ pub struct MergeArgs {
     /// Write Skaffold's artifacts.json with the merged refs here.
     #[arg(long, value_name = "FILE")]
     pub file_output: Option<PathBuf>,
+
+    /// SBOM to attach to each merged index: spdx (the index's SPDX 2.3 document, as a
+    /// multi-platform build attaches) or none.
+    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
+    pub sbom: String,
 
     /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]

@@ -97,6 +97,14 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
         Command::Action => runtime
             .block_on(kobuild::gha::run(&env, cwd, std::io::stdout()))
             .map(drop),
+        Command::Plan(args) => {
+            let plan = kobuild::plan::Plan::new(&args.build, &env, cwd)?;
+            let matrix = kobuild::plan::matrix::matrix(&plan)?;
+            let json = serde_json::to_string(&matrix)
+                .map_err(|e| kobuild::error::Error::Internal(e.to_string()))?;
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
+            Ok(())
+        }
         Command::Merge(args) => {
             let merged = runtime.block_on(kobuild::merge::run(&args, &env, &cwd))?;
             let mut out = std::io::stdout().lock();

@@ -1,6 +1,6 @@
 //! `kobuild merge`: matrix builds push per-platform images by digest, each job writing an
 //! artifacts.json; merge reads those files, assembles one index per image, pushes it by
-//! digest, then its tags.
+//! digest, attaches its SBOM, then tags it.
 //!
 //! Everything is fetched and checked before anything is pushed, so bad input (two images for
 //! one platform, several repositories, mixed media types) leaves the registry untouched.
@@ -23,7 +23,7 @@ use crate::plan::Env;
 use crate::publish::PublishError;
 use crate::registry::{Client, ClientOptions, Keychain, Reference, RegistryError, Repository};
 use crate::report::{self, Artifact};
-use crate::sbom::spdx::platform_string;
+use crate::sbom::{self, spdx::platform_string};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -90,6 +90,8 @@ pub enum MergeError {
     Registry { repo: String, source: RegistryError },
     #[error(transparent)]
     Output(#[from] PublishError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
 }
 
 /// Two inputs of one image that cannot go into one index, each as `ref (file)`.
@@ -116,7 +118,10 @@ impl MergeError {
     pub fn is_config(&self) -> bool {
         !matches!(
             self,
-            MergeError::Invalid { .. } | MergeError::Registry { .. } | MergeError::Output(_)
+            MergeError::Invalid { .. }
+                | MergeError::Registry { .. }
+                | MergeError::Output(_)
+                | MergeError::Sbom(_)
         )
     }
 }
@@ -134,6 +139,8 @@ struct Input {
 struct Child {
     descriptor: Descriptor,
     platform: Platform,
+    /// The image config's `created`, when it was fetched (the index SBOM's date).
+    created: Option<String>,
     from: Input,
 }
 
@@ -145,6 +152,9 @@ struct Merged {
     bytes: Vec<u8>,
     digest: Digest,
     tags: Vec<String>,
+    entries: Vec<Descriptor>,
+    /// The newest `created` of the children: the index SBOM's date, as a build's.
+    created: String,
 }
 
 /// Merges the images the artifacts files name; returns one artifact per image, whose `tag`
@@ -188,6 +198,10 @@ pub async fn run(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Vec<Artifact
             .put_manifest(&m.repo, m.digest.as_str(), &m.media_type, &m.bytes)
             .await
             .map_err(reg)?;
+        // Before the tags, so no tag points at an index without its SBOM.
+        if args.sbom != "none" {
+            attach_sbom(&client, m).await?;
+        }
         for tag in &m.tags {
             client
                 .put_manifest(&m.repo, tag, &m.media_type, &m.bytes)
@@ -203,6 +217,19 @@ pub async fn run(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Vec<Artifact
         report::write_artifacts(&cwd.join(path), &artifacts)?;
     }
     Ok(artifacts)
+}
+
+/// The same SPDX document a multi-platform build attaches to its index.
+async fn attach_sbom(client: &Client, m: &Merged) -> Result<(), MergeError> {
+    let info = sbom::ImageInfo {
+        digest: m.digest.clone(),
+        repository: Some(m.repo.to_string()),
+        tag: m.tags.first().cloned(),
+    };
+    let doc = sbom::index_document(&info, None, &m.entries, &m.created).to_bytes();
+    let subject = Descriptor::new(&m.media_type, m.bytes.len() as u64, m.digest.clone());
+    sbom::attach(client, &m.repo, &subject, &doc, &m.created).await?;
+    Ok(())
 }
 
 /// The entries of one artifacts.json, as (imageName, input).
@@ -271,11 +298,17 @@ async fn prepare(
     }
     let fetched = try_join_all(inputs.iter().map(|i| children(client, image, i))).await?;
     let children: Vec<Child> = fetched.into_iter().flatten().collect();
+    // RFC 3339 in UTC to the second sorts by time, so the newest is the largest.
+    let created = children
+        .iter()
+        .filter_map(|c| c.created.clone())
+        .max()
+        .unwrap_or_else(|| crate::time::ZERO.into());
     let (media_type, manifests) = build_index(image, children)?;
     let index = Index {
         schema_version: 2,
         media_type: media_type.into(),
-        manifests,
+        manifests: manifests.clone(),
         annotations: BTreeMap::new(),
         subject: None,
     };
@@ -291,6 +324,8 @@ async fn prepare(
         } else {
             tags.to_vec()
         },
+        entries: manifests,
+        created,
     })
 }
 
@@ -371,7 +406,7 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
     };
     let fetched = client.get_manifest(&input.reference).await.map_err(reg)?;
     if oci::is_image_manifest(&fetched.media_type) {
-        let (descriptor, platform) = image_child(
+        let (descriptor, platform, created) = image_child(
             client,
             &repo,
             &fetched.bytes,
@@ -386,6 +421,7 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
         return Ok(vec![Child {
             descriptor,
             platform,
+            created,
             from: input.clone(),
         }]);
     }
@@ -401,6 +437,7 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
         .map_err(|e| invalid(&input.written, format!("not a valid index: {e}")))?;
     let mut out = Vec::new();
     for d in index.manifests.into_iter().filter(|d| !is_attestation(d)) {
+        let mut created = None;
         let child_ref = format!("{repo}@{}", d.digest);
         if !oci::is_image_manifest(&d.media_type) {
             return Err(MergeError::Unsupported {
@@ -420,12 +457,14 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
                     ..input.reference.clone()
                 };
                 let m = client.get_manifest(&reference).await.map_err(reg)?;
-                let (_, platform) = image_child(client, &repo, &m.bytes, &m.media_type, &m.digest)
-                    .await
-                    .map_err(|e| match e {
-                        Fetch::Registry(source) => reg(source),
-                        Fetch::Invalid(reason) => invalid(&child_ref, reason),
-                    })?;
+                let (_, platform, config_created) =
+                    image_child(client, &repo, &m.bytes, &m.media_type, &m.digest)
+                        .await
+                        .map_err(|e| match e {
+                            Fetch::Registry(source) => reg(source),
+                            Fetch::Invalid(reason) => invalid(&child_ref, reason),
+                        })?;
+                created = config_created;
                 platform
             }
         };
@@ -434,6 +473,7 @@ async fn children(client: &Client, image: &str, input: &Input) -> Result<Vec<Chi
         out.push(Child {
             descriptor,
             platform,
+            created,
             from: input.clone(),
         });
     }
@@ -445,14 +485,14 @@ enum Fetch {
     Invalid(String),
 }
 
-/// An image manifest's index entry, with the platform its config names.
+/// An image manifest's index entry, with the platform and `created` its config names.
 async fn image_child(
     client: &Client,
     repo: &Repository,
     bytes: &[u8],
     media_type: &str,
     digest: &Digest,
-) -> Result<(Descriptor, Platform), Fetch> {
+) -> Result<(Descriptor, Platform, Option<String>), Fetch> {
     let manifest: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| Fetch::Invalid(format!("not a valid image manifest: {e}")))?;
     let config_bytes = client
@@ -478,7 +518,7 @@ async fn image_child(
     d.platform = Some(platform.clone());
     // As kobuild's own indexes (and ko's) do.
     d.artifact_type = manifest.config.media_type;
-    Ok((d, platform))
+    Ok((d, platform, config.created.0))
 }
 
 /// BuildKit's attestation manifests, which sit in an index as `unknown/unknown` entries.
@@ -518,6 +558,7 @@ mod tests {
         Child {
             descriptor,
             platform: p,
+            created: None,
             from: Input {
                 file: file.into(),
                 reference: Reference::parse(&written).unwrap(),

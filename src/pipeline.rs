@@ -384,7 +384,7 @@ impl Builder<'_> {
             digest,
             &record.media_type,
             record.manifest.as_bytes(),
-            &a.tags,
+            self.plan.pushed_tags(a),
         )
         .await?;
         tracing::info!(
@@ -396,7 +396,7 @@ impl Builder<'_> {
                 .image_name
                 .clone()
                 .unwrap_or_else(|| format!("ko://{}", record.import_path)),
-            reference: format!("{repo}:{}@{digest}", a.tags[0]),
+            reference: self.plan.pushed_reference(a, &repo, digest),
             digest: digest.clone(),
             platforms: record.platforms.clone(),
             size: record.size,
@@ -626,7 +626,7 @@ impl Builder<'_> {
         repo: Option<&Repository>,
     ) -> Result<(), Error> {
         let plan = self.plan;
-        let tag = a.tags.first().cloned();
+        let tag = plan.pushed_tags(a).first().cloned();
         let info = |digest: &crate::digest::Digest| sbom::ImageInfo {
             digest: digest.clone(),
             repository: repo.map(Repository::to_string),
@@ -904,7 +904,6 @@ async fn publish_one(
     built: &Built,
     pushed: &Pushed,
 ) -> Result<(String, Option<PushStats>, Option<Repository>), Error> {
-    let tag = &a.tags[0];
     let mut reference = None;
     let mut stats = None;
     if let Some(archive) = &plan.outputs.oci_archive {
@@ -933,9 +932,10 @@ async fn publish_one(
     let target = target_repository(a, pkg)?;
     if let Some(target) = &target {
         let cache = &plan.cache_dir;
-        let pushed = publish::push(client, built, &base.blobs, target, &a.tags, cache, pushed);
+        let tags = plan.pushed_tags(a);
+        let pushed = publish::push(client, built, &base.blobs, target, tags, cache, pushed);
         stats = Some(pushed.await?);
-        reference = Some(format!("{target}:{tag}@{}", built.digest()));
+        reference = Some(plan.pushed_reference(a, target, built.digest()));
     }
     let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
     Ok((reference, stats, target))

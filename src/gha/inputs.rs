@@ -92,7 +92,13 @@ pub struct ActionInputs {
     pub context_labels: usize,
     /// Whether to ask the GitHub API for the repository's labels ([`super::metadata`]).
     pub repository_labels: bool,
+    /// Inputs that work but defeat what kobuild is for; shown as `::warning`s.
+    pub warnings: Vec<String>,
 }
+
+/// A build time in a label makes every run's digest differ.
+const CREATED_LABEL: &str = "org.opencontainers.image.created";
+const CREATED_LABEL_PREFIX: &str = "org.opencontainers.image.created=";
 
 /// Explicit registry credentials from the `registry`, `username` and `password` inputs.
 pub struct Login {
@@ -133,7 +139,13 @@ impl ActionInputs {
 
         let mut default_repo = inputs.get("default-repo");
         let mut derived_repo = None;
-        if default_repo.is_none() && env.get("KOBUILD_DEFAULT_REPO").is_none() && push {
+        // Full references in `tags` (docker/metadata-action's) name the repository themselves.
+        let tags_name_repo = inputs.items("tags").iter().any(|t| t.contains('/'));
+        if default_repo.is_none()
+            && env.get("KOBUILD_DEFAULT_REPO").is_none()
+            && push
+            && !tags_name_repo
+        {
             derived_repo = ghcr_repo(env);
             default_repo.clone_from(&derived_repo);
         }
@@ -149,6 +161,20 @@ impl ActionInputs {
         let repository_labels = inputs.bool("repository-labels", in_actions)? && default_labels;
         // Later entries win in the plan, so the user's labels override the defaults.
         labels.extend(inputs.lines("labels"));
+        let drop = inputs.items("drop-labels");
+        labels.retain(|kv| {
+            !drop
+                .iter()
+                .any(|k| kv.split('=').next() == Some(k.as_str()))
+        });
+        let mut warnings = Vec::new();
+        if labels.iter().any(|kv| kv.starts_with(CREATED_LABEL_PREFIX)) {
+            warnings.push(format!(
+                "labels: \"{CREATED_LABEL}\" (docker/metadata-action sets it to the time of the \
+                 run) changes the image digest on every run; add `drop-labels: {CREATED_LABEL}` \
+                 to keep the digest reproducible"
+            ));
+        }
 
         let jobs = match inputs.get("jobs") {
             None => None,
@@ -185,6 +211,7 @@ impl ActionInputs {
                 platforms: inputs.items("platforms"),
                 jobs,
                 push: Some(push),
+                push_by_digest: inputs.bool("push-by-digest", false)?,
                 oci_layout_path: inputs.path("oci-layout-path"),
                 oci_archive: inputs.path("oci-archive"),
                 file_output,
@@ -228,6 +255,7 @@ impl ActionInputs {
             p => p,
         };
         build.filename = skaffold_file;
+        build.build_images = inputs.items("build-image");
 
         let login_repo = default_repo.or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
         Ok(ActionInputs {
@@ -240,6 +268,7 @@ impl ActionInputs {
             derived_repo,
             context_labels,
             repository_labels,
+            warnings,
         })
     }
 }
@@ -380,6 +409,39 @@ mod tests {
         assert_eq!(i.items("tags"), ["v1", "latest", "sha-1"]);
         assert_eq!(i.lines("ldflags"), ["-s -w", "-X main.v=1,2"]);
         assert_eq!(i.lines("labels"), ["a=x, y", "b=2"]);
+    }
+
+    #[test]
+    fn workflow_inputs_map_and_the_created_label_warns() {
+        let labels = "org.opencontainers.image.created=2026-12-04T20:00:00.000Z\n\
+                      org.opencontainers.image.version=1.2.3\n";
+        let a = parse(&[
+            ("INPUT_PUSH-BY-DIGEST", "true"),
+            ("INPUT_BUILD-IMAGE", "api\nweb"),
+            ("INPUT_TAGS", "ghcr.io/acme/app:1.2.3\n"),
+            ("INPUT_LABELS", labels),
+            ("INPUT_DEFAULT-LABELS", "false"),
+            ("GITHUB_REPOSITORY", "acme/app"),
+        ])
+        .unwrap();
+        assert!(a.build.opts.push_by_digest);
+        assert_eq!(a.build.build_images, ["api", "web"]);
+        // The tags name the repository, so none is derived from GITHUB_REPOSITORY.
+        assert_eq!(a.derived_repo, None);
+        assert_eq!(a.warnings.len(), 1);
+        assert!(a.warnings[0].contains("drop-labels"), "{:?}", a.warnings);
+
+        let a = parse(&[
+            ("INPUT_LABELS", labels),
+            ("INPUT_DEFAULT-LABELS", "false"),
+            ("INPUT_DROP-LABELS", "org.opencontainers.image.created"),
+        ])
+        .unwrap();
+        assert_eq!(
+            a.build.opts.labels,
+            ["org.opencontainers.image.version=1.2.3"]
+        );
+        assert!(a.warnings.is_empty());
     }
 
     #[test]

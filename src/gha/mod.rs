@@ -114,6 +114,9 @@ async fn step<W: Write>(
     }
 
     let mut inputs = ActionInputs::from_env(env, step_dir)?;
+    for warning in &inputs.warnings {
+        commands.warning(&Location::default(), warning)?;
+    }
     *source_dirs = source_dirs_of(&inputs);
     if inputs.repository_labels {
         repository_labels(env, &mut inputs, commands).await?;
@@ -129,6 +132,13 @@ async fn step<W: Write>(
     plan.credentials = auth::credentials(&inputs, env, plan.docker_config_dir.as_deref()).await;
     if let Some(repo) = &inputs.derived_repo {
         tracing::info!("default-repo {repo}, from the repository's name");
+    }
+    // A plan job: the matrix output, and nothing built.
+    if raw.bool("plan-only", false)? {
+        let matrix = crate::plan::matrix::matrix(&plan).map_err(plan_error)?;
+        let json = serde_json::to_string(&matrix).unwrap_or_default();
+        files.set_output("matrix", &json)?;
+        return Ok(Vec::new());
     }
 
     commands.group(&format!(
@@ -234,7 +244,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 13] = [
+    const INPUT_OF: [(&str, &str); 15] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -247,6 +257,8 @@ fn plan_error(e: PlanError) -> Error {
         ("--ldflags", "ldflags"),
         ("--jobs", "jobs"),
         ("--push=false", "push"),
+        ("--push-by-digest", "push-by-digest"),
+        ("--build-image", "build-image"),
         ("--registry-timeout", "registry-timeout"),
     ];
     match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {

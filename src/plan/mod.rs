@@ -2,6 +2,7 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+pub mod matrix;
 mod skaffold;
 mod tags;
 
@@ -13,9 +14,10 @@ use std::path::{Path, PathBuf};
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
 use crate::config::KoConfig;
+use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
-use crate::registry::{RegistryCredential, Repository};
+use crate::registry::{Reference, RegistryCredential, Repository};
 use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -240,7 +242,11 @@ pub struct Plan {
     pub cover: bool,
     /// Attach an SPDX SBOM to every pushed image (`--sbom spdx`).
     pub sbom: bool,
+    /// Push without tags; results are `repo@digest` (`--push-by-digest`).
+    pub push_by_digest: bool,
     pub sbom_dir: Option<PathBuf>,
+    /// The skaffold.yaml the artifacts come from, if any.
+    pub skaffold_file: Option<PathBuf>,
     pub docker_config_dir: Option<PathBuf>,
     /// Explicit logins (action inputs); they win over the docker config.
     pub credentials: Vec<RegistryCredential>,
@@ -269,8 +275,29 @@ impl Plan {
         let push = args.opts.push.unwrap_or(true);
         let default_repo = default_repo(args, env)?;
         let mut tags = Vec::new();
-        for t in &args.opts.tags {
-            if !valid_tag(t) {
+        // docker/metadata-action's `tags` output: full references, whose tag is taken and
+        // whose repository must be the image's.
+        let mut tag_repository: Option<(String, Repository)> = None;
+        for written in &args.opts.tags {
+            let t = match full_reference_tag(written)? {
+                Some((tag, repo)) => {
+                    match &tag_repository {
+                        Some((first, r)) if *r != repo => {
+                            return Err(err(
+                                "--tag",
+                                format!(
+                                    "{first:?} and {written:?} name different repositories; one image has one repository"
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                        None => tag_repository = Some((written.clone(), repo)),
+                    }
+                    tag
+                }
+                None => written.clone(),
+            };
+            if !valid_tag(&t) {
                 return Err(err(
                     "--tag",
                     format!(
@@ -278,8 +305,22 @@ impl Plan {
                     ),
                 ));
             }
-            if !tags.contains(t) {
-                tags.push(t.clone());
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        if args.opts.push_by_digest {
+            if !push {
+                return Err(err(
+                    "--push-by-digest",
+                    "pushes by digest, but --push=false pushes nothing: drop one",
+                ));
+            }
+            if !tags.is_empty() {
+                return Err(err(
+                    "--tag",
+                    "--push-by-digest pushes no tag: drop --tag and give the tags to `kobuild merge`",
+                ));
             }
         }
         let common = Common {
@@ -305,7 +346,7 @@ impl Plan {
             None => None,
         };
         let mut warnings = Vec::new();
-        let (artifacts, concurrency) = match &skaffold_file {
+        let (mut artifacts, concurrency) = match &skaffold_file {
             Some(file) => {
                 if !args.targets.is_empty() {
                     return Err(err(
@@ -348,6 +389,9 @@ impl Plan {
             ));
         }
 
+        if let Some((written, repo)) = &tag_repository {
+            repository_from_tags(&mut artifacts, written, repo, push)?;
+        }
         let pushes = artifacts.iter().any(|a| a.destination != Destination::None);
         let default_layout = !pushes
             && !artifacts.is_empty()
@@ -440,7 +484,9 @@ impl Plan {
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
             sbom: args.opts.sbom != "none",
+            push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
+            skaffold_file,
             docker_config_dir,
             credentials: Vec::new(),
             insecure_registries: args.opts.insecure_registries.clone(),
@@ -485,6 +531,22 @@ fn default_repo(args: &BuildArgs, env: &Env) -> Result<Option<String>, PlanError
             format!("{e} (give a registry such as localhost:5000, or a repository under one)"),
         )
     })
+}
+
+impl Plan {
+    /// The tags pushed for `a`: none when pushing by digest.
+    pub fn pushed_tags<'a>(&self, a: &'a ArtifactPlan) -> &'a [String] {
+        if self.push_by_digest { &[] } else { &a.tags }
+    }
+
+    /// The reference printed for `a` pushed to `repo`: `repo:tag@digest`, or `repo@digest`
+    /// when pushing by digest.
+    pub fn pushed_reference(&self, a: &ArtifactPlan, repo: &Repository, digest: &Digest) -> String {
+        match self.pushed_tags(a).first() {
+            Some(tag) => format!("{repo}:{tag}@{digest}"),
+            None => format!("{repo}@{digest}"),
+        }
+    }
 }
 
 /// Command-line targets share one configuration: the flags, over `.ko.yaml` defaults.
@@ -865,6 +927,76 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
     }
 }
 
+/// The tag and repository of a full reference given as a tag (`ghcr.io/acme/app:v1`);
+/// `None` for a plain tag, which never holds a `/`.
+fn full_reference_tag(written: &str) -> Result<Option<(String, Repository)>, PlanError> {
+    if !written.contains('/') {
+        return Ok(None);
+    }
+    let bad = |why: String| err("--tag", format!("{written:?}: {why}"));
+    let reference = Reference::parse(written).map_err(|e| bad(e.to_string()))?;
+    let last = written.rsplit('/').next().unwrap_or_default();
+    match (&reference.tag, &reference.digest) {
+        (Some(tag), None) if last.contains(':') => Ok(Some((tag.clone(), reference.repository()))),
+        _ => Err(bad(
+            "a full reference needs a tag and no digest, as in ghcr.io/acme/app:v1".into(),
+        )),
+    }
+}
+
+/// Points the one image at the repository the full-reference tags name, or refuses when
+/// the configuration sends it elsewhere.
+fn repository_from_tags(
+    artifacts: &mut [ArtifactPlan],
+    written: &str,
+    repo: &Repository,
+    push: bool,
+) -> Result<(), PlanError> {
+    if artifacts.len() > 1 || artifacts.iter().any(|a| a.target.contains("...")) {
+        return Err(err(
+            "--tag",
+            format!(
+                "{written:?} names one image's repository, but several images are built: give plain tags"
+            ),
+        ));
+    }
+    let Some(a) = artifacts.first_mut() else {
+        return Ok(());
+    };
+    let mismatch = |image: String| {
+        err(
+            "--tag",
+            format!(
+                "{written:?} is in repository \"{repo}\", but the image goes to {image:?}: make the repository (default-repo and image name) match the tags, or give plain tags"
+            ),
+        )
+    };
+    a.destination = match &a.destination {
+        Destination::None if push => Destination::Repository(repo.clone()),
+        Destination::None => Destination::None,
+        // The image name would come from the import path: the tags name it instead.
+        Destination::DefaultRepo {
+            repo: under,
+            name: None,
+        } => match repo.to_string().rsplit_once('/') {
+            Some((parent, _)) if under == parent => Destination::Repository(repo.clone()),
+            _ => return Err(mismatch(format!("{under}/<name>"))),
+        },
+        Destination::DefaultRepo {
+            repo: under,
+            name: Some(name),
+        } => {
+            if format!("{under}/{name}") != repo.to_string() {
+                return Err(mismatch(format!("{under}/{name}")));
+            }
+            Destination::Repository(repo.clone())
+        }
+        Destination::Repository(r) if r == repo => Destination::Repository(r.clone()),
+        Destination::Repository(r) => return Err(mismatch(r.to_string())),
+    };
+    Ok(())
+}
+
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
@@ -1068,6 +1200,47 @@ mod tests {
     }
 
     #[test]
+    fn full_reference_tags_give_their_tag_and_repository() {
+        let refs = |tags: &[&str]| opts(|o| o.tags = tags.iter().map(|t| t.to_string()).collect());
+        let p = plan(
+            refs(&["ghcr.io/acme/app:1.2.3", "ghcr.io/acme/app:sha-1"]),
+            &[],
+        )
+        .unwrap();
+        let a = &p.artifacts[0];
+        assert_eq!(a.tags, ["1.2.3", "sha-1"]);
+        let want = Repository::parse("ghcr.io/acme/app").unwrap();
+        assert_eq!(a.destination, Destination::Repository(want.clone()));
+
+        let under = [("KOBUILD_DEFAULT_REPO", "ghcr.io/acme")];
+        let p = plan(refs(&["ghcr.io/acme/app:v1"]), &under).unwrap();
+        assert_eq!(p.artifacts[0].destination, Destination::Repository(want));
+
+        for (tags, env, says) in [
+            (
+                &["ghcr.io/acme/app:v1"][..],
+                &[("KOBUILD_DEFAULT_REPO", "ghcr.io/other")][..],
+                "but the image goes to \"ghcr.io/other/<name>\"",
+            ),
+            (
+                &["ghcr.io/acme/app:v1", "ghcr.io/acme/two:v1"],
+                &[],
+                "name different repositories",
+            ),
+            (&["ghcr.io/acme/app"], &[], "needs a tag and no digest"),
+            (&["ghcr.io/acme/App:v1"], &[], "ghcr.io/acme/App:v1"),
+        ] {
+            let e = plan(refs(tags), env).unwrap_err();
+            assert_eq!(e.field, "--tag", "{tags:?}");
+            assert!(e.reason.contains(says), "{tags:?}: {e}");
+        }
+        let mut two = refs(&["ghcr.io/acme/app:v1"]);
+        two.targets = vec!["./a".into(), "./b".into()];
+        let e = plan(two, &[]).unwrap_err();
+        assert!(e.reason.contains("several images are built"), "{e}");
+    }
+
+    #[test]
     fn bad_input_names_the_field() {
         type Case<'a> = (BuildArgs, &'a [(&'a str, &'a str)], &'a str);
         let cases: Vec<Case> = vec![
@@ -1090,6 +1263,22 @@ mod tests {
                 "--default-repo",
             ),
             (opts(|o| o.push = Some(false)), &[], "--push=false"),
+            (
+                opts(|o| {
+                    o.push_by_digest = true;
+                    o.push = Some(false);
+                }),
+                &[],
+                "--push-by-digest",
+            ),
+            (
+                opts(|o| {
+                    o.push_by_digest = true;
+                    o.tags = vec!["v1".into()];
+                }),
+                &[],
+                "--tag",
+            ),
             (
                 BuildArgs::default(),
                 &[("SOURCE_DATE_EPOCH", "yesterday")],

@@ -29,3 +29,4 @@ mod signals;
 mod skaffold;
 mod skaffold_parity;
 mod template_budget;
+mod workflows;

@@ -250,3 +250,161 @@ fn refuses_to_mix_oci_and_docker_images() {
         "{e}"
     );
 }
+
+/// The registry's tags for `repo` (host/path), sorted.
+fn list_tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let mut args = vec!["list-tags".to_string()];
+    args.extend(reg.skopeo_flags("--"));
+    args.push(format!("docker://{repo}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = skopeo(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tags: Vec<String> = json(&out.stdout)["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn push_by_digest_legs_leave_no_tags_and_merge_attaches_the_index_sbom() {
+    let reg = Registry::start(RegistryKind::Plain);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let layout = make_base(&dir.join("base"), "v1", false, &ALL_PLATFORMS);
+    let base = push_base(&reg, &layout, "v1", "base/static");
+    let repo = format!("{}/apps/hello", reg.host());
+
+    let mut legs = Vec::new();
+    for (platform, file) in [("linux/amd64", "a.json"), ("linux/arm64", "b.json")] {
+        let kb = Kobuild::new().env("SOURCE_DATE_EPOCH", "1700000000");
+        let refs = kb.ok(&[
+            "./hello",
+            "--platform",
+            platform,
+            "--base",
+            &base,
+            "--repo",
+            &format!("{}/apps", reg.host()),
+            "--push-by-digest",
+            "--file-output",
+            dir.join(file).to_str().unwrap(),
+        ]);
+        assert_eq!(refs.len(), 1);
+        assert!(refs[0].starts_with(&format!("{repo}@sha256:")), "{refs:?}");
+        let written = json(&fs::read(dir.join(file)).unwrap());
+        assert_eq!(written["builds"][0]["tag"], refs[0]);
+        legs.push(refs[0].clone());
+    }
+    // Only the legs' SBOM referrers tags (`sha256-<hex>`, the referrers tag schema's), no
+    // named tag.
+    let referrers = |refs: &[&String]| -> Vec<String> {
+        let mut t: Vec<String> = refs
+            .iter()
+            .map(|r| format!("sha256-{}", &digest_of(r)[7..]))
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        list_tags(&reg, &repo),
+        referrers(&[&legs[0], &legs[1]]),
+        "pushing by digest leaves no tag but the SBOMs'"
+    );
+
+    let kb = Kobuild::new();
+    let out = merge(
+        &kb,
+        dir,
+        &["--artifacts", "a.json", "--artifacts", "b.json", "-t", "v1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    assert!(
+        merged.starts_with(&format!("{repo}:v1@sha256:")),
+        "{merged}"
+    );
+    let raw = skopeo_inspect_raw(&format!("{repo}:v1"), &reg);
+    assert_eq!(sha256_digest(&raw), digest_of(&merged), "v1 is the index");
+    let index = json(&raw);
+    let children: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, [digest_of(&legs[0]), digest_of(&legs[1])]);
+
+    // The index's SBOM, found through the referrers tag, as a multi-platform build's.
+    let index_hex = &digest_of(&merged)[7..];
+    let refs = json(&skopeo_inspect_raw(
+        &format!("{repo}:sha256-{index_hex}"),
+        &reg,
+    ));
+    let entries = refs["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{refs}");
+    assert_eq!(entries[0]["artifactType"], "application/spdx+json");
+    let artifact = json(&skopeo_inspect_raw(
+        &format!("{repo}@{}", entries[0]["digest"].as_str().unwrap()),
+        &reg,
+    ));
+    assert_eq!(artifact["subject"]["digest"], digest_of(&merged));
+    assert_eq!(artifact["subject"]["mediaType"], OCI_INDEX);
+    let sbom_digest = artifact["layers"][0]["digest"].as_str().unwrap();
+    let mut copy = vec!["copy".to_string()];
+    copy.extend(reg.skopeo_flags("--src-"));
+    let sbom_dir = dir.join("sbom");
+    copy.push(format!(
+        "docker://{repo}@{}",
+        entries[0]["digest"].as_str().unwrap()
+    ));
+    copy.push(format!("dir:{}", sbom_dir.display()));
+    let copy: Vec<&str> = copy.iter().map(String::as_str).collect();
+    let out = skopeo(&copy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&fs::read(sbom_dir.join(&sbom_digest[7..])).unwrap());
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let relationships = doc["relationships"].to_string();
+    for leg in &legs {
+        let child = format!("SPDXRef-Package-sha256-{}", &digest_of(leg)[7..]);
+        assert!(relationships.contains(&child), "{relationships}");
+    }
+    assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+
+    let mut want = referrers(&[&legs[0], &legs[1], &merged]);
+    want.push("v1".into());
+    want.sort();
+    assert_eq!(list_tags(&reg, &repo), want);
+
+    // A tag with --push-by-digest is refused: exit 2, naming the flags.
+    let e = Kobuild::new().fails(
+        &[
+            "./hello",
+            "--repo",
+            "r.example/x",
+            "--push-by-digest",
+            "-t",
+            "v1",
+        ],
+        2,
+    );
+    assert!(e.contains("--push-by-digest pushes no tag"), "{e}");
+}
