@@ -112,8 +112,9 @@ fn runner_dockerfile_passes_hadolint() {
     );
 }
 
-/// Every `run:` of the action and the workflows is bash that shellcheck accepts, with no
-/// `${{ }}` expression in it: values reach scripts through env, never by text substitution.
+/// Every `run:` of the action and the workflows, and scripts/action-install, is bash that
+/// shellcheck accepts, with no `${{ }}` expression in it: values reach scripts through env,
+/// never by text substitution.
 #[test]
 fn shell_steps_pass_shellcheck() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +156,11 @@ fn shell_steps_pass_shellcheck() {
         }
     }
     assert!(scripts >= 10, "only {scripts} scripts found");
+
+    // The install steps' script, which the steps above only call.
+    let install = repo_root().join("scripts/action-install");
+    let out = output(Command::new("shellcheck").arg(&install));
+    assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
 // ---------------------------------------------------------------------------
