@@ -36,6 +36,9 @@ fn write_exec(path: &Path, content: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// actions/cache/restore and actions/cache/save: nothing is cached between these jobs.
+const CACHE_STUB: &str = "inputs:\n  path: {}\n  key: {}\noutputs:\n  cache-hit:\n    value: 'false'\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo cache stand-in\n";
+
 /// Stand-ins for the remote actions the examples use: composite actions doing the part the
 /// workflow relies on. Artifacts are directories under `$KOBUILD_TEST_ARTIFACTS/<name>`.
 const STUBS: [(&str, &str); 4] = [
@@ -153,10 +156,16 @@ impl ActRun {
         git(&["add", "-A"]);
         git(&["commit", "-q", "-m", "app"]);
 
-        // The action as released: action.yml alone, under the name the examples use.
+        // The action as released: action.yml and the install script, under the name the
+        // examples use.
         let action = t.join("action");
-        fs::create_dir_all(&action).unwrap();
+        fs::create_dir_all(action.join("scripts")).unwrap();
         fs::copy(repo_root().join("action.yml"), action.join("action.yml")).unwrap();
+        fs::copy(
+            repo_root().join("scripts/action-install"),
+            action.join("scripts/action-install"),
+        )
+        .unwrap();
         let mut args: Vec<String> = vec![
             "push".into(),
             "-P".into(),
@@ -173,6 +182,15 @@ impl ActRun {
             args.push("--local-repository".into());
             args.push(format!("{uses}={}", dir.display()));
         }
+        // actions/cache's restore and save, which the install uses only when it builds:
+        // KOBUILD_BIN skips them, but act resolves every action the job names.
+        let cache = t.join("stubs/actions_cache_v4");
+        for sub in ["restore", "save"] {
+            fs::create_dir_all(cache.join(sub)).unwrap();
+            fs::write(cache.join(sub).join("action.yml"), CACHE_STUB).unwrap();
+        }
+        args.push("--local-repository".into());
+        args.push(format!("actions/cache@v4={}", cache.display()));
 
         // The test's kobuild, through KOBUILD_BIN; it keeps a copy of each action step's
         // outputs and summary, which act deletes with the job.

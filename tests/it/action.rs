@@ -112,8 +112,9 @@ fn runner_dockerfile_passes_hadolint() {
     );
 }
 
-/// Every `run:` of the action and the workflows is bash that shellcheck accepts, with no
-/// `${{ }}` expression in it: values reach scripts through env, never by text substitution.
+/// Every `run:` of the action and the workflows, and scripts/action-install, is bash that
+/// shellcheck accepts, with no `${{ }}` expression in it: values reach scripts through env,
+/// never by text substitution.
 #[test]
 fn shell_steps_pass_shellcheck() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +156,11 @@ fn shell_steps_pass_shellcheck() {
         }
     }
     assert!(scripts >= 10, "only {scripts} scripts found");
+
+    // The install steps' script, which the steps above only call.
+    let install = repo_root().join("scripts/action-install");
+    let out = output(Command::new("shellcheck").arg(&install));
+    assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
 // ---------------------------------------------------------------------------
@@ -215,6 +221,7 @@ struct Runner {
 }
 
 /// One run of a step: its exit code, stdout, stderr and the outputs as the runner parses them.
+#[derive(Clone)]
 struct StepRun {
     code: Option<i32>,
     stdout: String,
@@ -334,7 +341,8 @@ impl Runner {
         }
         if id == "kobuild" {
             // Every input reaches the step under the runner's own variable name.
-            for name in inputs.keys() {
+            // `version` is read by the install steps only.
+            for name in inputs.keys().filter(|n| *n != "version") {
                 let var = format!("INPUT_{}", name.replace(' ', "_").to_uppercase());
                 assert!(
                     env.contains_key(&var),
@@ -728,23 +736,123 @@ fn install_context(
     ]
 }
 
+/// Commits with a release, as the API's tag list gives them: v9.9.9 is annotated in the
+/// repository, but the list carries the commit it points at either way.
+const RELEASED_SHA: &str = "9999999999999999999999999999999999999999";
+const BAD_SHA: &str = "6666666666666666666666666666666666666666";
+const UNRELEASED_SHA: &str = "5555555555555555555555555555555555555555";
+
+/// The `tags` listing of o/kobuild at `<root>/api`, served by the same file server.
+fn publish_tags(root: &Path) {
+    let dir = root.join("api/repos/o/kobuild");
+    fs::create_dir_all(&dir).unwrap();
+    let tags = serde_json::json!([
+        {"name": "v9", "commit": {"sha": RELEASED_SHA}},
+        {"name": "v9.9.9", "commit": {"sha": RELEASED_SHA}},
+        {"name": "v6.6.6", "commit": {"sha": BAD_SHA}},
+        {"name": "v1.0.0", "commit": {"sha": "1111111111111111111111111111111111111111"}},
+    ]);
+    fs::write(dir.join("tags"), tags.to_string()).unwrap();
+}
+
+/// A `cargo` that records its arguments and "builds" by copying this build's binary to
+/// `--root`/bin, as `cargo install` does; PATH is it plus the system's tools.
+struct FakeCargo {
+    dir: TempDir,
+}
+
+impl FakeCargo {
+    fn new() -> FakeCargo {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "#!/usr/bin/env bash\nset -eu\necho \"$*\" >>{log}\n\
+             while [[ $# -gt 0 ]]; do [[ $1 == --root ]] && root=$2; shift; done\n\
+             echo '   Compiling kobuild' >&2\n\
+             mkdir -p \"$root/bin\" && cp {bin} \"$root/bin/kobuild\"\n",
+            log = dir.path().join("calls").display(),
+            bin = env!("CARGO_BIN_EXE_kobuild"),
+        );
+        let path = dir.path().join("bin/cargo");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, script).unwrap();
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&path, perms).unwrap();
+        FakeCargo { dir }
+    }
+
+    fn env(&self, server: &FileServer) -> Vec<(String, String)> {
+        vec![
+            (
+                "PATH".into(),
+                format!("{}:/usr/bin:/bin", self.dir.path().join("bin").display()),
+            ),
+            (
+                "GITHUB_API_URL".into(),
+                format!("http://127.0.0.1:{}/api", server.port),
+            ),
+        ]
+    }
+
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// The install steps as the runner runs them: `release`, then (when it asks for a build)
+/// the cache restore, simulated by `cached` (a binary put where actions/cache/restore puts
+/// it), then `install`. Returns the step that ended the install.
+fn install(
+    runner: &Runner,
+    base_env: &[(String, String)],
+    with: &[(&str, &str)],
+    context: &[(&str, String)],
+    cached: bool,
+) -> (StepRun, StepRun) {
+    let release = runner.run_step("release", base_env, with, context);
+    if release.code != Some(0) {
+        return (release.clone(), release);
+    }
+    if release.outputs.get("build").is_some_and(|b| b == "true") && cached {
+        fs::copy(
+            env!("CARGO_BIN_EXE_kobuild"),
+            runner.temp.join("kobuild-action/bin/kobuild"),
+        )
+        .unwrap();
+    }
+    let install = runner.run_step("install", base_env, with, context);
+    (release, install)
+}
+
+fn errors(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("::error::")).collect()
+}
+
 #[test]
 fn install_downloads_the_release_for_its_ref_and_checks_it() {
     let root = tempfile::tempdir().unwrap();
     publish_release(root.path(), "v9.9.9", true);
     let asset = publish_release(root.path(), "v6.6.6", false);
     let server = FileServer::start(root.path());
+    let cargo = FakeCargo::new();
+    let env = cargo.env(&server);
     let runner = Runner::new(&action_fixture());
     // An empty github-token: no `gh`, the plain download.
     let with = [("github-token", "")];
 
-    let run = runner.run_step(
-        "install",
-        &[],
+    let (release, run) = install(
+        &runner,
+        &env,
         &with,
         &install_context(&server, "v9.9.9", &repo_root()),
+        false,
     );
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(release.outputs.is_empty(), "{:?}", release.outputs);
     let bin = runner.temp.join("kobuild-action/bin");
     assert_eq!(
         run.outputs["bin"],
@@ -761,57 +869,229 @@ fn install_downloads_the_release_for_its_ref_and_checks_it() {
         run.stdout
     );
     assert!(
-        !run.stdout.contains("cargo"),
-        "downloaded, not built: {}",
-        run.stdout
+        release.stdout.contains(&format!(
+            "kobuild v9.9.9: downloaded {asset} (checksum verified)"
+        )),
+        "{}",
+        release.stdout
     );
+    assert_eq!(cargo.calls(), Vec::<String>::new(), "downloaded, not built");
 
     // Without github.action_ref the ref and repository come from the action's checkout path.
     let runner = Runner::new(&action_fixture());
     let checkout = runner.dir.path().join("_actions/o/kobuild/v9.9.9");
-    fs::create_dir_all(&checkout).unwrap();
+    fs::create_dir_all(checkout.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(repo_root(), &checkout).unwrap();
     let mut context = install_context(&server, "", &checkout);
     context[1].1 = String::new();
-    let run = runner.run_step("install", &[], &with, &context);
+    let (_, run) = install(&runner, &env, &with, &context, false);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert!(runner.temp.join("kobuild-action/bin/kobuild").is_file());
 
     // A checksum that does not match fails the step; it never falls back to building.
     let runner = Runner::new(&action_fixture());
-    let run = runner.run_step(
-        "install",
-        &[],
+    let (release, _) = install(
+        &runner,
+        &env,
         &with,
         &install_context(&server, "v6.6.6", &repo_root()),
+        false,
     );
-    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains(&format!(
+    assert_eq!(
+        release.code,
+        Some(1),
+        "{}\n{}",
+        release.stdout,
+        release.stderr
+    );
+    assert_eq!(
+        errors(&release.stdout),
+        [format!(
             "::error::kobuild v6.6.6: {asset} does not match {asset}.sha256"
-        )),
+        )],
         "{}",
-        run.stdout
+        release.stdout
     );
-    assert!(!run.stdout.contains("cargo"), "{}", run.stdout);
-    assert!(run.outputs.is_empty());
+    assert_eq!(cargo.calls(), Vec::<String>::new());
+    assert!(release.outputs.is_empty());
 
-    // No release for the ref: the fallback builds with cargo, and says so when it cannot.
+    // No release for the ref and no cargo: one error saying what to add.
     let runner = Runner::new(&action_fixture());
     let no_cargo = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
-    let run = runner.run_step(
-        "install",
+    let (release, run) = install(
+        &runner,
         &no_cargo,
         &with,
         &install_context(&server, "main", &repo_root()),
+        false,
     );
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stdout
-            .contains("::notice::no kobuild release asset for main on Linux/")
-            && run.stdout.contains("::error::cargo is needed"),
+        release
+            .stdout
+            .contains("::notice::no kobuild release asset for main on Linux/"),
+        "{}",
+        release.stdout
+    );
+    assert_eq!(errors(&run.stdout).len(), 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("::error::cargo is needed"),
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn install_finds_the_release_of_a_pinned_commit() {
+    let root = tempfile::tempdir().unwrap();
+    publish_release(root.path(), "v9.9.9", true);
+    let asset = publish_release(root.path(), "v6.6.6", false);
+    publish_tags(root.path());
+    let server = FileServer::start(root.path());
+    let cargo = FakeCargo::new();
+    let env = cargo.env(&server);
+    let with = [("github-token", "")];
+
+    // The tag list names v9 (no release) and v9.9.9 at the commit: the release is used.
+    let runner = Runner::new(&action_fixture());
+    let (release, run) = install(
+        &runner,
+        &env,
+        &with,
+        &install_context(&server, RELEASED_SHA, &repo_root()),
+        false,
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        release
+            .stdout
+            .contains(&format!("kobuild v9.9.9: downloaded {asset}")),
+        "{}",
+        release.stdout
+    );
+    assert!(release.outputs.is_empty(), "{:?}", release.outputs);
+    assert_eq!(cargo.calls(), Vec::<String>::new(), "downloaded, not built");
+
+    // The release at the commit has a bad checksum: the step fails, nothing is built.
+    let runner = Runner::new(&action_fixture());
+    let (release, _) = install(
+        &runner,
+        &env,
+        &with,
+        &install_context(&server, BAD_SHA, &repo_root()),
+        false,
+    );
+    assert_eq!(release.code, Some(1), "{}", release.stdout);
+    assert_eq!(
+        errors(&release.stdout),
+        [format!(
+            "::error::kobuild v6.6.6: {asset} does not match {asset}.sha256"
+        )]
+    );
+    assert_eq!(cargo.calls(), Vec::<String>::new());
+}
+
+#[test]
+fn install_builds_an_unreleased_commit_once_then_uses_the_cache() {
+    let root = tempfile::tempdir().unwrap();
+    publish_release(root.path(), "v9.9.9", true);
+    publish_tags(root.path());
+    let server = FileServer::start(root.path());
+    let cargo = FakeCargo::new();
+    let env = cargo.env(&server);
+    let with = [("github-token", "")];
+    let context = install_context(&server, UNRELEASED_SHA, &repo_root());
+
+    let runner = Runner::new(&action_fixture());
+    let (release, run) = install(&runner, &env, &with, &context, false);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(release.outputs["build"], "true");
+    let key = release.outputs["key"].clone();
+    let hex = key
+        .strip_prefix(&format!("kobuild-Linux-{}-", host_target().0))
+        .unwrap_or_else(|| panic!("{key}"));
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    // Cargo's own progress reaches the log: no --quiet.
+    let calls = cargo.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with(&format!(
+            "install --locked --path {} --root ",
+            repo_root().display()
+        )) && !calls[0].contains("--quiet"),
+        "{calls:?}"
+    );
+    assert!(run.stderr.contains("Compiling kobuild"), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains(&format!("kobuild {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.outputs["bin"],
+        runner
+            .temp
+            .join("kobuild-action/bin/kobuild")
+            .display()
+            .to_string()
+    );
+
+    // The next job: same key, the binary restored from the cache, nothing built.
+    let runner = Runner::new(&action_fixture());
+    let (release, run) = install(&runner, &env, &with, &context, true);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(release.outputs["key"], key);
+    assert_eq!(cargo.calls().len(), 1, "built again: {:?}", cargo.calls());
+}
+
+#[test]
+fn install_version_input_pins_a_release() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = publish_release(root.path(), "v9.9.9", true);
+    let server = FileServer::start(root.path());
+    let cargo = FakeCargo::new();
+    let env = cargo.env(&server);
+    let context = install_context(&server, "main", &repo_root());
+
+    let runner = Runner::new(&action_fixture());
+    let (release, run) = install(
+        &runner,
+        &env,
+        &[("github-token", ""), ("version", "v9.9.9")],
+        &context,
+        false,
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        release.stdout.contains(&format!(
+            "kobuild v9.9.9: downloaded {asset} (checksum verified)"
+        )),
+        "{}",
+        release.stdout
+    );
+    assert_eq!(cargo.calls(), Vec::<String>::new());
+
+    // A version without a release fails; it does not build something else instead.
+    let runner = Runner::new(&action_fixture());
+    let (release, _) = install(
+        &runner,
+        &env,
+        &[("github-token", ""), ("version", "v7.7.7")],
+        &context,
+        false,
+    );
+    assert_eq!(release.code, Some(1), "{}", release.stdout);
+    assert_eq!(
+        errors(&release.stdout),
+        [format!(
+            "::error::version 'v7.7.7': no release of o/kobuild has {asset}"
+        )]
+    );
+    assert_eq!(cargo.calls(), Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------
