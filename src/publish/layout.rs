@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use super::{PublishError, blobs, io_err, local_blob, write_atomic};
+use super::{PublishError, bad_blob, blobs, io_err, local_blob, write_atomic};
 use crate::base::BlobStore;
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 use crate::image::assemble::Built;
 use crate::image::oci::{self, Descriptor, Index};
 use crate::image::tar::TarWriter;
@@ -31,7 +31,11 @@ pub async fn write_layout(
             path: dir.to_path_buf(),
             reason: format!("index.json: {e}"),
         })?
-    } else if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
+    } else if dir.exists()
+        // A layout whose writing stopped before its index (the index goes last) is resumed.
+        && fs::read(dir.join("oci-layout")).ok().as_deref() != Some(LAYOUT_FILE)
+        && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some()
+    {
         return Err(PublishError::NotALayout {
             path: dir.to_path_buf(),
             reason: "it has files but no index.json; choose an empty or new directory".into(),
@@ -53,7 +57,7 @@ pub async fn write_layout(
         let dest = blob_dir.join(digest.hex());
         if !dest.exists() {
             let src = local_blob(client, &digest, &source, base, cache).await?;
-            copy_atomic(&src, &dest)?;
+            copy_blob(&src, &dest, &digest, cache)?;
         }
     }
     for image in built.images() {
@@ -94,13 +98,30 @@ fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), Publ
     }
 }
 
-fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
+/// Copies the blob `digest` from `src`, hashing it on the way: unless it is intact, nothing
+/// lands at `dest`.
+fn copy_blob(src: &Path, dest: &Path, digest: &Digest, cache: &Path) -> Result<(), PublishError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
-    fs::copy(src, tmp.path()).map_err(io_err(src))?;
+    let mut from = fs::File::open(src).map_err(io_err(src))?;
+    let mut to = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 17, tmp));
+    std::io::copy(&mut from, &mut to).map_err(io_err(src))?;
+    let (to, actual, _) = to.finish();
+    if actual != *digest {
+        return Err(bad_blob(
+            cache,
+            src,
+            digest,
+            &format!("its bytes hash to {actual}"),
+        ));
+    }
+    let tmp = to.into_inner().map_err(|e| PublishError::Io {
+        path: dest.to_path_buf(),
+        source: e.into_error(),
+    })?;
     tmp.persist(dest).map_err(|e| PublishError::Io {
         path: dest.to_path_buf(),
         source: e.error,

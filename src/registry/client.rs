@@ -385,7 +385,9 @@ impl Client {
     }
 
     /// Uploads the file at `path` (exactly `size` bytes, hashing to `digest`) as a blob:
-    /// POST to start, then one streamed PUT. A retry starts over with a new upload.
+    /// POST to start, then one streamed PUT. A retry starts over with a new upload. The file
+    /// is hashed as it is sent: one that does not hold the blob fails with
+    /// [`ErrorKind::BadLocalBlob`] before the registry has all of it.
     pub async fn upload_blob(
         &self,
         repo: &Repository,
@@ -402,12 +404,10 @@ impl Client {
             })?
             .len();
         if actual != size {
-            return Err(ErrorKind::Io {
-                action: "cannot upload",
+            return Err(ErrorKind::BadLocalBlob {
                 path: path.into(),
-                source: std::io::Error::other(format!(
-                    "the file has {actual} bytes, expected {size}"
-                )),
+                digest: digest.clone(),
+                why: format!("it has {actual} bytes, not {size}"),
             }
             .into());
         }
@@ -424,7 +424,7 @@ impl Client {
                 &action,
             )
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(Payload::File { path, size });
+            .body(Payload::File { path, size, digest });
             let resp = self.t.send(&ep, &put).await?;
             if !resp.status().is_success() {
                 return Err(status_error(&ep, &put, resp, &repo.to_string()).await);
