@@ -728,7 +728,7 @@ fn damaged_base_blobs_in_the_cache_are_fetched_again() {
 /// Temporary files of a killed run are removed by the next run, unless another run that
 /// shares the cache is still going (they may be its own).
 #[test]
-fn leftover_temporary_files_are_removed_when_no_other_run_shares_the_cache() {
+fn leftover_temporary_files_of_a_killed_run_are_removed_when_no_other_run_shares_the_cache() {
     let s = setup();
     s.layout();
     let cache = s.cache();
@@ -739,40 +739,39 @@ fn leftover_temporary_files_are_removed_when_no_other_run_shares_the_cache() {
         cache.join("artifacts/.tmp-Wj7k8l"),
         cache.join(".tmpM9n0o"),
     ];
-    let plant = || {
-        for f in &leftovers {
-            fs::create_dir_all(f.parent().unwrap()).unwrap();
-            fs::write(f, "partial").unwrap();
-        }
-    };
 
-    // A run sharing the cache that waits in `go` until told to go on.
+    // A run sharing the cache, stopped in `go` (which gives up once that run is gone): the
+    // test kills it there.
     let gate = tempfile::tempdir().unwrap();
-    let (started, open) = (gate.path().join("started"), gate.path().join("open"));
+    let started = gate.path().join("started");
     let waiting = gate.path().join("go");
     go_wrapper(
         &waiting,
         &format!(
-            "touch '{}'\nwhile [ ! -e '{}' ]; do sleep 0.05; done\n",
-            started.display(),
-            open.display()
+            "touch '{}'\nwhile kill -0 $PPID 2>/dev/null; do sleep 0.05; done\nexit 1\n",
+            started.display()
         ),
     );
     let other_layout = gate.path().join("oci").display().to_string();
     let args = ["--push=false", "--oci-layout-path", &other_layout];
-    let mut other =
+    let mut other = Killed(
         s.kb.command(&s.dir(), &[&args[..], &["--base", "scratch", "."]].concat())
             .env("KO_GO_PATH", &waiting)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap(),
+    );
     let since = std::time::Instant::now();
     while !started.exists() {
         assert!(since.elapsed().as_secs() < 60, "the other run never ran go");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    plant();
+    // What a killed run leaves, found while it still runs: it may be writing them.
+    for f in &leftovers {
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, "partial").unwrap();
+    }
     s.layout();
     for f in &leftovers {
         assert!(
@@ -781,11 +780,27 @@ fn leftover_temporary_files_are_removed_when_no_other_run_shares_the_cache() {
             f.display()
         );
     }
-    fs::write(&open, "").unwrap();
-    assert!(other.wait().unwrap().success());
 
+    other.kill();
     s.layout();
     for f in &leftovers {
         assert!(!f.exists(), "left behind: {}", f.display());
+    }
+}
+
+/// A child process killed (SIGKILL) when asked, or at the latest when dropped, so a failing
+/// test leaves nothing running.
+struct Killed(std::process::Child);
+
+impl Killed {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

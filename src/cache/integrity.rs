@@ -69,14 +69,20 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 /// Held for a whole run: every run holds the cache's lock shared, so a run that gets it
-/// exclusively knows no other run is using the cache.
+/// exclusively knows no other run is using the cache. Each run also leaves a marker while it
+/// runs; a marker found under the exclusive lock is that of a run that was killed.
 pub struct Lock {
     _file: File,
+    _running: Option<tempfile::NamedTempFile>,
 }
 
-/// Takes the cache's lock for this run; first, when no other run holds it, removes the
-/// temporary files killed runs left behind (no run can still be writing them). Without a
-/// lock (a cache on a file system that has none), nothing is removed.
+/// Marks a run in progress (removed when it ends, left behind when it is killed).
+const RUNNING: &str = ".running-";
+
+/// Takes the cache's lock for this run. First, when no other run holds it and a killed
+/// run left its marker, removes the temporary files killed runs left behind: no run can be
+/// writing them. Runs that end normally remove their own, so a cache is walked only after
+/// a kill. Without a lock (a file system that has none), nothing is removed.
 pub fn lock(cache: &Path) -> Option<Lock> {
     fs::create_dir_all(cache).ok()?;
     let file = File::options()
@@ -86,12 +92,19 @@ pub fn lock(cache: &Path) -> Option<Lock> {
         .truncate(false)
         .open(cache.join(".lock"))
         .ok()?;
-    if flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB) && killed_runs(cache) {
         sweep(cache);
     }
+    let running = tempfile::Builder::new()
+        .prefix(RUNNING)
+        .tempfile_in(cache)
+        .ok();
     // Turning exclusive into shared may let another run lock exclusively in between; it
-    // then finds only leftovers, as this run has written nothing yet.
-    flock(&file, libc::LOCK_SH).then_some(Lock { _file: file })
+    // then finds only leftovers and this run's marker, as this run has written nothing yet.
+    flock(&file, libc::LOCK_SH).then_some(Lock {
+        _file: file,
+        _running: running,
+    })
 }
 
 fn flock(file: &File, op: libc::c_int) -> bool {
@@ -99,9 +112,17 @@ fn flock(file: &File, op: libc::c_int) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
 }
 
-/// The prefixes of kobuild's temporary files in the cache: layers being compressed,
-/// blobs being downloaded, records and blobs being written, the clock probe.
-const TEMPORARY: [&str; 3] = [".layer-", ".download-", ".tmp"];
+fn killed_runs(cache: &Path) -> bool {
+    fs::read_dir(cache).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(RUNNING))
+    })
+}
+
+/// The prefixes of kobuild's temporary files in the cache: layers being compressed, blobs
+/// being downloaded, records and blobs being written, the clock probe, run markers.
+const TEMPORARY: [&str; 4] = [".layer-", ".download-", ".tmp", RUNNING];
 
 fn sweep(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -157,23 +178,42 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_are_swept_only_when_no_other_run_holds_the_cache() {
+    fn leftovers_of_a_killed_run_are_swept_once_no_other_run_holds_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path();
         fs::create_dir_all(cache.join("blobs/sha256")).unwrap();
         let leftover = cache.join("blobs/sha256/.layer-abc");
         let kept = cache.join("blobs/sha256/0123");
         fs::write(&kept, "blob").unwrap();
+        let killed = |lock: Lock| {
+            let Lock { _file, _running } = lock;
+            _running.unwrap().keep().unwrap();
+        };
 
+        // A run that ended normally leaves nothing to sweep: the cache is not walked.
+        drop(lock(cache).expect("locked"));
         fs::write(&leftover, "partial").unwrap();
+        drop(lock(cache).expect("locked"));
+        assert!(leftover.exists());
+
+        killed(lock(cache).expect("locked"));
         let other = lock(cache).expect("locked");
-        assert!(!leftover.exists());
+        assert!(!leftover.exists(), "left by a killed run");
         fs::write(&leftover, "partial").unwrap();
+        killed(lock(cache).expect("locked"));
         let this = lock(cache).expect("locked");
         assert!(leftover.exists(), "swept while another run held the cache");
         drop((other, this));
         let _again = lock(cache).expect("locked");
         assert!(!leftover.exists());
         assert!(kept.exists());
+        let markers = fs::read_dir(cache)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(RUNNING)
+            })
+            .count();
+        assert_eq!(markers, 1, "only the running one");
     }
 }
