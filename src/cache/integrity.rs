@@ -20,8 +20,10 @@ pub fn evict(path: &Path, why: &str) {
             "damaged cache entry {}: {why}; removed, making it again",
             path.display()
         ),
-        // Another run evicted it first, or the directory is read-only: either way it is
-        // not used.
+        // Another run sharing the cache removed it first, and said so.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::debug!("{} is gone already: {why}", path.display());
+        }
         Err(e) => tracing::warn!(
             "damaged cache entry {}: {why}; cannot remove it ({e}), not using it",
             path.display()

@@ -106,7 +106,14 @@ fn copy_blob(src: &Path, dest: &Path, digest: &Digest, cache: &Path) -> Result<(
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
-    let mut from = fs::File::open(src).map_err(io_err(src))?;
+    let mut from = match fs::File::open(src) {
+        Ok(from) => from,
+        // Evicted by another run sharing the cache: it is made again like a damaged one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad_blob(cache, src, digest, "it is gone"));
+        }
+        Err(e) => return Err(io_err(src)(e)),
+    };
     let mut to = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 17, tmp));
     std::io::copy(&mut from, &mut to).map_err(io_err(src))?;
     let (to, actual, _) = to.finish();
@@ -193,4 +200,46 @@ fn append_file<W: std::io::Write>(
     let mut f = fs::File::open(&path).map_err(io_err(&path))?;
     let size = f.metadata().map_err(io_err(&path))?.len();
     tar.file(name, size, 0, &[], &mut f).map_err(io_err(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_intact_blobs_are_copied_and_damaged_cache_entries_are_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, out, user) = (
+            dir.path().join("cache"),
+            dir.path().join("out"),
+            dir.path().join("user"),
+        );
+        for d in [&cache, &out, &user] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let digest = Digest::of(b"blob");
+        let (src, dest) = (cache.join(digest.hex()), out.join(digest.hex()));
+
+        fs::write(&src, b"blob").unwrap();
+        copy_blob(&src, &dest, &digest, &cache).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"blob");
+        fs::remove_file(&dest).unwrap();
+
+        fs::write(&src, b"blOb").unwrap();
+        let err = copy_blob(&src, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::Damaged { .. }), "{err}");
+        assert!(!src.exists(), "evicted");
+        assert!(!dest.exists(), "nothing lands in the layout");
+        // Gone (another run evicted it): made again the same way.
+        let err = copy_blob(&src, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::Damaged { .. }), "{err}");
+
+        // A file of the user's (a base layout) is an error, and is left alone.
+        let theirs = user.join(digest.hex());
+        fs::write(&theirs, b"blOb").unwrap();
+        let err = copy_blob(&theirs, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::BadBlob { .. }), "{err}");
+        assert!(err.to_string().contains("restore it"), "{err}");
+        assert!(theirs.exists());
+    }
 }

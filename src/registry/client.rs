@@ -395,21 +395,27 @@ impl Client {
         size: u64,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        let actual = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| ErrorKind::Io {
-                action: "cannot read",
-                path: path.into(),
-                source,
-            })?
-            .len();
-        if actual != size {
-            return Err(ErrorKind::BadLocalBlob {
-                path: path.into(),
-                digest: digest.clone(),
-                why: format!("it has {actual} bytes, not {size}"),
+        let bad = |why: String| ErrorKind::BadLocalBlob {
+            path: path.into(),
+            digest: digest.clone(),
+            why,
+        };
+        let actual = match tokio::fs::metadata(path).await {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad("it is gone".into()).into());
             }
-            .into());
+            Err(source) => {
+                return Err(ErrorKind::Io {
+                    action: "cannot read",
+                    path: path.into(),
+                    source,
+                }
+                .into());
+            }
+        };
+        if actual != size {
+            return Err(bad(format!("it has {actual} bytes, not {size}")).into());
         }
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
