@@ -27,7 +27,10 @@ pub enum PublishError {
     NotALayout { path: PathBuf, reason: String },
     /// A cache file did not hold the blob it is named for. It was removed from the cache:
     /// building again makes or fetches it anew.
-    #[error("{} did not hold blob {digest} (removed from the cache)", path.display())]
+    #[error(
+        "cache file {} did not hold blob {digest}; it was removed from the cache (if this repeats, check the disk)",
+        path.display()
+    )]
     Damaged { path: PathBuf, digest: Digest },
     /// A file outside the cache (a base layout's blob) does not hold the blob it is named for.
     #[error("{} does not hold blob {digest} ({why}): the file is damaged; restore it", path.display())]
