@@ -1,6 +1,8 @@
 //! The artifact cache: an unchanged artifact is neither built nor pushed again (Go is not
 //! even asked), a new tag is set remotely, and anything that decides the image — a Go
 //! file, kodata, the base, the registry no longer having the image — builds it again.
+//! A damaged cache (binaries, layers, records, base blobs, leftovers of killed runs) never
+//! ships a wrong image: the entry is evicted with a warning and made again.
 
 mod common;
 
