@@ -14,11 +14,11 @@ use crate::cache::{self, ArtifactCache, Inputs, Listing, Record, Snapshot};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, GoError, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
-use crate::image::layer::{self, Compression, Layer, LayerStore};
+use crate::image::layer::{self, Compression, Layer, LayerError, LayerStore};
 use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
-use crate::publish::{self, PushStats, Pushed};
+use crate::publish::{self, PublishError, PushStats, Pushed};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
 use crate::sbom;
@@ -29,12 +29,18 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
+    let dir = plan.cache_dir.clone();
+    // Held until the run ends: another run sharing the cache leaves this run's files alone.
+    let _lock = tokio::task::spawn_blocking(move || cache::integrity::lock(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("cache lock: {e}")))?;
     let client = client(plan)?;
     let builder = Builder {
         plan,
         client: &client,
         jobs: Semaphore::new(plan.jobs),
         binaries: Mutex::default(),
+        relinks: Mutex::default(),
         bases: Mutex::default(),
     };
     let at_once = match plan.build_concurrency {
@@ -145,6 +151,17 @@ struct Listable {
     kodata: PathBuf,
 }
 
+/// An artifact's image, published.
+struct Published {
+    base: Arc<ResolvedBase>,
+    pkg: Package,
+    built: Built,
+    platforms: Vec<String>,
+    reference: String,
+    push: Option<PushStats>,
+    repo: Option<Repository>,
+}
+
 struct Builder<'a> {
     plan: &'a Plan,
     client: &'a Client,
@@ -153,6 +170,8 @@ struct Builder<'a> {
     /// A failure is kept too: every image waiting for that binary gets the same error, and
     /// Go does not run a failing build twice.
     binaries: Mutex<HashMap<BinaryKey, BinaryCell>>,
+    /// Kept binaries that failed their check, linked again once for all their images.
+    relinks: Mutex<HashMap<BinaryKey, BinaryCell>>,
     /// Artifacts on the same base fetch it once.
     bases: Mutex<HashMap<BaseKey, Arc<OnceCell<Arc<ResolvedBase>>>>>,
 }
@@ -196,22 +215,32 @@ impl Builder<'_> {
         };
         let pushed = Pushed::default();
         let publishing = async {
-            let (base, pkg, built, binaries, platforms) = self
-                .build_image(a, &target, known, listable_tx, &pushed)
-                .await?;
-            let (reference, push, repo) =
-                publish_one(self.plan, self.client, a, &pkg, &base, &built, &pushed).await?;
-            if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
-                self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
-                    .await?;
+            let first = self
+                .publish(a, &target, known.clone(), listable_tx, &pushed)
+                .await;
+            match first {
+                // The entry is gone from the cache: building again makes or fetches it anew.
+                Err(Error::Publish(e @ PublishError::Damaged { .. })) => {
+                    tracing::info!("{}: {e}; building again", a.target);
+                    self.publish(a, &target, known, None, &pushed).await
+                }
+                result => result,
             }
-            Ok::<_, Error>((base, pkg, built, platforms, reference, push, repo))
         };
         let (published, inputs) = tokio::join!(publishing, recording);
-        let (base, pkg, built, platforms, reference, push, repo) = published?;
+        let Published {
+            base,
+            pkg,
+            built,
+            platforms,
+            reference,
+            push,
+            repo,
+        } = published?;
         if let (Some(cache), Some(inputs), Some(repo), Some(push)) = (&cache, inputs, &repo, &push)
         {
             let record = Record {
+                key: cache.key.clone(),
                 import_path: pkg.import_path.clone(),
                 package_dir: pkg.dir.clone(),
                 base: base_key(base_spec(a, &pkg.import_path)),
@@ -240,6 +269,34 @@ impl Builder<'_> {
             size: size_of(&built),
             seconds: start.elapsed().as_secs_f64(),
             push,
+        })
+    }
+
+    /// Build one artifact's image and publish it to every output.
+    async fn publish(
+        &self,
+        a: &ArtifactPlan,
+        target: &Target,
+        known: Option<Package>,
+        listable: Option<tokio::sync::oneshot::Sender<Listable>>,
+        pushed: &Pushed,
+    ) -> Result<Published, Error> {
+        let (base, pkg, built, binaries, platforms) =
+            self.build_image(a, target, known, listable, pushed).await?;
+        let (reference, push, repo) =
+            publish_one(self.plan, self.client, a, &pkg, &base, &built, pushed).await?;
+        if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
+            self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
+                .await?;
+        }
+        Ok(Published {
+            base,
+            pkg,
+            built,
+            platforms,
+            reference,
+            push,
+            repo,
         })
     }
 
@@ -561,57 +618,157 @@ impl Builder<'_> {
         Ok(env)
     }
 
+    fn binary_key(
+        &self,
+        a: &ArtifactPlan,
+        t: &Target,
+        platform: &Platform,
+    ) -> Result<BinaryKey, Error> {
+        Ok(BinaryKey {
+            target: t.clone(),
+            env: self.go_env(a, platform)?,
+            flags: self.flags(a),
+            ldflags: a.ldflags.clone(),
+        })
+    }
+
+    /// The memo cell of `key` in `cells`.
+    fn cell(
+        cells: &Mutex<HashMap<BinaryKey, BinaryCell>>,
+        key: &BinaryKey,
+    ) -> Result<BinaryCell, Error> {
+        let mut map = cells.lock().map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(map.entry(key.clone()).or_default().clone())
+    }
+
     async fn binary(
         &self,
         a: &ArtifactPlan,
         t: &Target,
         platform: &Platform,
     ) -> Result<Binary, Error> {
-        let key = BinaryKey {
-            target: t.clone(),
-            env: self.go_env(a, platform)?,
-            flags: self.flags(a),
-            ldflags: a.ldflags.clone(),
-        };
-        let cell = {
-            let mut map = self
-                .binaries
-                .lock()
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            map.entry(key.clone()).or_default().clone()
-        };
-        let built = cell
+        let key = self.binary_key(a, t, platform)?;
+        let cell = Self::cell(&self.binaries, &key)?;
+        let built = cell.get_or_init(|| self.link(&key, platform)).await;
+        Ok(built.clone()?)
+    }
+
+    /// Links `binary` again, once for all the images that use it: it was kept by Go but
+    /// failed its check (`why`, a warning), or has no record to be checked against.
+    async fn relink(
+        &self,
+        a: &ArtifactPlan,
+        t: &Target,
+        platform: &Platform,
+        binary: &Binary,
+        why: Option<String>,
+    ) -> Result<Binary, Error> {
+        let key = self.binary_key(a, t, platform)?;
+        let cell = Self::cell(&self.relinks, &key)?;
+        let relinked = cell
             .get_or_init(|| async {
-                // The semaphore is never closed.
-                let _permit = self.jobs.acquire().await.ok();
-                let output = gobuild::output_path(
-                    &self.plan.cache_dir,
-                    t,
-                    &key.env,
-                    &key.flags,
-                    &key.ldflags,
-                );
-                let before = link_stamp(&output);
-                let path = gobuild::build(&GoBuild {
-                    go: &self.plan.go,
-                    target: t,
-                    platform: platform.to_string(),
-                    output,
-                    env: key.env.clone(),
-                    flags: key.flags.clone(),
-                    trimpath: !self.plan.debug,
-                    ldflags: key.ldflags.clone(),
-                })
-                .await?;
-                let link = match before {
-                    None => Link::New,
-                    Some(_) if link_stamp(&path) == before => Link::Kept,
-                    Some(_) => Link::Replaced,
-                };
-                Ok(Binary { path, link })
+                match why {
+                    Some(why) => cache::integrity::evict(&binary.path, &why),
+                    None => {
+                        tracing::info!(
+                            "{}: no record of the layer made from it to check it against; linking it again",
+                            binary.path.display()
+                        );
+                        let _ = std::fs::remove_file(&binary.path);
+                    }
+                }
+                self.link(&key, platform).await
             })
             .await;
-        Ok(built.clone()?)
+        Ok(relinked.clone()?)
+    }
+
+    /// `go build` into the binary's stable path, and what that did to it.
+    async fn link(&self, key: &BinaryKey, platform: &Platform) -> Result<Binary, GoError> {
+        // The semaphore is never closed.
+        let _permit = self.jobs.acquire().await.ok();
+        let t = &key.target;
+        let output =
+            gobuild::output_path(&self.plan.cache_dir, t, &key.env, &key.flags, &key.ldflags);
+        let before = link_stamp(&output);
+        let path = gobuild::build(&GoBuild {
+            go: &self.plan.go,
+            target: t,
+            platform: platform.to_string(),
+            output,
+            env: key.env.clone(),
+            flags: key.flags.clone(),
+            trimpath: !self.plan.debug,
+            ldflags: key.ldflags.clone(),
+        })
+        .await?;
+        let link = match before {
+            None => Link::New,
+            Some(_) if link_stamp(&path) == before => Link::Kept,
+            Some(_) => Link::Replaced,
+        };
+        if link != Link::Kept {
+            // It described the binary before this link; the new one is recorded with its
+            // layer.
+            let _ = std::fs::remove_file(layer_record_path(&path));
+        }
+        Ok(Binary { path, link })
+    }
+
+    /// The binary's layer. A binary Go kept is used only while it gives the layer recorded
+    /// when it was linked: Go decides from the build ID in the file and would not notice
+    /// other bytes changed, or the file cut short. Checking costs nothing: the tar is hashed
+    /// anyway, to find the finished layer by DiffID.
+    async fn binary_layer(
+        &self,
+        a: &ArtifactPlan,
+        t: &Target,
+        platform: &Platform,
+        app: &str,
+        ahead: Option<&Ahead<'_>>,
+    ) -> Result<(Layer, Binary), Error> {
+        let mut binary = self.binary(a, t, platform).await?;
+        let record = layer_record_path(&binary.path);
+        if binary.link == Link::Kept {
+            let recorded = cache::integrity::load::<LayerRecord>(&record);
+            let why = match recorded.filter(|r| r.app == app) {
+                Some(r) => {
+                    let (path, app, store) =
+                        (binary.path.clone(), app.to_string(), layer_store(self.plan));
+                    let kept =
+                        blocking(move || layer::kept_binary_layer(&path, &app, &store, &r.diff_id));
+                    match kept.await {
+                        Ok(layer) => return Ok((layer, binary)),
+                        Err(Error::Layer(LayerError::Changed { expected, .. })) => Some(format!(
+                            "it no longer gives the layer {expected} made from it when it was linked"
+                        )),
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => None,
+            };
+            binary = self.relink(a, t, platform, &binary, why).await?;
+        }
+        let (path, name, store) = (binary.path.clone(), app.to_string(), layer_store(self.plan));
+        let layer = match (binary.link, ahead) {
+            (Link::Replaced, Some(ahead)) => {
+                let (tx, rx) = tokio::sync::watch::channel(layer::Written::default());
+                let build =
+                    blocking(move || layer::fresh_binary_layer(&path, &name, &store, Some(&tx)));
+                publish::push_while_written(self.client, &ahead.repo, ahead.pushed, rx, build)
+                    .await?
+            }
+            _ => blocking(move || layer::fresh_binary_layer(&path, &name, &store, None)).await?,
+        };
+        let recorded = LayerRecord {
+            app: app.to_string(),
+            diff_id: layer.diff_id.clone(),
+        };
+        if let Err(e) = cache::integrity::store(&record, &recorded) {
+            // The next run links it again rather than trust it unchecked.
+            tracing::debug!("cannot record the layer of {}: {e}", binary.path.display());
+        }
+        Ok((layer, binary))
     }
 
     /// SPDX documents for each image (and the index), attached to what was pushed and written
@@ -758,23 +915,9 @@ impl Builder<'_> {
         kodata: &Layer,
         ahead: Option<&Ahead<'_>>,
     ) -> Result<(BuiltImage, PathBuf), Error> {
-        let binary = self.binary(a, t, &child.platform).await?;
-        let store = layer_store(self.plan);
-        let app = pkg.app_name().to_string();
-        let path = binary.path.clone();
-        let bin = match (binary.link, ahead) {
-            (Link::Replaced, Some(ahead)) => {
-                let (tx, rx) = tokio::sync::watch::channel(layer::Written::default());
-                let build =
-                    blocking(move || layer::fresh_binary_layer(&path, &app, &store, Some(&tx)));
-                publish::push_while_written(self.client, &ahead.repo, ahead.pushed, rx, build)
-                    .await?
-            }
-            (Link::New | Link::Replaced, _) => {
-                blocking(move || layer::fresh_binary_layer(&path, &app, &store, None)).await?
-            }
-            (Link::Kept, _) => blocking(move || layer::binary_layer(&path, &app, &store)).await?,
-        };
+        let (bin, binary) = self
+            .binary_layer(a, t, &child.platform, pkg.app_name(), ahead)
+            .await?;
         let dlv = match &self.plan.dlv {
             Some((dlv, arch)) if *arch == child.platform.arch => {
                 let (dlv, store) = (dlv.clone(), layer_store(self.plan));
@@ -814,7 +957,7 @@ impl Builder<'_> {
                 &self.plan.cache_dir,
                 ahead.pushed,
             )
-            .await;
+            .await?;
         }
         Ok((image, binary.path))
     }
@@ -839,6 +982,21 @@ fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
     let mut head = Vec::with_capacity(64 << 10);
     file.take(64 << 10).read_to_end(&mut head).ok()?;
     Some((len, head))
+}
+
+/// What a kept binary must still give: the layer made from it when it was linked (its
+/// DiffID hashes every byte of the binary), for the app name it was made for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LayerRecord {
+    app: String,
+    diff_id: crate::digest::Digest,
+}
+
+/// `NAME.layer` beside the binary `NAME`.
+fn layer_record_path(binary: &std::path::Path) -> PathBuf {
+    let mut name = binary.file_name().unwrap_or_default().to_os_string();
+    name.push(".layer");
+    binary.with_file_name(name)
 }
 
 /// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.

@@ -373,7 +373,8 @@ impl Source<'_> {
         }
     }
 
-    /// Bytes of `digest` from the blob cache, if there and intact.
+    /// Bytes of `digest` from the blob cache, if there and intact (evicted if damaged, to
+    /// be fetched and kept again).
     fn cached(&self, digest: &Digest) -> Option<Vec<u8>> {
         let Source::Registry {
             cache: Some(cache), ..
@@ -381,9 +382,14 @@ impl Source<'_> {
         else {
             return None;
         };
-        fs::read(crate::publish::blob_cache_path(cache, digest))
-            .ok()
-            .filter(|b| Digest::of(b) == *digest)
+        let path = crate::publish::blob_cache_path(cache, digest);
+        let bytes = fs::read(&path).ok()?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            crate::cache::integrity::evict(&path, &format!("its bytes hash to {actual}"));
+            return None;
+        }
+        Some(bytes)
     }
 
     /// Keeps fetched, verified bytes for the next build; a cache that cannot be written

@@ -7,6 +7,7 @@
 //! image; the tags are then pointed at it remotely.
 
 mod inputs;
+pub mod integrity;
 pub mod shape;
 
 pub use inputs::{Inputs, Listing, Snapshot};
@@ -19,14 +20,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, to_hex};
-use crate::fsutil::write_atomic;
 use crate::plan::{ArtifactPlan, Plan};
 
 /// Bumped when the record's meaning changes, so old records are never misread.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
+    /// The key it is stored under: a record moved to another key is not used.
+    pub key: String,
     pub import_path: String,
     /// The package's directory, as `go list` named it.
     pub package_dir: PathBuf,
@@ -46,27 +48,32 @@ pub struct Record {
 
 /// Where one artifact's record lives.
 pub struct ArtifactCache {
+    pub key: String,
     path: PathBuf,
 }
 
 impl ArtifactCache {
     pub fn new(plan: &Plan, a: &ArtifactPlan) -> ArtifactCache {
+        let key = key(plan, a);
         ArtifactCache {
-            path: plan
-                .cache_dir
-                .join("artifacts")
-                .join(format!("{}.json", key(plan, a))),
+            path: plan.cache_dir.join("artifacts").join(format!("{key}.json")),
+            key,
         }
     }
 
+    /// The record, if it is intact and this artifact's.
     pub fn load(&self) -> Option<Record> {
-        serde_json::from_slice(&fs::read(&self.path).ok()?).ok()
+        let record: Record = integrity::load(&self.path)?;
+        if record.key == self.key {
+            return Some(record);
+        }
+        integrity::evict(&self.path, "it is the record of other settings");
+        None
     }
 
     /// Atomic: a concurrent run reads the old record or the new one, never a mix.
     pub fn store(&self, record: &Record) -> Result<(), String> {
-        let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &bytes).map_err(|e| e.to_string())
+        integrity::store(&self.path, record).map_err(|e| e.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::kodata::{self, KodataError, Node};
 use super::pgzip;
 use super::tar::TarWriter;
+use crate::cache::integrity;
 use crate::digest::{Digest, HashingWriter};
 
 /// Where ko puts the app and the kodata tree inside the image.
@@ -33,6 +34,9 @@ pub enum LayerError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write layer to {dir}: {source}")]
     Write { dir: PathBuf, source: io::Error },
+    /// A kept binary does not give the layer recorded for it: it was changed since.
+    #[error("{path} does not give the layer {expected} recorded for it")]
+    Changed { path: PathBuf, expected: Digest },
 }
 
 /// How layers are compressed. The algorithm, its level and its implementation all decide
@@ -161,8 +165,11 @@ impl<W: io::Write> io::Write for Reporting<'_, W> {
     }
 }
 
+/// A finished layer, stored under its DiffID, which it names too: a record moved to
+/// another name is not used.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CacheRecord {
+    diff_id: Digest,
     digest: Digest,
     size: u64,
 }
@@ -175,24 +182,58 @@ struct BlocksRecord {
     blocks: Vec<pgzip::BlockRecord>,
 }
 
+/// What a layer build may take from finished layers.
+#[derive(Clone, Copy)]
+enum Reuse<'a> {
+    /// Nothing: the content is new (a binary just linked).
+    Nothing,
+    /// A finished layer with the same DiffID, when the store has one.
+    Same,
+    /// Like `Same`, for a file that must still give this DiffID (a kept binary): anything
+    /// else is [`LayerError::Changed`], and nothing is made from it.
+    Expect { file: &'a Path, diff_id: &'a Digest },
+}
+
 impl LayerStore {
-    fn record_path(&self, diff_id: &Digest) -> Option<PathBuf> {
+    /// Records live in a directory of their own per format: records of older kobuilds are
+    /// not read (nor mistaken for damaged ones).
+    fn records(&self) -> Option<PathBuf> {
         self.index
             .as_ref()
-            .map(|d| d.join(self.compression.recipe()).join(diff_id.hex()))
+            .map(|d| d.join("sealed").join(self.compression.recipe()))
     }
 
-    /// A layer built before from the same tar bytes, if its blob is still there.
+    fn record_path(&self, diff_id: &Digest) -> Option<PathBuf> {
+        self.records().map(|d| d.join(diff_id.hex()))
+    }
+
+    /// A layer built before from the same tar bytes, if its record is intact and its blob
+    /// is still there. Its bytes are not read here: they are checked against the digest
+    /// wherever they are read (upload, layout copy, gzip blocks).
     fn lookup(&self, diff_id: &Digest) -> Option<Layer> {
-        let bytes = fs::read(self.record_path(diff_id)?).ok()?;
-        let r: CacheRecord = serde_json::from_slice(&bytes).ok()?;
-        let path = self.blobs.join(r.digest.hex());
-        (fs::metadata(&path).ok()?.len() == r.size).then(|| Layer {
-            path,
+        let path = self.record_path(diff_id)?;
+        let r: CacheRecord = integrity::load(&path)?;
+        if r.diff_id != *diff_id {
+            integrity::evict(&path, &format!("it is the record of {}", r.diff_id));
+            return None;
+        }
+        Some(Layer {
+            path: self.blob(&r.digest, r.size)?,
             digest: r.digest,
             size: r.size,
-            diff_id: diff_id.clone(),
+            diff_id: r.diff_id,
         })
+    }
+
+    /// A blob of the store, if it is there with its recorded size (evicted if not).
+    fn blob(&self, digest: &Digest, size: u64) -> Option<PathBuf> {
+        let path = self.blobs.join(digest.hex());
+        let len = fs::metadata(&path).ok()?.len();
+        if len != size {
+            integrity::evict(&path, &format!("it has {len} bytes, not {size}"));
+            return None;
+        }
+        Some(path)
     }
 
     /// Where the blocks of the last layer made from `binary` are recorded: a relinked binary
@@ -203,18 +244,15 @@ impl LayerStore {
             return None;
         }
         let slot = Digest::of(binary.as_os_str().as_encoded_bytes());
-        self.index.as_ref().map(|d| {
-            d.join(self.compression.recipe())
-                .join("blocks")
-                .join(slot.hex())
-        })
+        self.records().map(|d| d.join("blocks").join(slot.hex()))
     }
 
-    /// The recorded layer's blocks, if its blob is still there.
-    fn earlier(&self, blocks_path: &Path) -> Option<pgzip::Earlier> {
-        let r: BlocksRecord = serde_json::from_slice(&fs::read(blocks_path).ok()?).ok()?;
-        let file = File::open(self.blobs.join(r.digest.hex())).ok()?;
-        (file.metadata().ok()?.len() == r.size).then(|| pgzip::Earlier::new(file, r.blocks))
+    /// The recorded layer's blocks, if its record is intact and its blob still there; with
+    /// the blob's path.
+    fn earlier(&self, blocks_path: &Path) -> Option<(pgzip::Earlier, PathBuf)> {
+        let r: BlocksRecord = integrity::load(blocks_path)?;
+        let path = self.blob(&r.digest, r.size)?;
+        Some((pgzip::Earlier::new(File::open(&path).ok()?, r.blocks), path))
     }
 
     fn remember_blocks(
@@ -228,7 +266,7 @@ impl LayerStore {
             size: layer.size,
             blocks,
         };
-        write_record(blocks_path, &record)
+        integrity::store(blocks_path, &record)
     }
 
     fn remember(&self, layer: &Layer) -> io::Result<()> {
@@ -236,16 +274,12 @@ impl LayerStore {
             return Ok(());
         };
         let record = CacheRecord {
+            diff_id: layer.diff_id.clone(),
             digest: layer.digest.clone(),
             size: layer.size,
         };
-        write_record(&path, &record)
+        integrity::store(&path, &record)
     }
-}
-
-fn write_record(path: &Path, record: &impl serde::Serialize) -> io::Result<()> {
-    let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| e.source)
 }
 
 enum Entry {
@@ -285,7 +319,7 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
         mtime,
         store,
         pgzip::default_threads(),
-        true,
+        Reuse::Same,
         None,
         None,
     )
@@ -300,16 +334,16 @@ fn build(entries: &[Entry], mtime: u64, store: &LayerStore) -> Result<Layer, Lay
 /// save at most those 60 ms on a miss, but make every hit (an unchanged binary, kodata) cost
 /// a whole compression instead of a hash. The second pass hashes the tar again rather than
 /// trust the first, so a layer's DiffID always describes the bytes that were compressed.
-/// Without a cache (`--no-cache`), or without `lookup` (a binary just linked, whose DiffID is
-/// new unless the link reproduced an earlier one) there is one pass; the layer is still
-/// recorded. `threads` decides speed, never bytes. `follow` hears of every write.
+/// Without a cache (`--no-cache`), or with nothing to reuse (a binary just linked, whose
+/// DiffID is new unless the link reproduced an earlier one) there is one pass; the layer is
+/// still recorded. `threads` decides speed, never bytes. `follow` hears of every write.
 /// `blocks`: the record of this layer's gzip blocks, read for blocks to copy and rewritten.
 fn build_with(
     entries: &[Entry],
     mtime: u64,
     store: &LayerStore,
     threads: usize,
-    lookup: bool,
+    reuse: Reuse<'_>,
     follow: Option<&WrittenTx>,
     blocks: Option<&Path>,
 ) -> Result<Layer, LayerError> {
@@ -317,10 +351,19 @@ fn build_with(
         dir: store.blobs.clone(),
         source,
     };
-    if lookup && store.index.is_some() {
+    // Whichever pass hashes the tar first checks an expected DiffID: no extra read.
+    let check = |actual: &Digest| match reuse {
+        Reuse::Expect { file, diff_id } if diff_id != actual => Err(LayerError::Changed {
+            path: file.to_path_buf(),
+            expected: diff_id.clone(),
+        }),
+        _ => Ok(()),
+    };
+    if !matches!(reuse, Reuse::Nothing) && store.index.is_some() {
         let mut hasher = TarWriter::new(HashingWriter::new(io::sink()));
         emit(&mut hasher, entries, mtime, &werr)?;
         let (_, diff_id, _) = hasher.finish().map_err(werr)?.finish();
+        check(&diff_id)?;
         if let Some(layer) = store.lookup(&diff_id) {
             return Ok(layer);
         }
@@ -337,13 +380,24 @@ fn build_with(
     };
     let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 17, reporting));
     let mut gz = Encoder::new(store.compression, compressed, threads).map_err(werr)?;
-    if let Some(p) = blocks {
-        gz = gz.keyed(store.earlier(p));
+    let earlier = blocks.and_then(|p| store.earlier(p));
+    let lender = earlier
+        .as_ref()
+        .map(|(e, path)| (e.damaged(), path.clone()));
+    if blocks.is_some() {
+        gz = gz.keyed(earlier.map(|(e, _)| e));
     }
     let mut tar = TarWriter::new(HashingWriter::new(gz));
     emit(&mut tar, entries, mtime, &werr)?;
     let (gz, diff_id, _) = tar.finish().map_err(werr)?.finish();
     let (compressed, records) = gz.finish().map_err(werr)?;
+    if let Some((damaged, path)) = lender
+        && damaged.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // Its damaged blocks were compressed afresh; the layer must not be used again.
+        integrity::evict(&path, "its gzip blocks do not match their recorded sha256");
+    }
+    check(&diff_id)?;
     let (buf, digest, size) = compressed.finish();
     let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?.inner;
     if let Some(tx) = follow {
@@ -371,7 +425,7 @@ pub fn binary_layer(
     app_name: &str,
     store: &LayerStore,
 ) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, true, None)
+    build_binary_layer(binary, app_name, store, Reuse::Same, None)
 }
 
 /// [`binary_layer`] for a binary this run just linked: compressed at once, without first
@@ -383,14 +437,30 @@ pub fn fresh_binary_layer(
     store: &LayerStore,
     follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, false, follow)
+    build_binary_layer(binary, app_name, store, Reuse::Nothing, follow)
+}
+
+/// [`binary_layer`] for a binary kept from an earlier run, whose layer then had DiffID
+/// `expected`: [`LayerError::Changed`] if the binary no longer gives it. The check rides on
+/// the pass that hashes the tar anyway.
+pub fn kept_binary_layer(
+    binary: &Path,
+    app_name: &str,
+    store: &LayerStore,
+    expected: &Digest,
+) -> Result<Layer, LayerError> {
+    let reuse = Reuse::Expect {
+        file: binary,
+        diff_id: expected,
+    };
+    build_binary_layer(binary, app_name, store, reuse, None)
 }
 
 fn build_binary_layer(
     binary: &Path,
     app_name: &str,
     store: &LayerStore,
-    lookup: bool,
+    reuse: Reuse<'_>,
     follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
     let size = fs::metadata(binary)
@@ -413,7 +483,7 @@ fn build_binary_layer(
         0,
         store,
         pgzip::default_threads(),
-        lookup,
+        reuse,
         follow,
         blocks.as_deref(),
     )
@@ -614,6 +684,101 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_binary_that_changed_gives_no_layer() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        fs::write(&bin, "hello").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let cached = store(out.path());
+        let plain = LayerStore {
+            index: None,
+            ..store(&out.path().join("plain"))
+        };
+        for st in [&cached, &plain] {
+            let first = fresh_binary_layer(&bin, "app", st, None).unwrap();
+            let kept = kept_binary_layer(&bin, "app", st, &first.diff_id).unwrap();
+            assert_eq!(kept.digest, first.digest);
+
+            fs::write(&bin, "hellO").unwrap();
+            let blobs = fs::read_dir(&st.blobs).unwrap().count();
+            let err = kept_binary_layer(&bin, "app", st, &first.diff_id).unwrap_err();
+            assert!(matches!(err, LayerError::Changed { .. }), "{err}");
+            assert_eq!(
+                fs::read_dir(&st.blobs).unwrap().count(),
+                blobs,
+                "nothing made"
+            );
+            fs::write(&bin, "hello").unwrap();
+        }
+    }
+
+    #[test]
+    fn damaged_layer_records_and_blobs_are_evicted_and_made_again() {
+        let src = tempfile::tempdir().unwrap();
+        let (a, b) = (src.path().join("a"), src.path().join("b"));
+        fs::write(&a, "amd64").unwrap();
+        fs::write(&b, "arm64").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let st = store(out.path());
+        let la = binary_layer(&a, "app", &st).unwrap();
+        let lb = binary_layer(&b, "app", &st).unwrap();
+
+        // Records swapped: each names the other's DiffID, so neither is used.
+        let (ra, rb) = (
+            st.record_path(&la.diff_id).unwrap(),
+            st.record_path(&lb.diff_id).unwrap(),
+        );
+        let (bytes_a, bytes_b) = (fs::read(&ra).unwrap(), fs::read(&rb).unwrap());
+        fs::write(&ra, bytes_b).unwrap();
+        fs::write(&rb, bytes_a).unwrap();
+        let again = binary_layer(&a, "app", &st).unwrap();
+        assert_eq!((&again.digest, &again.diff_id), (&la.digest, &la.diff_id));
+        assert!(st.lookup(&la.diff_id).is_some(), "recorded again");
+        assert!(st.lookup(&lb.diff_id).is_none());
+        assert!(!rb.exists(), "evicted");
+
+        // A blob cut short is evicted, and made again.
+        fs::write(&la.path, b"short").unwrap();
+        assert!(st.lookup(&la.diff_id).is_none());
+        assert!(!la.path.exists());
+        let again = binary_layer(&a, "app", &st).unwrap();
+        assert_eq!(Digest::of(&fs::read(&again.path).unwrap()), la.digest);
+    }
+
+    #[test]
+    fn a_layer_lending_damaged_blocks_is_evicted() {
+        let src = tempfile::tempdir().unwrap();
+        let bin = src.path().join("out");
+        let mut x = 7u64;
+        let content: Vec<u8> = (0..pgzip::BLOCK_SIZE * 3)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 60) as u8
+            })
+            .collect();
+        fs::write(&bin, &content).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let st = store(out.path());
+        let first = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let mut damaged = fs::read(&first.path).unwrap();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 1;
+        fs::write(&first.path, damaged).unwrap();
+
+        let mut relinked = content;
+        relinked[10] ^= 1;
+        fs::write(&bin, &relinked).unwrap();
+        let layer = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        assert!(!first.path.exists(), "the damaged layer is still there");
+        let plain = LayerStore {
+            index: None,
+            ..store(&out.path().join("plain"))
+        };
+        let want = fresh_binary_layer(&bin, "app", &plain, None).unwrap();
+        assert_eq!(layer.digest, want.digest);
+    }
+
+    #[test]
     fn zstd_layers_are_reproducible_and_cached_apart_from_gzip() {
         let src = tempfile::tempdir().unwrap();
         let bin = src.path().join("out");
@@ -729,7 +894,7 @@ mod tests {
                     index: None,
                     compression: Compression::default(),
                 };
-                build_with(&entries, 0, &st, threads, true, None, None).unwrap()
+                build_with(&entries, 0, &st, threads, Reuse::Same, None, None).unwrap()
             })
             .collect();
         for l in &layers[1..] {
@@ -846,7 +1011,7 @@ mod tests {
                     0,
                     &fresh(&format!("t{threads}-{i}")),
                     threads,
-                    true,
+                    Reuse::Same,
                     None,
                     None,
                 )

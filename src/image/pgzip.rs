@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 
@@ -84,24 +85,40 @@ pub struct BlockRecord {
 pub struct Earlier {
     file: File,
     blocks: HashMap<Digest, BlockRecord>,
+    /// Set when a recorded block was not there intact: the stream's file is damaged.
+    damaged: Arc<AtomicBool>,
 }
 
 impl Earlier {
     pub fn new(file: File, blocks: Vec<BlockRecord>) -> Earlier {
         let blocks = blocks.into_iter().map(|b| (b.key.clone(), b)).collect();
-        Earlier { file, blocks }
+        Earlier {
+            file,
+            blocks,
+            damaged: Arc::default(),
+        }
+    }
+
+    /// Becomes true once a block the record names is found damaged (and compressed anew).
+    pub fn damaged(&self) -> Arc<AtomicBool> {
+        self.damaged.clone()
     }
 
     /// The block's bytes, if the stream has them intact.
     fn read(&self, key: &Digest) -> Option<Vec<u8>> {
         let b = self.blocks.get(key)?;
         // A damaged record must not ask for more memory than any block can take.
-        if b.len > MAX_BLOCK_OUT as u64 {
-            return None;
+        let bytes = (b.len <= MAX_BLOCK_OUT as u64)
+            .then(|| {
+                let mut bytes = vec![0; b.len as usize];
+                self.file.read_exact_at(&mut bytes, b.offset).ok()?;
+                (Digest::of(&bytes) == b.hash).then_some(bytes)
+            })
+            .flatten();
+        if bytes.is_none() {
+            self.damaged.store(true, Ordering::Relaxed);
         }
-        let mut bytes = vec![0; b.len as usize];
-        self.file.read_exact_at(&mut bytes, b.offset).ok()?;
-        (Digest::of(&bytes) == b.hash).then_some(bytes)
+        bytes
     }
 }
 
@@ -658,22 +675,29 @@ mod tests {
             hash: Digest::of(&marker),
         };
         let (_file, e) = earlier(&marker, vec![record.clone()]);
+        let damaged = e.damaged();
         let (gz_c, _) = keyed(&a, Some(e));
         assert!(gz_c.windows(marker.len()).any(|w| w == marker));
-        // Bytes that do not match their recorded hash are compressed afresh instead.
+        assert!(!damaged.load(Ordering::Relaxed));
+        // Bytes that do not match their recorded hash are compressed afresh instead, and
+        // the stream is reported damaged.
         let wrong = BlockRecord {
             hash: Digest::of(b"other"),
             ..record.clone()
         };
         let (_file, e) = earlier(&marker, vec![wrong]);
+        let damaged = e.damaged();
         assert_eq!(keyed(&a, Some(e)).0, gz_a);
+        assert!(damaged.load(Ordering::Relaxed));
         // Nor a damaged record claiming more bytes than any block has.
         let huge = BlockRecord {
             len: u64::MAX,
             ..record
         };
         let (_file, e) = earlier(&marker, vec![huge]);
+        let damaged = e.damaged();
         assert_eq!(keyed(&a, Some(e)).0, gz_a);
+        assert!(damaged.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use super::{PublishError, blobs, io_err, local_blob};
+use super::{PublishError, bad_blob, blobs, io_err, local_blob};
 use crate::base::BlobStore;
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 use crate::fsutil::{self, Output, write_atomic};
 use crate::image::assemble::Built;
 use crate::image::oci::{self, Descriptor, Index};
@@ -32,7 +32,11 @@ pub async fn write_layout(
             path: dir.to_path_buf(),
             reason: format!("index.json: {e}"),
         })?
-    } else if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
+    } else if dir.exists()
+        // A layout whose writing stopped before its index (the index goes last) is resumed.
+        && fs::read(dir.join("oci-layout")).ok().as_deref() != Some(LAYOUT_FILE)
+        && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some()
+    {
         return Err(PublishError::NotALayout {
             path: dir.to_path_buf(),
             reason: "it has files but no index.json; choose an empty or new directory".into(),
@@ -54,7 +58,7 @@ pub async fn write_layout(
         let dest = blob_dir.join(digest.hex());
         if !dest.exists() {
             let src = local_blob(client, &digest, &source, base, cache).await?;
-            copy_atomic(&src, &dest)?;
+            copy_blob(&src, &dest, &digest, cache)?;
         }
     }
     for image in built.images() {
@@ -95,11 +99,39 @@ fn write_blob(blob_dir: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), Publ
     }
 }
 
-fn copy_atomic(src: &Path, dest: &Path) -> Result<(), PublishError> {
-    let mut out = Output::create(dest)?;
-    let mut from = fs::File::open(src).map_err(io_err(src))?;
-    std::io::copy(&mut from, out.file()).map_err(io_err(dest))?;
-    Ok(out.commit()?)
+/// Copies the blob `digest` from `src`, hashing it on the way: unless it is intact, nothing
+/// lands at `dest`.
+fn copy_blob(src: &Path, dest: &Path, digest: &Digest, cache: &Path) -> Result<(), PublishError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = fsutil::temp_file_in(dir).map_err(io_err(dir))?;
+    let mut from = match fs::File::open(src) {
+        Ok(from) => from,
+        // Evicted by another run sharing the cache: it is made again like a damaged one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad_blob(cache, src, digest, "it is gone"));
+        }
+        Err(e) => return Err(io_err(src)(e)),
+    };
+    let mut to = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 17, tmp));
+    std::io::copy(&mut from, &mut to).map_err(io_err(src))?;
+    let (to, actual, _) = to.finish();
+    if actual != *digest {
+        return Err(bad_blob(
+            cache,
+            src,
+            digest,
+            &format!("its bytes hash to {actual}"),
+        ));
+    }
+    let tmp = to.into_inner().map_err(|e| PublishError::Io {
+        path: dest.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    tmp.persist(dest).map_err(|e| PublishError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
 }
 
 /// An OCI archive: the layout, staged in the cache, as a tar file. A regular file is
@@ -155,4 +187,46 @@ fn append_file<W: std::io::Write>(
     let mut f = fs::File::open(&path).map_err(io_err(&path))?;
     let size = f.metadata().map_err(io_err(&path))?.len();
     tar.file(name, size, 0, &[], &mut f).map_err(io_err(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_intact_blobs_are_copied_and_damaged_cache_entries_are_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, out, user) = (
+            dir.path().join("cache"),
+            dir.path().join("out"),
+            dir.path().join("user"),
+        );
+        for d in [&cache, &out, &user] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let digest = Digest::of(b"blob");
+        let (src, dest) = (cache.join(digest.hex()), out.join(digest.hex()));
+
+        fs::write(&src, b"blob").unwrap();
+        copy_blob(&src, &dest, &digest, &cache).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"blob");
+        fs::remove_file(&dest).unwrap();
+
+        fs::write(&src, b"blOb").unwrap();
+        let err = copy_blob(&src, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::Damaged { .. }), "{err}");
+        assert!(!src.exists(), "evicted");
+        assert!(!dest.exists(), "nothing lands in the layout");
+        // Gone (another run evicted it): made again the same way.
+        let err = copy_blob(&src, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::Damaged { .. }), "{err}");
+
+        // A file of the user's (a base layout) is an error, and is left alone.
+        let theirs = user.join(digest.hex());
+        fs::write(&theirs, b"blOb").unwrap();
+        let err = copy_blob(&theirs, &dest, &digest, &cache).unwrap_err();
+        assert!(matches!(err, PublishError::BadBlob { .. }), "{err}");
+        assert!(err.to_string().contains("restore it"), "{err}");
+        assert!(theirs.exists());
+    }
 }

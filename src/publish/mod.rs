@@ -28,6 +28,38 @@ pub enum PublishError {
     Write(#[from] WriteError),
     #[error("{path} exists and is not an OCI image layout: {reason}")]
     NotALayout { path: PathBuf, reason: String },
+    /// A cache file did not hold the blob it is named for. It was removed from the cache:
+    /// building again makes or fetches it anew.
+    #[error(
+        "cache file {} did not hold blob {digest}; it was removed from the cache (if this repeats, check the disk)",
+        path.display()
+    )]
+    Damaged { path: PathBuf, digest: Digest },
+    /// A file outside the cache (a base layout's blob) does not hold the blob it is named for.
+    #[error("{} does not hold blob {digest} ({why}): the file is damaged; restore it", path.display())]
+    BadBlob {
+        path: PathBuf,
+        digest: Digest,
+        why: String,
+    },
+}
+
+/// `path` was read and does not hold `digest` (`why`). A cache entry is evicted, and the
+/// image is built again without it; anything else is the user's file, and an error.
+pub(crate) fn bad_blob(cache: &Path, path: &Path, digest: &Digest, why: &str) -> PublishError {
+    if path.starts_with(cache) {
+        crate::cache::integrity::evict(path, why);
+        PublishError::Damaged {
+            path: path.to_path_buf(),
+            digest: digest.clone(),
+        }
+    } else {
+        PublishError::BadBlob {
+            path: path.to_path_buf(),
+            digest: digest.clone(),
+            why: why.to_string(),
+        }
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::follow::follow;
-use super::{PublishError, blobs, images_blobs, local_blob};
+use super::{PublishError, bad_blob, blobs, images_blobs, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
@@ -68,7 +68,8 @@ impl Pushed {
 }
 
 /// Push one platform's blobs and manifest (by digest, untagged) while the other platforms
-/// still build. Best effort: whatever fails here, [`push`] does again and reports.
+/// still build. Best effort: whatever fails here, [`push`] does again and reports, except
+/// a damaged cache entry ([`PublishError::Damaged`]), which needs the image built again.
 pub async fn push_ahead(
     client: &Client,
     image: &BuiltImage,
@@ -76,7 +77,7 @@ pub async fn push_ahead(
     repo: &Repository,
     cache: &Path,
     pushed: &Pushed,
-) {
+) -> Result<(), PublishError> {
     let ahead = async {
         let images = std::slice::from_ref(image);
         let blobs = images_blobs(images, cache)?;
@@ -99,8 +100,13 @@ pub async fn push_ahead(
         }
         Ok::<_, PublishError>(())
     };
-    if let Err(e) = ahead.await {
-        tracing::debug!("{repo}: pushing {} ahead: {e}", image.digest);
+    match ahead.await {
+        Err(e @ PublishError::Damaged { .. }) => Err(e),
+        Err(e) => {
+            tracing::debug!("{repo}: pushing {} ahead: {e}", image.digest);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 
@@ -434,7 +440,10 @@ async fn ensure_blob(
     client
         .upload_blob(repo, digest, size, &path)
         .await
-        .map_err(reg_err)?;
+        .map_err(|e| match e.bad_local_blob() {
+            Some(why) => bad_blob(cache, &path, digest, why),
+            None => reg_err(e),
+        })?;
     tracing::info!(
         "blob {short} pushed ({:.1} MB in {:.1}s)",
         size as f64 / 1e6,

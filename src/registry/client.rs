@@ -383,7 +383,9 @@ impl Client {
     }
 
     /// Uploads the file at `path` (exactly `size` bytes, hashing to `digest`) as a blob:
-    /// POST to start, then one streamed PUT. A retry starts over with a new upload.
+    /// POST to start, then one streamed PUT. A retry starts over with a new upload. The file
+    /// is hashed as it is sent: one that does not hold the blob fails with
+    /// [`ErrorKind::BadLocalBlob`] before the registry has all of it.
     pub async fn upload_blob(
         &self,
         repo: &Repository,
@@ -391,23 +393,27 @@ impl Client {
         size: u64,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        let actual = tokio::fs::metadata(path)
-            .await
-            .map_err(|source| ErrorKind::Io {
-                action: "cannot read",
-                path: path.into(),
-                source,
-            })?
-            .len();
-        if actual != size {
-            return Err(ErrorKind::Io {
-                action: "cannot upload",
-                path: path.into(),
-                source: std::io::Error::other(format!(
-                    "the file has {actual} bytes, expected {size}"
-                )),
+        let bad = |why: String| ErrorKind::BadLocalBlob {
+            path: path.into(),
+            digest: digest.clone(),
+            why,
+        };
+        let actual = match tokio::fs::metadata(path).await {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad("it is gone".into()).into());
             }
-            .into());
+            Err(source) => {
+                return Err(ErrorKind::Io {
+                    action: "cannot read",
+                    path: path.into(),
+                    source,
+                }
+                .into());
+            }
+        };
+        if actual != size {
+            return Err(bad(format!("it has {actual} bytes, not {size}")).into());
         }
         let ep = self.t.endpoint(repo).await?;
         let scope = Scope::push(&repo.name);
@@ -422,7 +428,7 @@ impl Client {
                 &action,
             )
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(Payload::File { path, size });
+            .body(Payload::File { path, size, digest });
             let resp = self.t.send(&ep, &put).await?;
             if !resp.status().is_success() {
                 return Err(status_error(&ep, &put, resp, &repo.to_string()).await);

@@ -135,6 +135,14 @@ pub enum ErrorKind {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
 
+    /// A file to upload does not hold the blob it is named for.
+    #[error("cannot upload {}: it does not hold blob {digest} ({why})", path.display())]
+    BadLocalBlob {
+        path: PathBuf,
+        digest: Digest,
+        why: String,
+    },
+
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -165,6 +173,14 @@ impl RegistryError {
 
     pub fn is_not_found(&self) -> bool {
         matches!(*self.0, ErrorKind::NotFound { .. })
+    }
+
+    /// Why the file to upload does not hold its blob, if that was the failure.
+    pub fn bad_local_blob(&self) -> Option<&str> {
+        match &*self.0 {
+            ErrorKind::BadLocalBlob { why, .. } => Some(why),
+            _ => None,
+        }
     }
 
     /// The registry refused a manifest for naming content it does not have (yet). Two

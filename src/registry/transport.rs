@@ -23,6 +23,7 @@ use super::error::{ErrorKind, RegistryError, describe_body, root_cause};
 use super::idle::{self, Progress};
 use super::reference::Repository;
 use super::retry::{RetryPolicy, parse_retry_after, retrying};
+use crate::digest::{Digest, HashingWriter};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request may go without data moving (`--registry-timeout`), unless set.
@@ -53,14 +54,52 @@ impl Endpoint {
 pub(crate) enum Payload<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// Streamed from the file, which is opened anew for every send.
+    /// Streamed from the file, which is opened anew for every send, and checked against
+    /// the blob it should hold (see [`verified`]).
     File {
         path: &'a Path,
         size: u64,
+        digest: &'a Digest,
     },
     /// Bytes as they are produced, of a length not known yet; sent once (a second send,
     /// e.g. after a 401, finds it taken and fails).
     Stream(&'a std::sync::Mutex<Option<BodyStream>>),
+}
+
+/// A file's chunks, hashed as they are sent: the chunk that completes `size` bytes is held
+/// back, and the body fails, unless they hash to `digest`, so a registry never receives a
+/// whole wrong blob. What was wrong goes to `bad`. Costs no read beyond the upload's own.
+fn verified<B: AsRef<[u8]>>(
+    chunks: impl futures_util::Stream<Item = std::io::Result<B>>,
+    size: u64,
+    digest: Digest,
+    bad: Arc<std::sync::OnceLock<String>>,
+) -> impl futures_util::Stream<Item = std::io::Result<B>> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let mut hasher = Some(HashingWriter::new(std::io::sink()));
+    let mut sent = 0u64;
+    chunks.map(move |chunk| {
+        let chunk = chunk?;
+        sent += chunk.as_ref().len() as u64;
+        let why = match hasher.take() {
+            Some(mut h) if sent <= size => {
+                h.write_all(chunk.as_ref())?;
+                if sent < size {
+                    hasher = Some(h);
+                    return Ok(chunk);
+                }
+                let (_, actual, _) = h.finish();
+                if actual == digest {
+                    return Ok(chunk);
+                }
+                format!("its bytes hash to {actual}")
+            }
+            _ => format!("it has more than {size} bytes"),
+        };
+        let _ = bad.set(why.clone());
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+    })
 }
 
 /// A request body produced while it is sent.
@@ -376,6 +415,8 @@ impl Transport {
             rb = rb.header(AUTHORIZATION, value);
         }
         let progress;
+        // Set when a file body turns out not to hold its blob.
+        let bad_file = Arc::new(std::sync::OnceLock::new());
         rb = match &req.body {
             Payload::Empty => {
                 progress = Progress::new(0);
@@ -385,7 +426,7 @@ impl Transport {
                 progress = Progress::new(bytes.len() as u64);
                 rb.body(bytes.to_vec())
             }
-            Payload::File { path, size } => {
+            Payload::File { path, size, digest } => {
                 let file = tokio::fs::File::open(path)
                     .await
                     .map_err(|source| ErrorKind::Io {
@@ -395,6 +436,7 @@ impl Transport {
                     })?;
                 progress = Progress::new(0);
                 let chunks = ReaderStream::with_capacity(file, idle::CHUNK);
+                let chunks = verified(chunks, *size, (*digest).clone(), bad_file.clone());
                 rb.header(CONTENT_LENGTH, *size)
                     .body(reqwest::Body::wrap_stream(progress.count(chunks)))
             }
@@ -410,9 +452,17 @@ impl Transport {
             }
         };
         let path = url_path(&req.url);
-        let result = self
+        let mut result = self
             .exchange(rb, &progress, &ep.registry, req.repository, req.action)
             .await;
+        if let (Some(why), Payload::File { path, digest, .. }) = (bad_file.get(), &req.body) {
+            result = Err(ErrorKind::BadLocalBlob {
+                path: path.to_path_buf(),
+                digest: (*digest).clone(),
+                why: why.clone(),
+            }
+            .into());
+        }
         match &result {
             Ok(resp) => tracing::debug!("{} {path} -> {}", req.method, resp.status().as_u16()),
             Err(e) => tracing::debug!("{} {path} failed: {e}", req.method),
@@ -744,6 +794,38 @@ fn form_encode(params: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_body_is_held_back_unless_it_holds_its_blob() {
+        use futures_util::StreamExt;
+        let send = |chunks: &[&'static [u8]], size: u64, digest: &Digest| {
+            let bad = Arc::new(std::sync::OnceLock::new());
+            let items: Vec<std::io::Result<&[u8]>> = chunks.iter().map(|c| Ok(*c)).collect();
+            let body = verified(
+                futures_util::stream::iter(items),
+                size,
+                digest.clone(),
+                bad.clone(),
+            );
+            async move {
+                let sent: Vec<std::io::Result<&[u8]>> = body.collect().await;
+                let ok: Vec<u8> = sent.iter().flatten().flat_map(|c| c.to_vec()).collect();
+                (ok, sent.iter().any(Result::is_err), bad.get().cloned())
+            }
+        };
+        let digest = Digest::of(b"hello world");
+        assert_eq!(
+            send(&[b"hello ", b"world"], 11, &digest).await,
+            (b"hello world".to_vec(), false, None)
+        );
+        // The chunk that completes the body is not sent when the whole is wrong.
+        let (ok, failed, why) = send(&[b"hello ", b"wOrld"], 11, &digest).await;
+        assert_eq!((ok, failed), (b"hello ".to_vec(), true));
+        assert!(why.unwrap().contains("hash to sha256:"));
+        let (ok, failed, why) = send(&[b"hello ", b"world!"], 11, &digest).await;
+        assert_eq!((ok, failed), (b"hello ".to_vec(), true));
+        assert!(why.unwrap().contains("more than 11 bytes"));
+    }
 
     #[test]
     fn loopback_and_hosts() {

@@ -1,6 +1,8 @@
 //! The artifact cache: an unchanged artifact is neither built nor pushed again (Go is not
 //! even asked), a new tag is set remotely, and anything that decides the image — a Go
 //! file, kodata, the base, the registry no longer having the image — builds it again.
+//! A damaged cache (binaries, layers, records, base blobs, leftovers of killed runs) never
+//! ships a wrong image: the entry is evicted with a warning and made again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -45,13 +47,19 @@ struct Setup {
     kb: Kobuild,
     app: TempDir,
     base: String,
+    platforms: String,
     _base_dir: TempDir,
 }
 
 fn setup() -> Setup {
+    setup_for(&["linux/amd64"])
+}
+
+/// The hello app on a registry base offering `platforms`, built for all of them.
+fn setup_for(platforms: &[&str]) -> Setup {
     let reg = Registry::start(RegistryKind::Plain);
     let base_dir = tempfile::tempdir().unwrap();
-    let layout = make_base(&base_dir.path().join("base"), "v1", false, &["linux/amd64"]);
+    let layout = make_base(&base_dir.path().join("base"), "v1", false, platforms);
     let base = push_base(&reg, &layout, "v1", "base/cache");
     let app = app_copy("hello");
     let go = GoSpy::new();
@@ -62,6 +70,7 @@ fn setup() -> Setup {
         kb,
         app,
         base,
+        platforms: platforms.join(","),
         _base_dir: base_dir,
     }
 }
@@ -76,7 +85,7 @@ impl Setup {
         let repo = format!("{}/cache", self.reg.host());
         let mut args: Vec<String> = ["--repo", &repo, "--base", &self.base]
             .into_iter()
-            .chain(["--platform", "linux/amd64"])
+            .chain(["--platform", &self.platforms])
             .chain(extra.iter().copied())
             .map(str::to_string)
             .collect();
@@ -99,8 +108,81 @@ impl Setup {
     }
 
     fn tag_digest(&self, tag: &str) -> String {
-        let raw = skopeo_inspect_raw(&format!("{}/cache/hello:{tag}", self.reg.host()), &self.reg);
+        self.image_tag_digest("hello", tag)
+    }
+
+    fn image_tag_digest(&self, image: &str, tag: &str) -> String {
+        let raw = skopeo_inspect_raw(
+            &format!("{}/cache/{image}:{tag}", self.reg.host()),
+            &self.reg,
+        );
         sha256_digest(&raw)
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.kb.dir().join("cache")
+    }
+
+    /// A build that must succeed: the one ref printed, and what was logged.
+    fn build_logged(&self, extra: &[&str]) -> (String, String) {
+        let args = self.args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.kb.run_in(&self.dir(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kobuild {args:?} failed:\n{stderr}");
+        let refs = String::from_utf8(out.stdout).unwrap();
+        let refs: Vec<&str> = refs.lines().collect();
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        (refs[0].to_string(), stderr)
+    }
+
+    /// A push under an image name no run used before: nothing is in that repository, so
+    /// every blob of the image is read from the cache and uploaded. (ref, log)
+    fn push_new(&self, image: &str) -> (String, String) {
+        let (reference, stderr) = self.build_logged(&["--image", image]);
+        assert_eq!(
+            self.image_tag_digest(image, "latest"),
+            digest_of(&reference)
+        );
+        (reference, stderr)
+    }
+
+    /// A build into a new OCI layout (the artifact cache is off for local outputs), whose
+    /// every blob must hold what its name says. (layout, digest, log)
+    fn layout(&self) -> (TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let oci = dir.path().join("oci");
+        let oci_arg = oci.display().to_string();
+        let (reference, stderr) =
+            self.build_logged(&["--push=false", "--oci-layout-path", &oci_arg]);
+        for blob in fs::read_dir(oci.join("blobs/sha256")).unwrap() {
+            let blob = blob.unwrap();
+            let name = blob.file_name().into_string().unwrap();
+            assert_eq!(
+                sha256_digest(&fs::read(blob.path()).unwrap()),
+                format!("sha256:{name}"),
+                "the layout's blob {name} does not hold what its name says\n{stderr}"
+            );
+        }
+        (dir, digest_of(&reference).to_string(), stderr)
+    }
+
+    /// kobuild's binary for `platform` (`linux-amd64`), kept between runs.
+    fn binary(&self, platform: &str) -> PathBuf {
+        let found: Vec<PathBuf> = fs::read_dir(self.cache().join("bin"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join(platform).join("hello"))
+            .filter(|p| p.is_file())
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0].clone()
+    }
+
+    /// A blob (`sha256:<hex>`) in the cache.
+    fn cached_blob(&self, digest: &str) -> PathBuf {
+        self.cache()
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..])
     }
 }
 
@@ -350,4 +432,375 @@ fn a_same_length_edit_copies_unchanged_blocks_and_changes_no_digest() {
     let with_blocks = String::from_utf8(out.stdout).unwrap();
     let without = s.build(&["--no-cache"]);
     assert_eq!(digest_of(with_blocks.trim()), digest_of(&without));
+}
+
+// ---------------------------------------------------------------------------
+// A damaged cache: whatever is corrupted between two runs, the next run notices, evicts
+// the entry with one warning naming it, and makes the image a clean cache makes.
+
+/// Each platform's image manifest and config in an OCI layout, in index order.
+fn layout_images(layout: &Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let json = |digest: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_slice(&layout_blob(layout, digest.as_str().unwrap())).unwrap()
+    };
+    let top = json(&layout_top(layout)["digest"]);
+    let manifests = match top["manifests"].as_array() {
+        Some(children) => children.iter().map(|c| json(&c["digest"])).collect(),
+        None => vec![top],
+    };
+    manifests
+        .into_iter()
+        .map(|m| {
+            let config = json(&m["config"]["digest"]);
+            (m, config)
+        })
+        .collect()
+}
+
+/// The binary layer (the last) of each platform: (digest, DiffID).
+fn binary_layers(layout: &Path) -> Vec<(String, String)> {
+    layout_images(layout)
+        .iter()
+        .map(|(m, c)| {
+            let last = |v: &serde_json::Value| {
+                v.as_array()
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            let digest = m["layers"].as_array().unwrap().last().unwrap()["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (digest, last(&c["rootfs"]["diff_ids"]))
+        })
+        .collect()
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(path, bytes).unwrap();
+}
+
+fn flip_middle(path: &Path) {
+    flip_byte(path, fs::metadata(path).unwrap().len() as usize / 2);
+}
+
+/// The run warned once about `entry` (a path, or part of one).
+fn assert_warned(stderr: &str, entry: &str) {
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(entry))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning naming {entry}:\n{stderr}");
+}
+
+/// Every file under `dir` named `name`.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_flipped_byte_in_a_cached_layer_is_evicted_and_the_layer_made_again() {
+    let s = setup();
+    let (first, clean, _) = s.layout();
+    let (layer, _) = binary_layers(first.path().join("oci").as_path())[0].clone();
+    let cached = s.cached_blob(&layer);
+
+    flip_middle(&cached);
+    let (_, digest, stderr) = s.layout();
+    assert_eq!(digest, clean);
+    assert_warned(&stderr, &layer["sha256:".len()..]);
+
+    // A push reads it too (to upload it where the registry lacks it).
+    flip_middle(&cached);
+    let (pushed, stderr) = s.push_new("flipped-layer");
+    assert_eq!(digest_of(&pushed), clean);
+    assert_warned(&stderr, &layer["sha256:".len()..]);
+    assert_eq!(
+        sha256_digest(&fs::read(&cached).unwrap()),
+        layer,
+        "the cache holds the layer again"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_cached_binary_relinks_it() {
+    let s = setup();
+    let (_first, clean, _) = s.layout();
+    let binary = s.binary("linux-amd64");
+    let name = binary.display().to_string();
+
+    flip_middle(&binary);
+    let (_, digest, stderr) = s.layout();
+    assert_eq!(digest, clean);
+    assert_warned(&stderr, &name);
+
+    flip_middle(&binary);
+    let (pushed, stderr) = s.push_new("flipped-binary");
+    assert_eq!(digest_of(&pushed), clean);
+    assert_warned(&stderr, &name);
+}
+
+#[test]
+fn a_truncated_cached_binary_relinks_it() {
+    let s = setup();
+    let (_first, clean, _) = s.layout();
+    let binary = s.binary("linux-amd64");
+    let name = binary.display().to_string();
+    let truncate = || {
+        let len = fs::metadata(&binary).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&binary)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    };
+
+    truncate();
+    let (pushed, stderr) = s.push_new("truncated");
+    assert_eq!(digest_of(&pushed), clean);
+    assert_warned(&stderr, &name);
+
+    truncate();
+    let (_, digest, stderr) = s.layout();
+    assert_eq!(digest, clean);
+    assert_warned(&stderr, &name);
+}
+
+#[test]
+fn layer_records_swapped_between_platforms_are_evicted() {
+    let s = setup_for(&["linux/amd64", "linux/arm64"]);
+    let (first, clean, _) = s.layout();
+    let layers = binary_layers(&first.path().join("oci"));
+    assert_eq!(layers.len(), 2);
+    let record = |diff_id: &str| {
+        let found = files_named(&s.cache().join("layers"), &diff_id["sha256:".len()..]);
+        assert_eq!(found.len(), 1, "the layer record of {diff_id}: {found:?}");
+        found[0].clone()
+    };
+    let (amd64, arm64) = (record(&layers[0].1), record(&layers[1].1));
+    let swap = || {
+        let (a, b) = (fs::read(&amd64).unwrap(), fs::read(&arm64).unwrap());
+        assert_ne!(a, b);
+        fs::write(&amd64, b).unwrap();
+        fs::write(&arm64, a).unwrap();
+    };
+
+    swap();
+    let (_, digest, stderr) = s.layout();
+    assert_eq!(digest, clean);
+    for r in [&amd64, &arm64] {
+        assert_warned(&stderr, &r.display().to_string());
+    }
+
+    swap();
+    let (pushed, stderr) = s.push_new("swapped");
+    assert_eq!(digest_of(&pushed), clean);
+    for r in [&amd64, &arm64] {
+        assert_warned(&stderr, &r.display().to_string());
+    }
+}
+
+/// The only artifact record, or all of them.
+fn artifact_records(s: &Setup) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(s.cache().join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_artifact_record_whose_manifest_changed_is_evicted() {
+    let s = setup();
+    let first = s.build(&[]);
+    let records = artifact_records(&s);
+    assert_eq!(records.len(), 1);
+    // Same length, still JSON, still naming blobs the registry has: only an annotation
+    // changed, so a registry would take it.
+    let text = fs::read_to_string(&records[0]).unwrap();
+    let at = text
+        .find("base.name")
+        .expect("the record holds the manifest")
+        + 20;
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'x' { b'y' } else { b'x' };
+    fs::write(&records[0], bytes).unwrap();
+
+    let (again, stderr) = s.build_logged(&["-t", "v2"]);
+    assert_eq!(digest_of(&again), digest_of(&first));
+    assert_eq!(s.tag_digest("v2"), digest_of(&first));
+    assert_warned(&stderr, &records[0].display().to_string());
+}
+
+#[test]
+fn artifact_records_swapped_between_settings_are_evicted() {
+    let s = setup();
+    let plain = s.build(&[]);
+    let labelled = s.build(&["--label", "team=cache"]);
+    let records = artifact_records(&s);
+    assert_eq!(records.len(), 2);
+    let (a, b) = (
+        fs::read(&records[0]).unwrap(),
+        fs::read(&records[1]).unwrap(),
+    );
+    fs::write(&records[0], b).unwrap();
+    fs::write(&records[1], a).unwrap();
+
+    let (again, stderr) = s.build_logged(&["-t", "v2"]);
+    assert_eq!(digest_of(&again), digest_of(&plain));
+    assert_eq!(s.tag_digest("v2"), digest_of(&plain));
+    let (again, _) = s.build_logged(&["--label", "team=cache", "-t", "v3"]);
+    assert_eq!(digest_of(&again), digest_of(&labelled));
+    assert_eq!(s.tag_digest("v3"), digest_of(&labelled));
+    assert!(
+        records
+            .iter()
+            .any(|r| stderr.contains(&r.display().to_string())),
+        "{stderr}"
+    );
+}
+
+/// A relinked binary copies gzip blocks from its last layer only where their bytes are
+/// intact; a damaged layer is evicted.
+#[test]
+fn a_damaged_layer_lends_no_gzip_blocks_and_is_evicted() {
+    let s = setup();
+    let (first, _, _) = s.layout();
+    let (layer, _) = binary_layers(&first.path().join("oci"))[0].clone();
+    let cached = s.cached_blob(&layer);
+    flip_middle(&cached);
+    s.edit_main(|source| source.replace("hello from kobuild", "hallo from kobuild"));
+
+    let (_, digest, stderr) = s.layout();
+    assert_warned(&stderr, &layer["sha256:".len()..]);
+    assert!(!cached.exists(), "the damaged layer is still in the cache");
+    let (uncached, _) = s.build_logged(&["--no-cache", "--image", "uncached"]);
+    assert_eq!(digest, digest_of(&uncached));
+}
+
+#[test]
+fn damaged_base_blobs_in_the_cache_are_fetched_again() {
+    let s = setup();
+    let (first, clean, _) = s.layout();
+    let (manifest, _) = layout_images(&first.path().join("oci")).remove(0);
+    let base_digest = manifest["annotations"]["org.opencontainers.image.base.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base_manifest = s.cached_blob(&base_digest);
+    let base: serde_json::Value =
+        serde_json::from_slice(&fs::read(&base_manifest).unwrap()).unwrap();
+    let base_config = base["config"]["digest"].as_str().unwrap().to_string();
+    let base_layer = base["layers"][0]["digest"].as_str().unwrap().to_string();
+
+    for digest in [&base_digest, &base_config, &base_layer] {
+        flip_middle(&s.cached_blob(digest));
+    }
+    let (_, digest, stderr) = s.layout();
+    assert_eq!(digest, clean);
+    for digest in [&base_digest, &base_config, &base_layer] {
+        assert_warned(&stderr, &digest["sha256:".len()..]);
+        assert_eq!(
+            &sha256_digest(&fs::read(s.cached_blob(digest)).unwrap()),
+            digest,
+            "fetched again"
+        );
+    }
+}
+
+/// Temporary files of a killed run are removed by the next run, unless another run that
+/// shares the cache is still going (they may be its own).
+#[test]
+fn leftover_temporary_files_of_a_killed_run_are_removed_when_no_other_run_shares_the_cache() {
+    let s = setup();
+    s.layout();
+    let cache = s.cache();
+    let leftovers = [
+        cache.join("blobs/sha256/.layer-Xa1b2c"),
+        cache.join("blobs/sha256/.download-Yd3e4f"),
+        cache.join("blobs/sha256/.tmp-Zg5h6i"),
+        cache.join("artifacts/.tmp-Wj7k8l"),
+        cache.join(".tmpM9n0o"),
+    ];
+
+    // A run sharing the cache, stopped in `go` (which gives up once that run is gone): the
+    // test kills it there.
+    let gate = tempfile::tempdir().unwrap();
+    let started = gate.path().join("started");
+    let waiting = gate.path().join("go");
+    go_wrapper(
+        &waiting,
+        &format!(
+            "touch '{}'\nwhile kill -0 $PPID 2>/dev/null; do sleep 0.05; done\nexit 1\n",
+            started.display()
+        ),
+    );
+    let other_layout = gate.path().join("oci").display().to_string();
+    let args = ["--push=false", "--oci-layout-path", &other_layout];
+    let mut other = Killed(
+        s.kb.command(&s.dir(), &[&args[..], &["--base", "scratch", "."]].concat())
+            .env("KO_GO_PATH", &waiting)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let since = std::time::Instant::now();
+    while !started.exists() {
+        assert!(since.elapsed().as_secs() < 60, "the other run never ran go");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // What a killed run leaves, found while it still runs: it may be writing them.
+    for f in &leftovers {
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, "partial").unwrap();
+    }
+    s.layout();
+    for f in &leftovers {
+        assert!(
+            f.exists(),
+            "removed while another run shares the cache: {}",
+            f.display()
+        );
+    }
+
+    other.kill();
+    s.layout();
+    for f in &leftovers {
+        assert!(!f.exists(), "left behind: {}", f.display());
+    }
+}
+
+/// A child process killed (SIGKILL) when asked, or at the latest when dropped, so a failing
+/// test leaves nothing running.
+struct Killed(std::process::Child);
+
+impl Killed {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -264,7 +264,8 @@ async fn push_and_pull_on_a_plain_registry() {
         .upload_blob(&repo, &img.layer.digest, 1, &img.layer.path)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("expected 1"), "{e}");
+    let why = format!("it has {} bytes, not 1", img.layer.size());
+    assert_eq!(e.bad_local_blob(), Some(why.as_str()), "{e}");
     let e = client
         .put_manifest(&repo, missing.as_str(), OCI_MANIFEST, &img.manifest)
         .await
@@ -281,12 +282,15 @@ async fn push_and_pull_on_a_plain_registry() {
             .contains("cannot make the request for push of manifest v2"),
         "{e}"
     );
-    // A wrong digest on upload: the registry's DIGEST_INVALID.
+    // A file that does not hold the blob named (a damaged cache entry): the client sees it
+    // as it sends the file, and holds back the end, so the registry never has it.
     let e = client
         .upload_blob(&repo, &missing, img.config.size(), &img.config.path)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("DIGEST_INVALID"), "{e}");
+    let why = e.bad_local_blob().unwrap_or_else(|| panic!("{e}"));
+    assert!(why.contains(img.config.digest.as_str()), "{e}");
+    assert!(!client.blob_exists(&repo, &missing).await.unwrap());
 }
 
 #[tokio::test]
