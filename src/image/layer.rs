@@ -57,13 +57,14 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Part of the layer cache's key.
-    fn recipe(self) -> String {
+    /// What decides the compressed bytes: part of the layer and artifact caches' keys.
+    pub fn recipe(self) -> String {
         match self {
             Compression::Gzip(level) => format!(
-                "gzip-{level}-zlib-rs-blocks-{}k-dict-{}k",
+                "gzip-{level}-zlib-rs-blocks-{}k-dict-{}k-v{}",
                 pgzip::BLOCK_SIZE >> 10,
-                pgzip::DICT_SIZE >> 10
+                pgzip::DICT_SIZE >> 10,
+                pgzip::VERSION
             ),
             Compression::Zstd(level) => {
                 format!("zstd-{level}-libzstd-{}", zstd::zstd_safe::VERSION_NUMBER)
@@ -694,6 +695,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.digest, b.digest);
+    }
+
+    /// A zstd layer's bytes depend only on the input and the level: not on how the input is
+    /// cut into writes (a file read returns what it returns), nor on what else compresses
+    /// at the same time. libzstd is built without its worker threads, so none can race.
+    #[test]
+    fn zstd_streams_depend_only_on_input_and_level() {
+        use super::pgzip::tests::{executable, go_elf, random};
+        use std::io::Write;
+        const B: usize = 1 << 20;
+        let zstd = |input: &[u8], level: i32, chunk: usize| {
+            let mut e = Encoder::new(Compression::Zstd(level), Vec::new(), 0).unwrap();
+            for c in input.chunks(chunk) {
+                e.write_all(c).unwrap();
+            }
+            e.finish().unwrap().0
+        };
+        let mut inputs = vec![random(2 * B + 777, 7), executable(4 * B + 4321, 11)];
+        inputs.extend(go_elf());
+        // Level 6 uses another match finder than 3 (lazy, with SIMD row hashing).
+        for level in [3, 6] {
+            let want: Vec<Vec<u8>> = inputs
+                .iter()
+                .map(|input| zstd(input, level, input.len().max(1)))
+                .collect();
+            for round in 0..6 {
+                std::thread::scope(|s| {
+                    for (i, (input, want)) in inputs.iter().zip(&want).enumerate() {
+                        s.spawn(move || {
+                            let chunk = [1000, 65536, B + 7, 131_072 + 3][(round + i) % 4];
+                            assert!(
+                                zstd(input, level, chunk) == *want,
+                                "input {i}, level {level}, writes of {chunk}: other bytes"
+                            );
+                        });
+                    }
+                });
+            }
+        }
     }
 
     /// Compressed digests are pinned: if one changes (a zlib-rs upgrade, a new block size),
