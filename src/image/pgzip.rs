@@ -116,16 +116,18 @@ struct Keyed {
     earlier: Option<Arc<Earlier>>,
 }
 
-/// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block.
+/// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block;
+/// `out` is a spare buffer for its bytes.
 struct Job {
     buf: Vec<u8>,
     dict: usize,
     last: bool,
+    out: Vec<u8>,
     keyed: Option<Keyed>,
     reply: mpsc::SyncSender<io::Result<Done>>,
 }
 
-/// A compressed block, with its input buffer handed back for reuse.
+/// A compressed block, with both buffers handed back for reuse.
 struct Done {
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -149,7 +151,7 @@ pub struct GzEncoder<W: Write> {
     pool: Option<Pool>,
     /// Replies for dispatched blocks, oldest first: output order.
     pending: VecDeque<mpsc::Receiver<io::Result<Done>>>,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
     keyed: Option<Keyed>,
     /// Bytes written so far, each keyed block's record, and how many were copied.
     offset: u64,
@@ -227,7 +229,7 @@ impl<W: Write> GzEncoder<W> {
     /// Send the current block off (or compress it here), keeping its tail as the next
     /// block's dictionary.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let mut next = self.spare.pop().unwrap_or_default();
+        let (mut next, out) = self.spare.pop().unwrap_or_default();
         next.clear();
         let dict = if last {
             0
@@ -247,7 +249,7 @@ impl<W: Write> GzEncoder<W> {
             }
         }
         if self.pool.is_none() {
-            let done = block(self.level, buf, job_dict, last, self.keyed.as_ref())?;
+            let done = block(self.level, buf, job_dict, last, out, self.keyed.as_ref())?;
             return self.emit(done);
         }
         while self.pending.len() >= self.threads * IN_FLIGHT_PER_WORKER {
@@ -259,6 +261,7 @@ impl<W: Write> GzEncoder<W> {
             buf,
             dict: job_dict,
             last,
+            out,
             keyed: self.keyed.clone(),
             reply,
         })?;
@@ -300,7 +303,7 @@ impl<W: Write> GzEncoder<W> {
         }
         self.offset += len;
         self.copied += usize::from(done.copied);
-        self.spare.push(done.buf);
+        self.spare.push((done.buf, done.out));
         Ok(())
     }
 }
@@ -340,10 +343,11 @@ fn block(
     buf: Vec<u8>,
     dict: usize,
     last: bool,
+    out: Vec<u8>,
     keyed: Option<&Keyed>,
 ) -> io::Result<Done> {
     let Some(keyed) = keyed else {
-        return compress_block(level, buf, dict, last);
+        return compress_block(level, buf, dict, last, out);
     };
     let key = Digest::of_parts(&[
         &[keyed.level as u8, u8::from(last)],
@@ -363,14 +367,15 @@ fn block(
                 copied: true,
             }
         }
-        None => compress_block(level, buf, dict, last)?,
+        None => compress_block(level, buf, dict, last, out)?,
     };
     done.record = Some((key, Digest::of(&done.out)));
     Ok(done)
 }
 
 /// Raw deflate of `buf[dict..]` primed with `buf[..dict]`, ended with a sync flush (or
-/// finished, for the last block): a pure function of those bytes, `last` and the level.
+/// finished, for the last block), into `out`: a pure function of those bytes, `last` and
+/// the level.
 ///
 /// A new compressor for every block: zlib-rs' reset keeps the old window, and priming
 /// hashes 4 bytes at each of the dictionary's positions, the last one reaching a byte past
@@ -380,11 +385,17 @@ fn block(
 ///
 /// The calls are always the same two: all input without flushing, then the flush alone
 /// (zlib-rs' bytes depend on how it is called: level 1 opens a block as final when it
-/// starts under `Finish`, and cuts differently when input comes in pieces), into a new
-/// buffer whose size depends on the input's length alone. It exceeds deflate's worst case,
-/// so neither call can stop for want of room (a flush cut short by a full buffer is
-/// resumed with other bytes).
-fn compress_block(level: u32, buf: Vec<u8>, dict: usize, last: bool) -> io::Result<Done> {
+/// starts under `Finish`, and cuts differently when input comes in pieces). `out` is made
+/// to hold more than deflate's worst case, so neither call stops for want of room (a flush
+/// cut short by a full buffer is resumed with other bytes); how much more, which depends
+/// on what the buffer held before, changes nothing.
+fn compress_block(
+    level: u32,
+    buf: Vec<u8>,
+    dict: usize,
+    last: bool,
+    mut out: Vec<u8>,
+) -> io::Result<Done> {
     let (dictionary, input) = buf.split_at(dict);
     let mut c = Compress::new(flate2::Compression::new(level), false);
     if !dictionary.is_empty() {
@@ -394,33 +405,31 @@ fn compress_block(level: u32, buf: Vec<u8>, dict: usize, last: bool) -> io::Resu
     crc.update(input);
     // Level 1's static codes take at most 9 bits a byte; the other levels fall back to
     // stored blocks, which add 5 bytes per 16 KiB or more.
-    let room = input.len() + input.len() / 8 + 1024;
-    let mut out = vec![0; room];
-    c.compress(input, &mut out, FlushCompress::None)
+    out.clear();
+    out.reserve(input.len() + input.len() / 8 + 1024);
+    c.compress_vec(input, &mut out, FlushCompress::None)
         .map_err(io::Error::other)?;
     let flush = if last {
         FlushCompress::Finish
     } else {
         FlushCompress::Sync
     };
-    let end = c.total_out() as usize;
     let status = c
-        .compress(&[], &mut out[end..], flush)
+        .compress_vec(&[], &mut out, flush)
         .map_err(io::Error::other)?;
-    let end = c.total_out() as usize;
     // zlib's rule: a flush is complete when it leaves room over.
     let complete = if last {
         status == Status::StreamEnd
     } else {
-        end < room
+        out.len() < out.capacity()
     };
     if c.total_in() != input.len() as u64 || !complete {
         return Err(io::Error::other(format!(
-            "gzip: a block of {} bytes did not fit its {room} bytes of room",
-            input.len()
+            "gzip: a block of {} bytes outgrew {} bytes of room",
+            input.len(),
+            out.capacity()
         )));
     }
-    out.truncate(end);
     Ok(Done {
         buf,
         out,
@@ -478,7 +487,14 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, level: u32) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let done = block(level, job.buf, job.dict, job.last, job.keyed.as_ref());
+        let done = block(
+            level,
+            job.buf,
+            job.dict,
+            job.last,
+            job.out,
+            job.keyed.as_ref(),
+        );
         // The encoder may be gone (an error elsewhere): nobody to tell.
         let _ = job.reply.send(done);
     }
@@ -669,6 +685,29 @@ pub(crate) mod tests {
                     got == *want,
                     "{name}, level {level}, inline: not the reference"
                 );
+            }
+        }
+    }
+
+    /// However big, small or full the buffer a block is written into (workers reuse the
+    /// buffers of other blocks), its bytes are the same.
+    #[test]
+    fn a_block_does_not_depend_on_the_buffer_it_is_written_into() {
+        let input = executable(2 * BLOCK_SIZE, 11);
+        let job = input[BLOCK_SIZE - DICT_SIZE..].to_vec();
+        for last in [false, true] {
+            let want = compress_block(2, job.clone(), DICT_SIZE, last, Vec::new())
+                .unwrap()
+                .out;
+            for out in [
+                Vec::with_capacity(want.len()),
+                Vec::with_capacity(want.len() + 1),
+                vec![0xa5; 10],
+                vec![0x5a; 3 * BLOCK_SIZE],
+            ] {
+                let cap = out.capacity();
+                let got = compress_block(2, job.clone(), DICT_SIZE, last, out).unwrap();
+                assert!(got.out == want, "last: {last}, a buffer of {cap} bytes");
             }
         }
     }
