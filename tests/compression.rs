@@ -88,6 +88,80 @@ fn zstd_layers_push_read_back_and_run() {
     assert!(err.contains("--compression-level"), "{err}");
 }
 
+/// The default gzip layers are no bigger than ko's: the `server` app's binary layer against
+/// the same tar compressed by Go's gzip at ko's level (`gzip.BestSpeed`, what ggcr uses).
+#[test]
+fn default_gzip_layers_are_no_bigger_than_kos() {
+    let kb = Kobuild::new();
+    let layout = kb.dir().join("layout");
+    let layout_arg = layout.display().to_string();
+    kb.ok_in(
+        &app_dir("server"),
+        &[
+            ".",
+            "--base",
+            "scratch",
+            "--push=false",
+            "--sbom=none",
+            "--oci-layout-path",
+            &layout_arg,
+        ],
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&layout_blob(
+        &layout,
+        layout_top(&layout)["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let binary = &manifest["layers"].as_array().unwrap().last().unwrap()["digest"];
+    let gz = layout_blob(&layout, binary.as_str().unwrap());
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("layer.tar"), &tar).unwrap();
+    std::fs::write(work.path().join("go.mod"), "module gosize\n\ngo 1.22\n").unwrap();
+    std::fs::write(
+        work.path().join("main.go"),
+        r#"package main
+
+import (
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+)
+
+type count int
+
+func (c *count) Write(p []byte) (int, error) { *c += count(len(p)); return len(p), nil }
+
+func main() {
+	in, _ := os.Open(os.Args[1])
+	var n count
+	w, _ := gzip.NewWriterLevel(&n, gzip.BestSpeed)
+	if _, err := io.Copy(w, in); err != nil {
+		panic(err)
+	}
+	w.Close()
+	fmt.Println(n)
+}
+"#,
+    )
+    .unwrap();
+    let out = run_checked(
+        Command::new("go")
+            .args(["run", ".", "layer.tar"])
+            .current_dir(work.path())
+            .envs(kb.env.iter().map(|(k, v)| (k, v))),
+    );
+    let ko: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        gz.len() <= ko,
+        "kobuild's layer is {} bytes, Go's level 1 {ko} bytes",
+        gz.len()
+    );
+}
+
 /// An index file: 64-bit little-endian numbers, zeros, small counts and large offsets
 /// mixed. Many compression blocks start right after zero bytes, where a compressor that
 /// kept its last block's window used to emit bytes depending on that block (on which
