@@ -208,7 +208,8 @@ pub struct ImageArgs {
     #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "zstd"])]
     pub compression: String,
 
-    /// Compression level (gzip 1-9, default 1 as ko; zstd 1-19, default 3).
+    /// Compression level (gzip 1-9, default 2: no bigger than ko's level 1; zstd 1-19,
+    /// default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 

@@ -94,8 +94,8 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
     field(
         "plan",
         format!(
-            "{:?} {} {} {:?} {:?} {} {:?} {:?}",
-            plan.compression,
+            "{} {} {} {:?} {:?} {} {:?} {:?}",
+            plan.compression.recipe(),
             plan.debug,
             plan.cover,
             plan.source_date_epoch,

@@ -42,6 +42,10 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 /// Each block after the first is primed with this much preceding input (deflate's window).
 pub const DICT_SIZE: usize = 32 * 1024;
 
+/// Raised whenever the same input and level give other bytes, since it is part of the
+/// compression recipe. 2: a new compressor per block (see [`compress_block`]).
+pub const VERSION: u32 = 2;
+
 /// Longer than any compressed block (deflate grows incompressible input by 1/8 at most):
 /// a recorded block claiming more is damaged, and compressed afresh.
 const MAX_BLOCK_OUT: usize = 2 * BLOCK_SIZE;
@@ -129,7 +133,8 @@ struct Keyed {
     earlier: Option<Arc<Earlier>>,
 }
 
-/// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block.
+/// One block to compress: `buf` is the dictionary (`dict` bytes) followed by the block;
+/// `out` is a spare buffer for its bytes.
 struct Job {
     buf: Vec<u8>,
     dict: usize,
@@ -164,8 +169,6 @@ pub struct GzEncoder<W: Write> {
     /// Replies for dispatched blocks, oldest first: output order.
     pending: VecDeque<mpsc::Receiver<io::Result<Done>>>,
     spare: Vec<(Vec<u8>, Vec<u8>)>,
-    /// For blocks compressed on the calling thread.
-    inline: Option<Compress>,
     keyed: Option<Keyed>,
     /// Bytes written so far, each keyed block's record, and how many were copied.
     offset: u64,
@@ -187,7 +190,6 @@ impl<W: Write> GzEncoder<W> {
             pool: None,
             pending: VecDeque::new(),
             spare: Vec::new(),
-            inline: None,
             keyed: None,
             offset: 0,
             records: Vec::new(),
@@ -264,8 +266,7 @@ impl<W: Write> GzEncoder<W> {
             }
         }
         if self.pool.is_none() {
-            let c = self.inline.get_or_insert_with(|| compressor(self.level));
-            let done = block(c, buf, job_dict, last, out, self.keyed.as_ref())?;
+            let done = block(self.level, buf, job_dict, last, out, self.keyed.as_ref())?;
             return self.emit(done);
         }
         while self.pending.len() >= self.threads * IN_FLIGHT_PER_WORKER {
@@ -352,14 +353,10 @@ fn worker_lost() -> io::Error {
     io::Error::other("gzip worker thread failed")
 }
 
-fn compressor(level: u32) -> Compress {
-    Compress::new(flate2::Compression::new(level), false)
-}
-
 /// A block's bytes: copied from an earlier stream when keyed and found there, else
 /// compressed.
 fn block(
-    c: &mut Compress,
+    level: u32,
     buf: Vec<u8>,
     dict: usize,
     last: bool,
@@ -367,7 +364,7 @@ fn block(
     keyed: Option<&Keyed>,
 ) -> io::Result<Done> {
     let Some(keyed) = keyed else {
-        return compress_block(c, buf, dict, last, out);
+        return compress_block(level, buf, dict, last, out);
     };
     let key = Digest::of_parts(&[
         &[keyed.level as u8, u8::from(last)],
@@ -387,60 +384,68 @@ fn block(
                 copied: true,
             }
         }
-        None => compress_block(c, buf, dict, last, out)?,
+        None => compress_block(level, buf, dict, last, out)?,
     };
     done.record = Some((key, Digest::of(&done.out)));
     Ok(done)
 }
 
 /// Raw deflate of `buf[dict..]` primed with `buf[..dict]`, ended with a sync flush (or
-/// finished, for the last block), into `out`.
+/// finished, for the last block), into `out`: a pure function of those bytes, `last` and
+/// the level.
 ///
-/// Always the same two calls, whatever the block: all input without flushing, then the
-/// flush alone. zlib-rs' output depends on how it is called (level 1 opens a block as final
-/// when it starts under `Finish`, and cuts differently when input comes in pieces); this is
-/// how flate2's `GzEncoder` drives it given everything in one write.
+/// A new compressor for every block: zlib-rs' reset keeps the old window, and priming
+/// hashes 4 bytes at each of the dictionary's positions, the last one reaching a byte past
+/// it, left over from the previous block. A reused compressor's bytes thus depended on
+/// which block its worker did before, and so on timing. A new one costs about 10 µs, next
+/// to milliseconds for compressing the block.
+///
+/// The calls are always the same two: all input without flushing, then the flush alone
+/// (zlib-rs' bytes depend on how it is called: level 1 opens a block as final when it
+/// starts under `Finish`, and cuts differently when input comes in pieces). `out` is made
+/// to hold more than deflate's worst case, so neither call stops for want of room (a flush
+/// cut short by a full buffer is resumed with other bytes); how much more, which depends
+/// on what the buffer held before, changes nothing.
 fn compress_block(
-    c: &mut Compress,
+    level: u32,
     buf: Vec<u8>,
     dict: usize,
     last: bool,
     mut out: Vec<u8>,
 ) -> io::Result<Done> {
     let (dictionary, input) = buf.split_at(dict);
-    c.reset();
+    let mut c = Compress::new(flate2::Compression::new(level), false);
     if !dictionary.is_empty() {
         c.set_dictionary(dictionary).map_err(io::Error::other)?;
     }
     let mut crc = Crc::new();
     crc.update(input);
+    // Level 1's static codes take at most 9 bits a byte; the other levels fall back to
+    // stored blocks, which add 5 bytes per 16 KiB or more.
     out.clear();
-    // Level 1 (static Huffman codes) can grow incompressible input by 1/8; more is looped for.
     out.reserve(input.len() + input.len() / 8 + 1024);
-    let start = c.total_in();
-    let mut consumed = 0;
-    while consumed < input.len() {
-        make_room(&mut out);
-        c.compress_vec(&input[consumed..], &mut out, FlushCompress::None)
-            .map_err(io::Error::other)?;
-        consumed = (c.total_in() - start) as usize;
-    }
+    c.compress_vec(input, &mut out, FlushCompress::None)
+        .map_err(io::Error::other)?;
     let flush = if last {
         FlushCompress::Finish
     } else {
         FlushCompress::Sync
     };
-    loop {
-        make_room(&mut out);
-        let status = c
-            .compress_vec(&[], &mut out, flush)
-            .map_err(io::Error::other)?;
-        match status {
-            Status::StreamEnd => break,
-            // A sync flush is complete when it leaves output space over.
-            _ if !last && out.len() < out.capacity() => break,
-            _ => {}
-        }
+    let status = c
+        .compress_vec(&[], &mut out, flush)
+        .map_err(io::Error::other)?;
+    // zlib's rule: a flush is complete when it leaves room over.
+    let complete = if last {
+        status == Status::StreamEnd
+    } else {
+        out.len() < out.capacity()
+    };
+    if c.total_in() != input.len() as u64 || !complete {
+        return Err(io::Error::other(format!(
+            "gzip: a block of {} bytes outgrew {} bytes of room",
+            input.len(),
+            out.capacity()
+        )));
     }
     Ok(Done {
         buf,
@@ -449,12 +454,6 @@ fn compress_block(
         record: None,
         copied: false,
     })
-}
-
-fn make_room(out: &mut Vec<u8>) {
-    if out.capacity() - out.len() < 1024 {
-        out.reserve(out.capacity().max(1 << 16));
-    }
 }
 
 /// Worker threads taking jobs from one queue; each job carries its own reply channel.
@@ -500,14 +499,13 @@ impl Drop for Pool {
 }
 
 fn worker(rx: &Mutex<mpsc::Receiver<Job>>, level: u32) {
-    let mut c = compressor(level);
     loop {
         let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
         let done = block(
-            &mut c,
+            level,
             job.buf,
             job.dict,
             job.last,
@@ -520,7 +518,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, level: u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
@@ -548,6 +546,187 @@ mod tests {
             gz.write_all(c).unwrap();
         }
         gz.finish().unwrap().0
+    }
+
+    /// Uniformly random bytes: incompressible, the worst case for level 1's static codes.
+    pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// Executable-like bytes: sections of machine-code-like bytes, little-endian words with
+    /// zero high bytes and symbol names, each padded with zeros to a 4 KiB boundary (as ELF
+    /// segments are), so runs of zeros end right before some block boundaries.
+    pub(crate) fn executable(len: usize, seed: u64) -> Vec<u8> {
+        const NAMES: [&[u8]; 5] = [
+            b"runtime.gopanic",
+            b"main.main",
+            b"reflect.Value.Call",
+            b"sync.(*Mutex).Lock",
+            b"fmt.Sprintf",
+        ];
+        let mut x = seed;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut v = Vec::with_capacity(len + (1 << 16));
+        while v.len() < len {
+            let end = v.len() + 1 + (next() % 60_000) as usize;
+            v.push(0xe8);
+            while v.len() < end {
+                let r = next();
+                match r % 4 {
+                    0 => v.extend_from_slice(&((r >> 8) % 0x40_0000).to_le_bytes()),
+                    1 => {
+                        v.extend_from_slice(NAMES[(r >> 8) as usize % NAMES.len()]);
+                        v.push(0);
+                    }
+                    _ => v.extend_from_slice(&next().to_le_bytes()[..1 + (r >> 8) as usize % 8]),
+                }
+            }
+            v.resize(v.len().next_multiple_of(4096), 0);
+        }
+        v.truncate(len);
+        v
+    }
+
+    /// Five blocks of the Go toolchain's `go` binary (real machine code, symbol tables and
+    /// data), from its second block on, so the blocks are the file's own. `None` (with a
+    /// note) where Go is not installed.
+    pub(crate) fn go_elf() -> Option<Vec<u8>> {
+        let root = std::process::Command::new("go")
+            .args(["env", "GOROOT"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        let Some(root) = root else {
+            eprintln!("no Go toolchain: the ELF input is skipped");
+            return None;
+        };
+        let go =
+            std::path::Path::new(String::from_utf8(root.stdout).unwrap().trim()).join("bin/go");
+        let bytes = std::fs::read(&go).unwrap();
+        Some(bytes[BLOCK_SIZE..bytes.len().min(6 * BLOCK_SIZE)].to_vec())
+    }
+
+    /// The stream the module doc defines, built here without the encoder: each block deflated
+    /// by a new zlib-rs compressor, with more output room than it can use, in one call for
+    /// the input and one for the flush.
+    fn reference(input: &[u8], level: u32) -> Vec<u8> {
+        let mut gz = header(level).to_vec();
+        let blocks: Vec<&[u8]> = if input.is_empty() {
+            vec![&[]]
+        } else {
+            input.chunks(BLOCK_SIZE).collect()
+        };
+        for (i, block) in blocks.iter().enumerate() {
+            let start = i * BLOCK_SIZE;
+            let mut c = Compress::new(flate2::Compression::new(level), false);
+            if start > 0 {
+                c.set_dictionary(&input[start - DICT_SIZE..start]).unwrap();
+            }
+            let mut out = vec![0; 2 * block.len() + 4096];
+            c.compress(block, &mut out, FlushCompress::None).unwrap();
+            assert_eq!(c.total_in(), block.len() as u64);
+            let n = c.total_out() as usize;
+            let last = i + 1 == blocks.len();
+            let flush = if last {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::Sync
+            };
+            c.compress(&[], &mut out[n..], flush).unwrap();
+            gz.extend_from_slice(&out[..c.total_out() as usize]);
+        }
+        let mut crc = Crc::new();
+        crc.update(input);
+        gz.extend_from_slice(&crc.sum().to_le_bytes());
+        gz.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        gz
+    }
+
+    /// Several encoders at once, each with its own workers, on more threads than cores: which
+    /// worker gets which block, after which other block, changes from run to run. Every
+    /// stream must still be the reference, byte for byte.
+    #[test]
+    fn streams_are_the_reference_whatever_the_workers_did_before() {
+        const B: usize = BLOCK_SIZE;
+        let mut inputs = vec![
+            ("random", random(B + 777, 7)),
+            // A seed whose block 3 came out otherwise from a compressor reused in order.
+            ("executable-like", executable(4 * B + 4321, 11)),
+        ];
+        inputs.extend(go_elf().map(|elf| ("go binary", elf)));
+        for (level, rounds) in [(1, 40), (2, 12), (6, 1)] {
+            let want: Vec<Vec<u8>> = inputs
+                .iter()
+                .map(|(_, input)| reference(input, level))
+                .collect();
+            for (w, (name, input)) in want.iter().zip(&inputs) {
+                assert!(
+                    gunzip(w) == *input,
+                    "{name}: the reference is not the input"
+                );
+            }
+            for round in 0..rounds {
+                thread::scope(|s| {
+                    for (i, ((name, input), want)) in inputs.iter().zip(&want).enumerate() {
+                        s.spawn(move || {
+                            // 1 to 8 workers; writes of odd sizes, so blocks are cut mid-write.
+                            let threads = 1 + (round + i) % 8;
+                            let chunk = [65536, 1000, B + 7, 512 * 1024 + 3][(round + i) % 4];
+                            let got = pgzip(input, level, threads, chunk);
+                            assert!(
+                                got == *want,
+                                "{name}, level {level}, {threads} workers, round {round}: \
+                                 not the reference"
+                            );
+                        });
+                    }
+                });
+            }
+            // Inline: each block after the one before it, on one thread.
+            for ((name, input), want) in inputs.iter().zip(&want) {
+                let got = pgzip(input, level, 0, 65536);
+                assert!(
+                    got == *want,
+                    "{name}, level {level}, inline: not the reference"
+                );
+            }
+        }
+    }
+
+    /// However big, small or full the buffer a block is written into (workers reuse the
+    /// buffers of other blocks), its bytes are the same.
+    #[test]
+    fn a_block_does_not_depend_on_the_buffer_it_is_written_into() {
+        let input = executable(2 * BLOCK_SIZE, 11);
+        let job = input[BLOCK_SIZE - DICT_SIZE..].to_vec();
+        for last in [false, true] {
+            let want = compress_block(2, job.clone(), DICT_SIZE, last, Vec::new())
+                .unwrap()
+                .out;
+            for out in [
+                Vec::with_capacity(want.len()),
+                Vec::with_capacity(want.len() + 1),
+                vec![0xa5; 10],
+                vec![0x5a; 3 * BLOCK_SIZE],
+            ] {
+                let cap = out.capacity();
+                let got = compress_block(2, job.clone(), DICT_SIZE, last, out).unwrap();
+                assert!(got.out == want, "last: {last}, a buffer of {cap} bytes");
+            }
+        }
     }
 
     fn gunzip(gz: &[u8]) -> Vec<u8> {
@@ -649,22 +828,21 @@ mod tests {
     #[test]
     fn blocks_of_an_earlier_stream_are_copied_and_change_no_byte() {
         const B: usize = BLOCK_SIZE;
-        let a = data(3 * B + 999);
+        let a = executable(4 * B + 999, 11);
         let (gz_a, blocks_a) = keyed(&a, None);
-        assert_eq!(gz_a, pgzip(&a, 1, 2, 65536), "keying alone changes nothing");
-        assert_eq!(blocks_a.len(), 4);
+        assert!(gz_a == reference(&a, 1), "keying alone changes nothing");
+        assert_eq!(blocks_a.len(), 5);
         assert_eq!(blocks_a[0].offset, 10);
-        assert_eq!(blocks_a[3].offset + blocks_a[3].len + 8, gz_a.len() as u64);
+        assert_eq!(blocks_a[4].offset + blocks_a[4].len + 8, gz_a.len() as u64);
 
         // One byte of the second block changes, far from its end (the next block's dictionary).
         let mut b = a.clone();
         b[B + 10] ^= 0xff;
         let (_file, e) = earlier(&gz_a, blocks_a.clone());
         let (gz_b, blocks_b) = keyed(&b, Some(e));
-        assert_eq!(gz_b, pgzip(&b, 1, 0, 65536));
-        assert_eq!(gunzip(&gz_b), b);
-        let same: Vec<bool> = (0..4).map(|i| blocks_a[i].key == blocks_b[i].key).collect();
-        assert_eq!(same, [true, false, true, true]);
+        assert!(gz_b == reference(&b, 1), "copied blocks change the stream");
+        let same: Vec<bool> = (0..5).map(|i| blocks_a[i].key == blocks_b[i].key).collect();
+        assert_eq!(same, [true, false, true, true, true]);
 
         // Copying happens: bytes recorded under block 0's key end up in the output as they are.
         let marker = b"copied, not compressed".to_vec();

@@ -921,7 +921,7 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
         ("zstd", None) => Ok(Compression::Zstd(3)),
         ("zstd", Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
         ("zstd", Some(_)) => Err(bad("1-19")),
-        (_, None) => Ok(Compression::Gzip(1)),
+        (_, None) => Ok(Compression::default()),
         (_, Some(n)) if (1..=9).contains(&n) => Ok(Compression::Gzip(n as u32)),
         (_, Some(_)) => Err(bad("1-9")),
     }

@@ -130,7 +130,7 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// A Go app under `tests/fixtures/apps/` ("hello", "lib", "broken").
+/// A Go app under `tests/fixtures/apps/` ("hello", "lib", "broken", "server").
 pub fn app_dir(name: &str) -> PathBuf {
     fixtures_dir().join("apps").join(name)
 }
