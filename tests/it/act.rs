@@ -310,8 +310,12 @@ impl ActRun {
 }
 
 /// `HOST:PORT/PATH` from `HOST:PORT/PATH:TAG`.
+/// `named` without its tag; a `:` before the last `/` is a registry port, not a tag.
 fn repository(named: &str) -> &str {
-    named.rsplit_once(':').map_or(named, |(repo, _)| repo)
+    match named.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => named,
+    }
 }
 
 fn adapt_nothing(workflow: String, _base: &str, _host: &str) -> String {

@@ -258,7 +258,7 @@ fn cases() -> Vec<Case> {
             "tag with a slash",
             &["./hello", "--base", "scratch", "-t", "a/b"],
             2,
-            "not a valid tag",
+            "a full reference needs a tag",
         ),
         build(
             "tag too long",
