@@ -65,9 +65,12 @@ pub async fn run(
 }
 
 /// What `ko resolve` writes for a pushed `repo:tag@digest`: the tag only when it is the one
-/// tag and not `latest`; else `repo@digest`.
+/// tag and not `latest`; else `repo@digest`. Layout and archive outputs (`oci-layout:PATH@d`)
+/// have no tag to drop and stay as written.
 fn resolved_reference(pushed: &str, tags: &[String]) -> Result<String, ReferenceError> {
+    let local = ["oci-layout:", "oci-archive:"];
     match tags {
+        _ if local.iter().any(|p| pushed.starts_with(p)) => Ok(pushed.to_string()),
         [one] if one != "latest" => Ok(pushed.to_string()),
         _ => Ok(Reference::parse(pushed)?.name()),
     }
@@ -94,6 +97,11 @@ mod tests {
         assert_eq!(
             resolved_reference(&pushed("v1"), &tags(&["v1"])).unwrap(),
             pushed("v1")
+        );
+        let layout = format!("oci-layout:/tmp/out@{d}");
+        assert_eq!(
+            resolved_reference(&layout, &tags(&["latest"])).unwrap(),
+            layout
         );
     }
 }

@@ -733,8 +733,8 @@ fn leftover_temporary_files_of_a_killed_run_are_removed_when_no_other_run_shares
     s.layout();
     let cache = s.cache();
     let leftovers = [
-        cache.join("blobs/sha256/.layer-Xa1b2c"),
-        cache.join("blobs/sha256/.download-Yd3e4f"),
+        cache.join("blobs/sha256/.kobuild-tmp-Xa1b2c"),
+        cache.join("blobs/sha256/.kobuild-tmp-Yd3e4f"),
         cache.join("blobs/sha256/.tmp-Zg5h6i"),
         cache.join("artifacts/.tmp-Wj7k8l"),
         cache.join(".tmpM9n0o"),
