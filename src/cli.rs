@@ -252,9 +252,22 @@ pub struct ImageArgs {
 
 #[derive(Debug, Default, Args)]
 pub struct RenderArgs {
-    /// Manifest file, directory (its .yaml, .yml and .json files), or - for stdin (repeatable).
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    /// Manifest file, directory (its .yaml, .yml and .json files), - for stdin, or a
+    /// skaffold.yaml, for the manifests its manifests section names (repeatable; default:
+    /// ./skaffold.yaml).
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
     pub files: Vec<PathBuf>,
+
+    /// skaffold.yaml profile to apply to its manifests section (repeatable; `-NAME` turns off
+    /// an auto-activated one).
+    #[arg(
+        short = 'p',
+        long = "profile",
+        value_name = "NAME",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub profiles: Vec<String>,
 
     /// Skaffold's artifacts.json, as `build --file-output` writes it, or - for stdin.
     #[arg(short = 'a', long = "build-artifacts", value_name = "FILE")]

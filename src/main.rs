@@ -73,7 +73,7 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
             }
             Ok(())
         }
-        Command::Render(args) => Ok(kobuild::render::run(&args)?),
+        Command::Render(args) => Ok(kobuild::render::run(&args, &env, &cwd)?),
         Command::Deps(args) => {
             let lines = kobuild::deps::run(&args, &env, &cwd)?;
             let mut out = std::io::stdout().lock();

@@ -5,6 +5,7 @@
 
 mod error;
 mod koyaml;
+mod manifests;
 mod naming;
 mod precedence;
 mod profiles;
@@ -13,6 +14,7 @@ mod yaml;
 
 pub use error::{ConfigError, ConfigErrorKind, Pos};
 pub use koyaml::{KoBuild, KoConfig, split_platforms};
+pub use manifests::{Kustomize, Manifests};
 pub use naming::{
     ImageReference, NamingError, image_template_vars, parse_reference, registry_repository,
     sanitize_image_name, substitute_default_repo,

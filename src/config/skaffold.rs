@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrorKind, Fault, Pos};
+use super::manifests::{self, Manifests};
 use super::profiles::{self, ActivationContext, Profile, ProfileInfo};
 use super::yaml::{Fields, Kind, Node, join, parse_documents};
 
@@ -55,6 +56,11 @@ impl Schema {
         (Schema(26)..=Schema::LATEST)
             .contains(&schema)
             .then_some(schema)
+    }
+
+    /// `manifests:` (v3alpha1 on), where earlier schemas had renderers under `deploy:`.
+    fn has_manifests(self) -> bool {
+        self >= Schema(30)
     }
 
     /// `ko.platforms`, which v2beta28 moved to the artifact.
@@ -202,6 +208,8 @@ pub struct Pipeline {
     pub tag_policy: TagPolicy,
     pub build_type: BuildType,
     pub insecure_registries: Vec<String>,
+    /// What `render` renders for this configuration.
+    pub manifests: Manifests,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -469,6 +477,7 @@ fn parse(
             read_metadata(&Fields::strict(&doc.node, "", TOP_FIELDS)?)?;
         }
         let build = read_build(doc.node.get("build"), "build", file, i, doc.schema)?;
+        let manifests = manifests::read(&doc.node, doc.schema.has_manifests())?;
         if !matches!(build.pipeline.build_type, BuildType::Local(_)) {
             warnings.push(warn(
                 file,
@@ -479,6 +488,7 @@ fn parse(
         config.artifacts.extend(build.artifacts);
         config.pipelines.push(Pipeline {
             name: doc.name,
+            manifests,
             ..build.pipeline
         });
         config
@@ -486,6 +496,12 @@ fn parse(
             .extend(doc.profiles.into_iter().map(|p| p.info));
     }
     config.concurrency = concurrency(&config.pipelines);
+    // Skaffold's default renderer, for a lone configuration that names none.
+    if let [only] = config.pipelines.as_mut_slice()
+        && !only.manifests.configured
+    {
+        only.manifests.raw_yaml = vec![manifests::DEFAULT_RAW_YAML.to_string()];
+    }
     config.warnings = warnings;
     Ok(config)
 }
@@ -641,6 +657,7 @@ fn read_build(
             },
             build_type,
             insecure_registries: f.strings("insecureRegistries")?,
+            manifests: Manifests::default(),
         },
     })
 }
@@ -1018,6 +1035,7 @@ mod tests {
                 ..LocalBuild::default()
             }),
             insecure_registries: vec![],
+            manifests: Manifests::default(),
         };
         assert_eq!(concurrency(&[p(Some(0)), p(Some(0))]), 0);
         assert_eq!(concurrency(&[p(Some(0)), p(Some(3)), p(Some(2))]), 2);

@@ -43,6 +43,18 @@ impl Env {
         }
     }
 
+    /// `name` as the shell would find it: a path with a slash as given, else the first
+    /// regular file of that name in a `PATH` directory.
+    pub fn find_program(&self, name: &str) -> Option<std::path::PathBuf> {
+        if name.contains('/') {
+            return Some(name.into());
+        }
+        let path = self.get("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    }
+
     /// Every variable, for templates whose data is the whole environment.
     pub fn vars(&self) -> &BTreeMap<String, String> {
         &self.0

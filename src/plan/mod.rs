@@ -170,15 +170,7 @@ impl Toolchain {
             (k.starts_with("GO") || k.starts_with("CGO_") || matches!(k, "CC" | "CXX" | "AR"))
                 && !IRRELEVANT.contains(&k)
         };
-        let go_binary = if go.contains('/') {
-            Some(PathBuf::from(go))
-        } else {
-            env.get("PATH").and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|d| d.join(go))
-                    .find(|p| p.is_file())
-            })
-        };
+        let go_binary = env.find_program(go);
         let env_file = match (
             env.get("GOENV"),
             env.get("XDG_CONFIG_HOME"),

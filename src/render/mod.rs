@@ -6,6 +6,7 @@
 
 mod images;
 mod manifest;
+mod skaffold;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use manifest::{find_ko_references, render_text};
 
 use crate::cli::RenderArgs;
 use crate::fsutil::{self, WriteError, write_atomic};
+use crate::plan::Env;
 
 /// How stdin is named in messages.
 const STDIN: &str = "<stdin>";
@@ -47,6 +49,23 @@ pub enum RenderError {
         "{0}: a kustomization, which kobuild render does not build: pipe its output in instead (`kustomize build DIR | kobuild render -f -`)"
     )]
     Kustomization(String),
+    #[error(
+        "no manifests: give them with -f PATH, or run where a skaffold.yaml is (its manifests section is rendered)"
+    )]
+    NoInput,
+    /// The skaffold.yaml could not be read; the message names FILE:LINE:COL.
+    #[error("{0}")]
+    Skaffold(String),
+    #[error(
+        "{at}: {field}: kobuild render reads rawYaml and kustomize only: render this one with its own tool and pipe it in (`... | kobuild render -f -`)"
+    )]
+    Renderer { at: String, field: String },
+    #[error(
+        "{0}: manifests.kustomize needs kustomize or kubectl on PATH: install one, or pipe `kustomize build` output to `kobuild render -f -`"
+    )]
+    NoKustomize(String),
+    #[error("{dir}: {message}")]
+    Kustomize { dir: String, message: String },
     #[error("{0}: not UTF-8 text")]
     NotUtf8(String),
     #[error("stdin can be read only once: it is both a manifest (-f -) and --build-artifacts -")]
@@ -100,12 +119,17 @@ impl RenderError {
 enum Input {
     Stdin,
     File(PathBuf),
+    /// A renderer's output (`kustomize build DIR`), named for messages.
+    Generated {
+        name: String,
+        text: String,
+    },
 }
 
 /// Runs `kobuild render`: the result goes to `--output` (atomically, and only when everything
 /// rendered) or to stdout (also for `-o -`).
-pub fn run(args: &RenderArgs) -> Result<(), RenderError> {
-    let rendered = render(args, &mut std::io::stdin().lock())?;
+pub fn run(args: &RenderArgs, env: &Env, cwd: &Path) -> Result<(), RenderError> {
+    let rendered = render(args, env, cwd, &mut std::io::stdin().lock())?;
     match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => write_atomic(path, rendered.as_bytes())?,
         None => {
@@ -128,8 +152,14 @@ pub fn run(args: &RenderArgs) -> Result<(), RenderError> {
 }
 
 /// The rendered text of every input, in order, documents of different files separated by
-/// `---` lines.
-pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderError> {
+/// `---` lines. A skaffold.yaml given with `-f` (or found in `cwd` when there is no `-f`)
+/// stands for the manifests it names.
+pub fn render(
+    args: &RenderArgs,
+    env: &Env,
+    cwd: &Path,
+    stdin: &mut dyn Read,
+) -> Result<String, RenderError> {
     let dash = Path::new("-");
     if args.build_artifacts.as_deref() == Some(dash) && args.files.iter().any(|f| f == dash) {
         return Err(RenderError::StdinTwice);
@@ -153,17 +183,43 @@ pub fn render(args: &RenderArgs, stdin: &mut dyn Read) -> Result<String, RenderE
     // Skaffold renders a kustomization through kustomize; its files alone are a bare patch.
     for path in &args.files {
         if path != dash
-            && let Some(k) = kustomization_in(path, args.recursive)?
+            && let Some(k) = kustomization_in(&cwd.join(path), args.recursive)?
         {
             return Err(RenderError::Kustomization(k.display().to_string()));
         }
     }
     let mut out = String::new();
-    for input in inputs(&args.files, args.recursive)? {
+    for input in manifest_inputs(args, env, cwd)? {
         let (file, bytes) = read(&input, stdin, fsutil::MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(file.clone()))?;
         let rendered = render_text(&file, &text, &images, args.allow_unresolved)?;
         append_file(&mut out, &rendered);
+    }
+    Ok(out)
+}
+
+/// What `-f` names, a skaffold.yaml among it expanded; with no `-f`, ./skaffold.yaml's
+/// manifests.
+fn manifest_inputs(args: &RenderArgs, env: &Env, cwd: &Path) -> Result<Vec<Input>, RenderError> {
+    if args.files.is_empty() {
+        let file = cwd.join("skaffold.yaml");
+        if !file.is_file() {
+            return Err(RenderError::NoInput);
+        }
+        return skaffold::inputs(&file, &args.profiles, env);
+    }
+    let mut out = Vec::new();
+    for path in &args.files {
+        let full = if path == Path::new("-") {
+            path.clone()
+        } else {
+            cwd.join(path)
+        };
+        if skaffold::is_config(&full) {
+            out.extend(skaffold::inputs(&full, &args.profiles, env)?);
+        } else {
+            out.extend(inputs(std::slice::from_ref(&full), args.recursive)?);
+        }
     }
     Ok(out)
 }
@@ -289,6 +345,7 @@ fn read(input: &Input, stdin: &mut dyn Read, limit: u64) -> Result<(String, Vec<
             let bytes = fsutil::read_bounded(path, limit).map_err(|e| io_error(path, e))?;
             Ok((path.display().to_string(), bytes))
         }
+        Input::Generated { name, text } => Ok((name.clone(), text.clone().into_bytes())),
     }
 }
 

@@ -425,3 +425,116 @@ fn ko_and_kobuild(dir: &Path, target: &str, repo: &str, env: &[(&str, &str)]) ->
     assert_eq!(repo_of(&theirs), repo_of(&ours), "{theirs} vs {ours}");
     (theirs, ours)
 }
+
+/// The manifests a skaffold.yaml names, rendered with one artifacts.json by `skaffold render`
+/// and by `kobuild render` (no `-f` manifests), compared as parsed YAML: rawYaml globs,
+/// kustomize paths, the v2 `deploy:` forms Skaffold upgrades, the default `k8s/*.yaml`, and
+/// a profile that swaps the manifests.
+#[test]
+fn skaffold_render_of_the_manifests_section_matches() {
+    let root = tempfile::tempdir().unwrap();
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let tag = format!("localhost:5000/app:v1@{digest}");
+    let artifacts = root.path().join("a.json");
+    fs::write(
+        &artifacts,
+        format!(r#"{{"builds":[{{"imageName":"example.com/app","tag":"{tag}"}}]}}"#),
+    )
+    .unwrap();
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web # kept\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: example.com/app:dev\n";
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: c\n    image: ko://example.com/app\n"
+        )
+    };
+    let files: Vec<(String, String)> = vec![
+        ("k8s/b-deployment.yaml".into(), deployment.into()),
+        ("k8s/a-pod.yaml".into(), pod("raw")),
+        ("k8s/notes.txt".into(), "not a manifest".into()),
+        ("other/one.yaml".into(), pod("other")),
+        ("kz/base/pod.yaml".into(), pod("kz")),
+        (
+            "kz/base/kustomization.yaml".into(),
+            "resources: [pod.yaml]\ncommonLabels: {tier: web}\n".into(),
+        ),
+        (
+            "kz/dev/kustomization.yaml".into(),
+            "resources: [../base]\nnamePrefix: dev-\n".into(),
+        ),
+    ];
+    let head = "kind: Config\nbuild:\n  artifacts:\n  - image: example.com/app\n    ko: {}\n";
+    let cases = [
+        (
+            "v4 rawYaml and kustomize",
+            format!(
+                "apiVersion: skaffold/v4beta11\n{head}manifests:\n  rawYaml: ['k8s/*.yaml', other/one.yaml]\n  kustomize:\n    paths: [kz/dev]\n"
+            ),
+            vec![],
+        ),
+        (
+            "v2 deploy.kubectl and deploy.kustomize",
+            format!(
+                "apiVersion: skaffold/v2beta28\n{head}deploy:\n  kubectl:\n    manifests: [other/one.yaml]\n  kustomize:\n    paths: [kz/base]\n"
+            ),
+            vec![],
+        ),
+        (
+            "default k8s/*.yaml",
+            format!("apiVersion: skaffold/v3\n{head}"),
+            vec![],
+        ),
+        (
+            "a profile's manifests",
+            format!(
+                "apiVersion: skaffold/v4beta14\n{head}manifests:\n  rawYaml: ['k8s/*.yaml']\nprofiles:\n- name: kz\n  manifests:\n    rawYaml: [other/one.yaml]\n    kustomize:\n      paths: [kz/base]\n"
+            ),
+            vec!["-p", "kz"],
+        ),
+    ];
+    let kustomize = peer("KOBUILD_KUSTOMIZE");
+    let path = format!(
+        "{}:{}",
+        kustomize.parent().unwrap().display(),
+        std::env::var("PATH").unwrap()
+    );
+    for (i, (name, config, extra)) in cases.iter().enumerate() {
+        let dir = root.path().join(format!("c{i}"));
+        for (f, text) in &files {
+            let p = dir.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        fs::write(dir.join("skaffold.yaml"), config).unwrap();
+        let a = artifacts.to_str().unwrap();
+        let mut args = vec!["render", "-a", a, "--offline=true", "--digest-source=tag"];
+        args.extend(extra);
+        let theirs = stdout(
+            &skaffold(&dir, &args, &[("PATH", &path)]),
+            &format!("skaffold render ({name})"),
+        );
+        let mut args = vec!["-a", a];
+        args.extend(extra);
+        let ours = stdout(
+            &kobuild(&[("PATH", &path)])
+                .subcommand(&dir, "render", &args)
+                .output()
+                .unwrap(),
+            &format!("kobuild render ({name})"),
+        );
+        let docs = |text: &str| -> Vec<Value> {
+            serde_saphyr::from_multiple::<Value>(text)
+                .unwrap()
+                .into_iter()
+                .filter(|d| !d.is_null())
+                .collect()
+        };
+        let (t, o) = (docs(&theirs), docs(&ours));
+        assert!(t.len() >= 2, "{name}: {theirs}");
+        assert_eq!(t, o, "{name}\nskaffold:\n{theirs}\nkobuild:\n{ours}");
+        // Lossless where the input was a file: the comment survives.
+        if ours.contains("name: web") {
+            assert!(ours.contains("name: web # kept"), "{ours}");
+        }
+        assert!(ours.contains(&tag), "{ours}");
+    }
+}

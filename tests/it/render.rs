@@ -383,3 +383,116 @@ fn missing_inputs_and_bad_flags() {
     let (code, err) = failed(render(&["-f", "-"], b"a: \xff\n"));
     assert_eq!((code, err.as_str()), (2, "error: <stdin>: not UTF-8 text"));
 }
+
+/// `kobuild render ARGS` in `dir` with `PATH` as given (for kustomize lookups).
+fn render_in(dir: &Path, path: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("render")
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn skaffold_manifests_that_cannot_be_rendered_are_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: ko://example.com/app}\n";
+    fs::create_dir_all(dir.join("k8s")).unwrap();
+    fs::write(dir.join("k8s/pod.yaml"), pod).unwrap();
+    let config = |manifests: &str| {
+        fs::write(
+            dir.join("skaffold.yaml"),
+            format!("apiVersion: skaffold/v4beta11\nkind: Config\n{manifests}"),
+        )
+        .unwrap();
+    };
+    let images = ["--images", "example.com/app=r.example/app:v1"];
+
+    // No -f and no skaffold.yaml here.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, err) = failed(render_in(empty.path(), "/nonexistent", &images));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no manifests: give them with -f PATH"),
+        "{err}"
+    );
+
+    // Helm is not run: refused at its line, not left out.
+    config("manifests:\n  rawYaml: [k8s/pod.yaml]\n  helm:\n    releases: [{name: x}]\n");
+    let (code, err) = failed(render_in(dir, "/nonexistent", &images));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "skaffold.yaml:5:3: manifests.helm: kobuild render reads rawYaml and kustomize only"
+        ),
+        "{err}"
+    );
+
+    // A kustomization with neither kustomize nor kubectl to build it.
+    fs::create_dir_all(dir.join("kz")).unwrap();
+    fs::write(dir.join("kz/kustomization.yaml"), "resources: []\n").unwrap();
+    config("manifests:\n  kustomize:\n    paths: [kz]\n");
+    let (code, err) = failed(render_in(dir, "/nonexistent", &images));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("manifests.kustomize needs kustomize or kubectl on PATH"),
+        "{err}"
+    );
+
+    // A kustomize that fails: its last line, quoted.
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("kustomize");
+    fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Error: accumulating resources' >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, err) = failed(render_in(dir, bin.to_str().unwrap(), &images));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("build failed: \"Error: accumulating resources\""),
+        "{err}"
+    );
+
+    // A glob that matches nothing warns, as Skaffold does, and the rest renders.
+    config("manifests:\n  rawYaml: ['none/*.yaml', k8s/pod.yaml]\n");
+    let out = render_in(dir, "/nonexistent", &images);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"none/*.yaml\" matched no file"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ok(out),
+        pod.replace("ko://example.com/app", "r.example/app:v1")
+    );
+
+    // Given with -f, a skaffold.yaml stands for its manifests, next to other files.
+    let other = dir.join("other.yaml");
+    fs::write(&other, "a: 1\n").unwrap();
+    let out = render_in(
+        dir,
+        "/nonexistent",
+        &[
+            "-f",
+            "skaffold.yaml",
+            "-f",
+            other.to_str().unwrap(),
+            images[0],
+            images[1],
+        ],
+    );
+    assert_eq!(
+        ok(out),
+        format!(
+            "{}---\na: 1\n",
+            pod.replace("ko://example.com/app", "r.example/app:v1")
+        )
+    );
+}
