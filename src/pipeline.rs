@@ -14,7 +14,7 @@ use crate::cache::{self, ArtifactCache, Inputs, Listing, Record, Snapshot};
 use crate::error::Error;
 use crate::gobuild::{self, GoBuild, GoError, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
-use crate::image::layer::{self, Compression, Layer, LayerError, LayerStore};
+use crate::image::layer::{self, BinaryEntry, Compression, Layer, LayerError, LayerStore};
 use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
@@ -729,14 +729,22 @@ impl Builder<'_> {
     ) -> Result<(Layer, Binary), Error> {
         let mut binary = self.binary(a, t, platform).await?;
         let record = layer_record_path(&binary.path);
+        let caps = a.capabilities.map(|c| c.xattr());
+        // Each blocking task owns what it reads.
+        let task = |path: PathBuf| (path, app.to_string(), layer_store(self.plan));
         if binary.link == Link::Kept {
             let recorded = cache::integrity::load::<LayerRecord>(&record);
-            let why = match recorded.filter(|r| r.app == app) {
+            let why = match recorded.filter(|r| r.app == app && r.capabilities == caps) {
                 Some(r) => {
-                    let (path, app, store) =
-                        (binary.path.clone(), app.to_string(), layer_store(self.plan));
-                    let kept =
-                        blocking(move || layer::kept_binary_layer(&path, &app, &store, &r.diff_id));
+                    let (path, app, store) = task(binary.path.clone());
+                    let kept = blocking(move || {
+                        let entry = BinaryEntry {
+                            path: &path,
+                            app_name: &app,
+                            capabilities: caps,
+                        };
+                        layer::kept_binary_layer(entry, &store, &r.diff_id)
+                    });
                     match kept.await {
                         Ok(layer) => return Ok((layer, binary)),
                         Err(Error::Layer(LayerError::Changed { expected, .. })) => Some(format!(
@@ -749,20 +757,28 @@ impl Builder<'_> {
             };
             binary = self.relink(a, t, platform, &binary, why).await?;
         }
-        let (path, name, store) = (binary.path.clone(), app.to_string(), layer_store(self.plan));
+        let (path, name, store) = task(binary.path.clone());
+        let fresh = move |follow: Option<&layer::WrittenTx>| {
+            let entry = BinaryEntry {
+                path: &path,
+                app_name: &name,
+                capabilities: caps,
+            };
+            layer::fresh_binary_layer(entry, &store, follow)
+        };
         let layer = match (binary.link, ahead) {
             (Link::Replaced, Some(ahead)) => {
                 let (tx, rx) = tokio::sync::watch::channel(layer::Written::default());
-                let build =
-                    blocking(move || layer::fresh_binary_layer(&path, &name, &store, Some(&tx)));
+                let build = blocking(move || fresh(Some(&tx)));
                 publish::push_while_written(self.client, &ahead.repo, ahead.pushed, rx, build)
                     .await?
             }
-            _ => blocking(move || layer::fresh_binary_layer(&path, &name, &store, None)).await?,
+            _ => blocking(move || fresh(None)).await?,
         };
         let recorded = LayerRecord {
             app: app.to_string(),
             diff_id: layer.diff_id.clone(),
+            capabilities: caps,
         };
         if let Err(e) = cache::integrity::store(&record, &recorded) {
             // The next run links it again rather than trust it unchecked.
@@ -921,7 +937,17 @@ impl Builder<'_> {
         let dlv = match &self.plan.dlv {
             Some((dlv, arch)) if *arch == child.platform.arch => {
                 let (dlv, store) = (dlv.clone(), layer_store(self.plan));
-                Some(blocking(move || layer::binary_layer(&dlv, "dlv", &store)).await?)
+                Some(
+                    blocking(move || {
+                        let entry = BinaryEntry {
+                            path: &dlv,
+                            app_name: "dlv",
+                            capabilities: None,
+                        };
+                        layer::binary_layer(entry, &store)
+                    })
+                    .await?,
+                )
             }
             Some((_, arch)) => {
                 tracing::warn!(
@@ -990,6 +1016,9 @@ fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
 struct LayerRecord {
     app: String,
     diff_id: crate::digest::Digest,
+    /// The binary's `security.capability` bytes, which are in the layer too.
+    #[serde(default)]
+    capabilities: Option<[u8; 20]>,
 }
 
 /// `NAME.layer` beside the binary `NAME`.

@@ -3,6 +3,7 @@
 //! artifact. Pure functions of their inputs: the environment comes in as a parameter, and
 //! templates are left for [`crate::template`].
 
+mod caps;
 mod error;
 mod koyaml;
 mod manifests;
@@ -12,6 +13,7 @@ mod profiles;
 mod skaffold;
 mod yaml;
 
+pub use caps::FileCaps;
 pub use error::{ConfigError, ConfigErrorKind, Pos};
 pub use koyaml::{KoBuild, KoConfig, split_platforms};
 pub use manifests::{Kustomize, Manifests};

@@ -291,8 +291,13 @@ enum Entry {
         name: String,
         host: PathBuf,
         size: u64,
+        /// `security.capability`, for the binary when `linux_capabilities` asks for it.
+        capabilities: Option<[u8; 20]>,
     },
 }
+
+/// The PAX record ko stores file capabilities in, as Go's archive/tar names xattrs.
+const CAPABILITY_RECORD: &str = "SCHILY.xattr.security.capability";
 
 fn emit<W: io::Write>(
     tar: &mut TarWriter<W>,
@@ -303,13 +308,22 @@ fn emit<W: io::Write>(
     for e in entries {
         match e {
             Entry::Dir(name) => tar.dir(name, mtime).map_err(werr)?,
-            Entry::File { name, host, size } => {
+            Entry::File {
+                name,
+                host,
+                size,
+                capabilities,
+            } => {
                 let mut f =
                     crate::fsutil::open_regular(host).map_err(|source| LayerError::Read {
                         path: host.clone(),
                         source,
                     })?;
-                tar.file(name, *size, mtime, &[], &mut f).map_err(werr)?;
+                let pax: Vec<(&str, &[u8])> = capabilities
+                    .iter()
+                    .map(|c| (CAPABILITY_RECORD, &c[..]))
+                    .collect();
+                tar.file(name, *size, mtime, &pax, &mut f).map_err(werr)?;
             }
         }
     }
@@ -422,65 +436,68 @@ fn build_with(
     Ok(layer)
 }
 
+/// What goes into the binary layer: the file, its name under `/ko-app`, and the file
+/// capabilities ko would give it (the xattr's bytes).
+#[derive(Clone, Copy)]
+pub struct BinaryEntry<'a> {
+    pub path: &'a Path,
+    pub app_name: &'a str,
+    pub capabilities: Option<[u8; 20]>,
+}
+
 /// The binary layer: directory `ko-app`, then `/ko-app/NAME` (mode 0555, mtime 0).
-pub fn binary_layer(
-    binary: &Path,
-    app_name: &str,
-    store: &LayerStore,
-) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, Reuse::Same, None)
+pub fn binary_layer(binary: BinaryEntry<'_>, store: &LayerStore) -> Result<Layer, LayerError> {
+    build_binary_layer(binary, store, Reuse::Same, None)
 }
 
 /// [`binary_layer`] for a binary this run just linked: compressed at once, without first
 /// hashing it to look for a finished layer (almost always a miss; a hit would give the
 /// same bytes anyway). `follow` hears of every write, for an upload that follows the file.
 pub fn fresh_binary_layer(
-    binary: &Path,
-    app_name: &str,
+    binary: BinaryEntry<'_>,
     store: &LayerStore,
     follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
-    build_binary_layer(binary, app_name, store, Reuse::Nothing, follow)
+    build_binary_layer(binary, store, Reuse::Nothing, follow)
 }
 
 /// [`binary_layer`] for a binary kept from an earlier run, whose layer then had DiffID
 /// `expected`: [`LayerError::Changed`] if the binary no longer gives it. The check rides on
 /// the pass that hashes the tar anyway.
 pub fn kept_binary_layer(
-    binary: &Path,
-    app_name: &str,
+    binary: BinaryEntry<'_>,
     store: &LayerStore,
     expected: &Digest,
 ) -> Result<Layer, LayerError> {
     let reuse = Reuse::Expect {
-        file: binary,
+        file: binary.path,
         diff_id: expected,
     };
-    build_binary_layer(binary, app_name, store, reuse, None)
+    build_binary_layer(binary, store, reuse, None)
 }
 
 fn build_binary_layer(
-    binary: &Path,
-    app_name: &str,
+    binary: BinaryEntry<'_>,
     store: &LayerStore,
     reuse: Reuse<'_>,
     follow: Option<&WrittenTx>,
 ) -> Result<Layer, LayerError> {
-    let size = fs::metadata(binary)
+    let size = fs::metadata(binary.path)
         .map_err(|source| LayerError::Read {
-            path: binary.to_path_buf(),
+            path: binary.path.to_path_buf(),
             source,
         })?
         .len();
     let entries = [
         Entry::Dir(APP_DIR.trim_start_matches('/').into()),
         Entry::File {
-            name: format!("{APP_DIR}/{app_name}"),
-            host: binary.to_path_buf(),
+            name: format!("{APP_DIR}/{}", binary.app_name),
+            host: binary.path.to_path_buf(),
             size,
+            capabilities: binary.capabilities,
         },
     ];
-    let blocks = store.blocks_path(binary);
+    let blocks = store.blocks_path(binary.path);
     build_with(
         &entries,
         0,
@@ -504,6 +521,7 @@ pub fn kodata_layer(kodata: &Path, epoch: u64, store: &LayerStore) -> Result<Lay
     entries.extend(kodata::walk(kodata)?.into_iter().map(|node| match node {
         Node::Dir { rel, .. } => Entry::Dir(format!("{KODATA_PATH}/{rel}")),
         Node::File { host, rel, size } => Entry::File {
+            capabilities: None,
             name: format!("{KODATA_PATH}/{rel}"),
             host,
             size,
@@ -515,6 +533,14 @@ pub fn kodata_layer(kodata: &Path, epoch: u64, store: &LayerStore) -> Result<Lay
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry<'a>(path: &'a Path, app_name: &'a str) -> BinaryEntry<'a> {
+        BinaryEntry {
+            path,
+            app_name,
+            capabilities: None,
+        }
+    }
     use std::os::unix::fs::symlink;
 
     fn store(dir: &Path) -> LayerStore {
@@ -564,7 +590,7 @@ mod tests {
         let bin = src.path().join("out");
         fs::write(&bin, "hello").unwrap();
         let out = tempfile::tempdir().unwrap();
-        let l = binary_layer(&bin, "app", &store(out.path())).unwrap();
+        let l = binary_layer(entry(&bin, "app"), &store(out.path())).unwrap();
         assert_eq!(
             l.diff_id.as_str(),
             "sha256:ae2ceceff525f99138968ae262272285e6539a4203babb3acdcca061de0d83f7"
@@ -608,7 +634,7 @@ mod tests {
         fs::write(&bin, &content).unwrap();
         let out = tempfile::tempdir().unwrap();
         let st = store(out.path());
-        fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        fresh_binary_layer(entry(&bin, "app"), &st, None).unwrap();
         let record = st.blocks_path(&bin).unwrap();
         assert!(
             st.earlier(&record).is_some(),
@@ -619,12 +645,12 @@ mod tests {
         let mut relinked = content;
         relinked[pgzip::BLOCK_SIZE * 2 + 100..][..7].copy_from_slice(b"v1.2.4 ");
         fs::write(&bin, &relinked).unwrap();
-        let copied = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let copied = fresh_binary_layer(entry(&bin, "app"), &st, None).unwrap();
         let plain = LayerStore {
             index: None,
             ..store(&out.path().join("plain"))
         };
-        let fresh = fresh_binary_layer(&bin, "app", &plain, None).unwrap();
+        let fresh = fresh_binary_layer(entry(&bin, "app"), &plain, None).unwrap();
         assert_eq!(copied.digest, fresh.digest);
         assert_eq!(
             fs::read(&copied.path).unwrap(),
@@ -644,10 +670,10 @@ mod tests {
         fs::write(&bin, "hello").unwrap();
         let out = tempfile::tempdir().unwrap();
         let st = store(out.path());
-        let first = binary_layer(&bin, "app", &st).unwrap();
+        let first = binary_layer(entry(&bin, "app"), &st).unwrap();
         // Make a rebuild detectable: a reused layer keeps the file as it is.
         let marker = fs::metadata(&first.path).unwrap().modified().unwrap();
-        let again = binary_layer(&bin, "app", &st).unwrap();
+        let again = binary_layer(entry(&bin, "app"), &st).unwrap();
         assert_eq!(
             (again.digest.clone(), again.size),
             (first.digest.clone(), first.size)
@@ -658,11 +684,11 @@ mod tests {
         );
         // A different name in the image is a different tar, so a different layer.
         assert_ne!(
-            binary_layer(&bin, "other", &st).unwrap().diff_id,
+            binary_layer(entry(&bin, "other"), &st).unwrap().diff_id,
             first.diff_id
         );
         // A fresh binary is compressed again, to the same layer, and recorded.
-        let fresh = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let fresh = fresh_binary_layer(entry(&bin, "app"), &st, None).unwrap();
         assert_eq!(
             (&fresh.digest, &fresh.diff_id),
             (&first.digest, &first.diff_id)
@@ -672,7 +698,7 @@ mod tests {
             marker
         );
         fs::remove_file(&first.path).unwrap();
-        let rebuilt = binary_layer(&bin, "app", &st).unwrap();
+        let rebuilt = binary_layer(entry(&bin, "app"), &st).unwrap();
         assert_eq!(rebuilt.digest, first.digest);
         assert!(rebuilt.path.exists());
         // Without an index nothing is looked up or recorded.
@@ -682,7 +708,7 @@ mod tests {
             compression: Compression::default(),
         };
         assert_eq!(
-            binary_layer(&bin, "app", &plain).unwrap().digest,
+            binary_layer(entry(&bin, "app"), &plain).unwrap().digest,
             first.digest
         );
     }
@@ -699,13 +725,13 @@ mod tests {
             ..store(&out.path().join("plain"))
         };
         for st in [&cached, &plain] {
-            let first = fresh_binary_layer(&bin, "app", st, None).unwrap();
-            let kept = kept_binary_layer(&bin, "app", st, &first.diff_id).unwrap();
+            let first = fresh_binary_layer(entry(&bin, "app"), st, None).unwrap();
+            let kept = kept_binary_layer(entry(&bin, "app"), st, &first.diff_id).unwrap();
             assert_eq!(kept.digest, first.digest);
 
             fs::write(&bin, "hellO").unwrap();
             let blobs = fs::read_dir(&st.blobs).unwrap().count();
-            let err = kept_binary_layer(&bin, "app", st, &first.diff_id).unwrap_err();
+            let err = kept_binary_layer(entry(&bin, "app"), st, &first.diff_id).unwrap_err();
             assert!(matches!(err, LayerError::Changed { .. }), "{err}");
             assert_eq!(
                 fs::read_dir(&st.blobs).unwrap().count(),
@@ -724,8 +750,8 @@ mod tests {
         fs::write(&b, "arm64").unwrap();
         let out = tempfile::tempdir().unwrap();
         let st = store(out.path());
-        let la = binary_layer(&a, "app", &st).unwrap();
-        let lb = binary_layer(&b, "app", &st).unwrap();
+        let la = binary_layer(entry(&a, "app"), &st).unwrap();
+        let lb = binary_layer(entry(&b, "app"), &st).unwrap();
 
         // Records swapped: each names the other's DiffID, so neither is used.
         let (ra, rb) = (
@@ -735,7 +761,7 @@ mod tests {
         let (bytes_a, bytes_b) = (fs::read(&ra).unwrap(), fs::read(&rb).unwrap());
         fs::write(&ra, bytes_b).unwrap();
         fs::write(&rb, bytes_a).unwrap();
-        let again = binary_layer(&a, "app", &st).unwrap();
+        let again = binary_layer(entry(&a, "app"), &st).unwrap();
         assert_eq!((&again.digest, &again.diff_id), (&la.digest, &la.diff_id));
         assert!(st.lookup(&la.diff_id).is_some(), "recorded again");
         assert!(st.lookup(&lb.diff_id).is_none());
@@ -745,7 +771,7 @@ mod tests {
         fs::write(&la.path, b"short").unwrap();
         assert!(st.lookup(&la.diff_id).is_none());
         assert!(!la.path.exists());
-        let again = binary_layer(&a, "app", &st).unwrap();
+        let again = binary_layer(entry(&a, "app"), &st).unwrap();
         assert_eq!(Digest::of(&fs::read(&again.path).unwrap()), la.digest);
     }
 
@@ -763,7 +789,7 @@ mod tests {
         fs::write(&bin, &content).unwrap();
         let out = tempfile::tempdir().unwrap();
         let st = store(out.path());
-        let first = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let first = fresh_binary_layer(entry(&bin, "app"), &st, None).unwrap();
         let mut damaged = fs::read(&first.path).unwrap();
         let middle = damaged.len() / 2;
         damaged[middle] ^= 1;
@@ -772,13 +798,13 @@ mod tests {
         let mut relinked = content;
         relinked[10] ^= 1;
         fs::write(&bin, &relinked).unwrap();
-        let layer = fresh_binary_layer(&bin, "app", &st, None).unwrap();
+        let layer = fresh_binary_layer(entry(&bin, "app"), &st, None).unwrap();
         assert!(!first.path.exists(), "the damaged layer is still there");
         let plain = LayerStore {
             index: None,
             ..store(&out.path().join("plain"))
         };
-        let want = fresh_binary_layer(&bin, "app", &plain, None).unwrap();
+        let want = fresh_binary_layer(entry(&bin, "app"), &plain, None).unwrap();
         assert_eq!(layer.digest, want.digest);
     }
 
@@ -788,12 +814,12 @@ mod tests {
         let bin = src.path().join("out");
         fs::write(&bin, "hello".repeat(1000)).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let gzip = binary_layer(&bin, "app", &store(out.path())).unwrap();
+        let gzip = binary_layer(entry(&bin, "app"), &store(out.path())).unwrap();
         let zst = LayerStore {
             compression: Compression::Zstd(3),
             ..store(out.path())
         };
-        let a = binary_layer(&bin, "app", &zst).unwrap();
+        let a = binary_layer(entry(&bin, "app"), &zst).unwrap();
         assert_eq!(a.diff_id, gzip.diff_id);
         assert_ne!(
             a.digest, gzip.digest,
@@ -802,8 +828,7 @@ mod tests {
         assert_eq!(&fs::read(&a.path).unwrap()[..4], b"\x28\xb5\x2f\xfd");
         let other = tempfile::tempdir().unwrap();
         let b = binary_layer(
-            &bin,
-            "app",
+            entry(&bin, "app"),
             &LayerStore {
                 compression: Compression::Zstd(3),
                 ..store(other.path())
@@ -867,7 +892,7 @@ mod tests {
             };
             let mut got = Vec::new();
             fs::write(&bin, "hello").unwrap();
-            got.push(binary_layer(&bin, "app", &st).unwrap());
+            got.push(binary_layer(entry(&bin, "app"), &st).unwrap());
             got.push(kodata_layer(Path::new("/nonexistent"), 0, &st).unwrap());
             // Just under one block of tar, then two and a half blocks.
             for len in [(1 << 20) - 3000, 5 << 19] {
@@ -875,7 +900,7 @@ mod tests {
                     .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
                     .collect();
                 fs::write(&bin, &data).unwrap();
-                got.push(binary_layer(&bin, "app", &st).unwrap());
+                got.push(binary_layer(entry(&bin, "app"), &st).unwrap());
             }
             got.iter()
                 .map(|l| (l.digest.hex()[..16].to_string(), l.size))
@@ -934,6 +959,7 @@ mod tests {
                 name: format!("{APP_DIR}/app"),
                 host: bin.clone(),
                 size: data.len() as u64,
+                capabilities: None,
             },
         ];
         let layers: Vec<Layer> = [0, 1, 2, 5]
@@ -953,7 +979,7 @@ mod tests {
         let l = &layers[0];
         assert_eq!(l.diff_id, Digest::of(&tar));
         // The default thread count and a cache give the same layer.
-        let cached = binary_layer(&bin, "app", &store(out.path())).unwrap();
+        let cached = binary_layer(entry(&bin, "app"), &store(out.path())).unwrap();
         assert_eq!((&cached.digest, &cached.diff_id), (&l.digest, &l.diff_id));
         let gz = fs::read(&l.path).unwrap();
         assert_eq!(Digest::of(&gz), l.digest);
@@ -993,6 +1019,7 @@ mod tests {
                 name: format!("{APP_DIR}/app"),
                 host: bin.clone(),
                 size: len,
+                capabilities: None,
             },
         ];
         let _ = fs::read(&bin).unwrap(); // page cache
@@ -1069,10 +1096,10 @@ mod tests {
             });
         }
         bench("blocks, cache miss", &mut |i| {
-            binary_layer(&bin, "app", &store(&base.join(format!("miss{i}")))).unwrap()
+            binary_layer(entry(&bin, "app"), &store(&base.join(format!("miss{i}")))).unwrap()
         });
         bench("blocks, cache hit", &mut |_| {
-            binary_layer(&bin, "app", &store(&base.join("miss0"))).unwrap()
+            binary_layer(entry(&bin, "app"), &store(&base.join("miss0"))).unwrap()
         });
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
-use crate::config::KoConfig;
+use crate::config::{FileCaps, KoConfig};
 use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
@@ -139,6 +139,8 @@ pub struct ArtifactPlan {
     pub tags: Vec<String>,
     /// skaffold.yaml artifacts: `name:tag` after the default repo, what `--dry-run` prints.
     pub tagged_name: Option<String>,
+    /// `.ko.yaml`'s `linux_capabilities` for the binary, as ko writes them.
+    pub capabilities: Option<FileCaps>,
 }
 
 /// The Go toolchain as the artifact cache sees it: which `go` binary runs, the variables
@@ -626,6 +628,7 @@ fn cli_artifact(
             common.tags.clone()
         },
         tagged_name: None,
+        capabilities: None,
     };
     Ok((plan, ko))
 }
@@ -676,7 +679,7 @@ fn apply_ko_builds(
         let Some((_, b, at)) = entries.iter().rfind(|(e, _, _)| *e == ip) else {
             continue;
         };
-        refuse_capabilities(at, b)?;
+        a.capabilities = capabilities(at, b)?;
         if !b.env.is_empty() {
             let mut go_env = Vec::new();
             for kv in &b.env {
@@ -705,20 +708,12 @@ fn apply_ko_builds(
     Ok(())
 }
 
-/// ko writes `linux_capabilities` as a `security.capability` xattr on the binary, which
-/// changes the image; kobuild does not write it yet, so the key is refused rather than the
-/// image built without it. `at` is the `builds` entry's `FILE:LINE:COL`.
-pub(crate) fn refuse_capabilities(at: &str, b: &crate::config::KoBuild) -> Result<(), PlanError> {
-    if b.linux_capabilities.is_empty() {
-        return Ok(());
-    }
-    Err(err(
-        &format!("{at}: linux_capabilities"),
-        format!(
-            "{:?} is not supported: kobuild does not write file capabilities (ko's security.capability xattr); remove the key or build this image with ko",
-            b.linux_capabilities.join(" ")
-        ),
-    ))
+/// A `builds` entry's `linux_capabilities`; `at` is the entry's `FILE:LINE:COL`.
+pub(crate) fn capabilities(
+    at: &str,
+    b: &crate::config::KoBuild,
+) -> Result<Option<FileCaps>, PlanError> {
+    FileCaps::parse(&b.linux_capabilities).map_err(|e| err(&format!("{at}: linux_capabilities"), e))
 }
 
 /// One artifact per command-line target (default `.`), sharing the configuration.

@@ -127,16 +127,19 @@ pub(super) fn artifacts(
         let image_vars =
             image_template_vars(&format!("{name}:{}", tag_list[0])).map_err(|e| err(&where_, e))?;
         let entry = effective.ko_build.map(|i| &ko_config.builds[i]);
-        if let Some(b) = entry {
-            let file = ko_config
-                .file
-                .as_deref()
-                .map_or_else(|| ".ko.yaml".into(), |f| f.display().to_string());
-            super::refuse_capabilities(
-                &format!("{file}:{}:{}", b.position.line, b.position.column),
-                b,
-            )?;
-        }
+        let capabilities = match entry {
+            Some(b) => {
+                let file = ko_config
+                    .file
+                    .as_deref()
+                    .map_or_else(|| ".ko.yaml".into(), |f| f.display().to_string());
+                super::capabilities(
+                    &format!("{file}:{}:{}", b.position.line, b.position.column),
+                    b,
+                )?
+            }
+            None => None,
+        };
         let source = |field: &str, v: &Values| source(&where_, field, v, &ko_config, entry, env);
         let skaffold = |field: &str, v: &Values| -> Result<Vec<String>, PlanError> {
             v.values
@@ -222,6 +225,7 @@ pub(super) fn artifacts(
             annotations: common.annotations.clone(),
             tagged_name: Some(format!("{name}:{}", tag_list[0])),
             tags: tag_list,
+            capabilities,
         });
     }
     // `-b` that matches nothing builds nothing, as in Skaffold.

@@ -92,7 +92,7 @@ fn prepare(dir: &Path) {
     fs::write(
         caps.join(".ko.yaml"),
         format!(
-            "builds:\n- id: caps\n  dir: {}\n  linux_capabilities: net_bind_service\n",
+            "builds:\n- id: caps\n  dir: {}\n  linux_capabilities: net_bind_service+q\n",
             caps.display()
         ),
     )
@@ -127,12 +127,12 @@ fn cases() -> Vec<Case> {
         ..case(name, &[], code, needle)
     };
     vec![
-        // A .ko.yaml key ko would honour but kobuild cannot: refused, never ignored.
+        // ko's capability syntax, checked before anything builds.
         build(
             "linux_capabilities",
             &["{dir}/caps", "--base", "scratch"],
             2,
-            "caps/.ko.yaml:2:3: linux_capabilities: \"net_bind_service\" is not supported",
+            "caps/.ko.yaml:2:3: linux_capabilities: \"net_bind_service+q\": unknown flag 'q'",
         )
         .env("KO_CONFIG_PATH", "{dir}/caps"),
         // Platforms.
@@ -659,7 +659,13 @@ fn cases() -> Vec<Case> {
             "--images",
         )
         .sub("render"),
-        case("render without -f", &[], 2, "required").sub("render"),
+        case(
+            "render without -f or skaffold.yaml",
+            &[],
+            2,
+            "no manifests: give them with -f PATH",
+        )
+        .sub("render"),
         // Endless inputs stop at the size limit.
         case("endless skaffold.yaml", &["-f", "/dev/zero"], 2, "16 MiB"),
         case("endless manifest", &["-f", "/dev/urandom"], 2, "64 MiB").sub("render"),

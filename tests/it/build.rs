@@ -742,3 +742,93 @@ fn credentials_never_go_to_a_plain_http_token_endpoint() {
     kb.fails(&allowed, 1);
     assert!(saw_credentials.load(Ordering::SeqCst));
 }
+
+/// The capability record on the binary entry of a layout's single image.
+fn binary_capability(layout: &std::path::Path) -> Option<Vec<u8>> {
+    let manifest = json(&layout_blob(
+        layout,
+        layout_top(layout)["digest"].as_str().unwrap(),
+    ));
+    let binary = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gz = layout_blob(layout, &binary);
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.path().unwrap().starts_with("/ko-app/") {
+            continue;
+        }
+        let exts = entry.pax_extensions().unwrap()?;
+        for ext in exts {
+            let ext = ext.unwrap();
+            if ext.key().unwrap() == "SCHILY.xattr.security.capability" {
+                return Some(ext.value_bytes().to_vec());
+            }
+        }
+        return None;
+    }
+    panic!("no binary entry");
+}
+
+#[test]
+fn linux_capabilities_follow_the_ko_yaml_also_for_a_kept_binary() {
+    let copy = app_copy("hello");
+    let app = copy.path().join("hello");
+    let kb = Kobuild::new();
+    let mut seen = Vec::new();
+    // One cache: the second and third builds keep the binary and must still redo its layer.
+    for caps in ["net_bind_service", "chown=ep", ""] {
+        let line = if caps.is_empty() {
+            String::new()
+        } else {
+            format!("  linux_capabilities: {caps}\n")
+        };
+        fs::write(
+            app.as_path().join(".ko.yaml"),
+            format!("builds:\n- id: hello\n  main: .\n{line}"),
+        )
+        .unwrap();
+        let layout = kb.dir().join(format!("layout-{}", seen.len()));
+        kb.ok_in(
+            app.as_path(),
+            &[
+                ".",
+                "--base",
+                "scratch",
+                "--push=false",
+                "--sbom=none",
+                "--oci-layout-path",
+                layout.to_str().unwrap(),
+            ],
+        );
+        seen.push(binary_capability(&layout));
+    }
+    let word =
+        |bytes: &[u8], i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+    let first = seen[0].as_deref().unwrap();
+    // Permitted net_bind_service (bit 10), not effective.
+    assert_eq!((word(first, 0), word(first, 1)), (0x0200_0000, 1 << 10));
+    let second = seen[1].as_deref().unwrap();
+    // Permitted chown (bit 0), effective.
+    assert_eq!((word(second, 0), word(second, 1)), (0x0200_0001, 1));
+    assert_eq!(seen[2], None);
+
+    // A bad term is one line naming the file's entry, exit 2.
+    fs::write(
+        app.as_path().join(".ko.yaml"),
+        "builds:\n- id: hello\n  main: .\n  linux_capabilities: [cap_nope]\n",
+    )
+    .unwrap();
+    let err = kb.fails_in(
+        app.as_path(),
+        &[".", "--base", "scratch", "--push=false"],
+        2,
+    );
+    assert!(
+        err.contains(".ko.yaml:2:3: linux_capabilities")
+            && err.contains("unknown capability: \"cap_nope\""),
+        "{err}"
+    );
+}

@@ -394,6 +394,28 @@ fn ko_builds_match() {
     .unwrap();
     let (theirs, ours) = ko_and_kobuild(&dir, ".", &repo, &[("CONF_VERSION", "4.5.6")]);
     compare(&theirs, &ours, &s.reg);
+
+    // linux_capabilities: ko's security.capability PAX record on the binary, so the same
+    // DiffIDs; both forms (one string, a list), names, `=ep` and a bit number.
+    for (i, caps) in [
+        "\"net_bind_service CAP_CHOWN=ep 40\"",
+        "[net_bind_service, chown]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = app(&s.root.join(format!("caps{i}")), &s.base, "");
+        fs::write(
+            dir.join(".ko.yaml"),
+            format!(
+                "defaultBaseImage: {}\nbuilds:\n  - id: caps\n    main: .\n    linux_capabilities: {caps}\n",
+                s.base
+            ),
+        )
+        .unwrap();
+        let (theirs, ours) = ko_and_kobuild(&dir, ".", &repo, &[]);
+        compare(&theirs, &ours, &s.reg);
+    }
 }
 
 /// `ko build -B --sbom=none TARGET` and `kobuild build --sbom=none TARGET` in `dir`, pushing
