@@ -2,6 +2,7 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+mod go;
 pub mod matrix;
 mod skaffold;
 mod tags;
