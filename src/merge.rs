@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 
-use crate::cli::MergeArgs;
+use crate::cli::{MergeArgs, SbomFormat};
 use crate::digest::Digest;
 use crate::image::oci::{
     self, ConfigFile, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
@@ -199,7 +199,7 @@ pub async fn run(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Vec<Artifact
             .await
             .map_err(reg)?;
         // Before the tags, so no tag points at an index without its SBOM.
-        if args.sbom != "none" {
+        if args.sbom != SbomFormat::None {
             attach_sbom(&client, m).await?;
         }
         for tag in &m.tags {

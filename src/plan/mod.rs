@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::base::BaseSpec;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, CompressionAlgorithm, SbomFormat};
 use crate::config::KoConfig;
 use crate::digest::Digest;
 use crate::image::layer::Compression;
@@ -472,7 +472,7 @@ impl Plan {
                 && args.opts.oci_archive.is_none()
                 && pushes,
             toolchain,
-            compression: compression(&args.opts.compression, args.opts.compression_level)?,
+            compression: compression(args.opts.compression, args.opts.compression_level)?,
             debug: args.opts.debug,
             dlv: match &args.opts.dlv {
                 Some(p) => {
@@ -484,7 +484,7 @@ impl Plan {
             },
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
-            sbom: args.opts.sbom != "none",
+            sbom: args.opts.sbom != SbomFormat::None,
             push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
             skaffold_file,
@@ -908,7 +908,10 @@ fn elf_arch(path: &Path) -> Result<String, String> {
     .to_string())
 }
 
-fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanError> {
+fn compression(
+    algorithm: CompressionAlgorithm,
+    level: Option<i32>,
+) -> Result<Compression, PlanError> {
     let bad = |range: &str| {
         err(
             "--compression-level",
@@ -919,12 +922,14 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
         )
     };
     match (algorithm, level) {
-        ("zstd", None) => Ok(Compression::Zstd(3)),
-        ("zstd", Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
-        ("zstd", Some(_)) => Err(bad("1-19")),
-        (_, None) => Ok(Compression::default()),
-        (_, Some(n)) if (1..=9).contains(&n) => Ok(Compression::Gzip(n as u32)),
-        (_, Some(_)) => Err(bad("1-9")),
+        (CompressionAlgorithm::Zstd, None) => Ok(Compression::Zstd(3)),
+        (CompressionAlgorithm::Zstd, Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
+        (CompressionAlgorithm::Zstd, Some(_)) => Err(bad("1-19")),
+        (CompressionAlgorithm::Gzip, None) => Ok(Compression::default()),
+        (CompressionAlgorithm::Gzip, Some(n)) if (1..=9).contains(&n) => {
+            Ok(Compression::Gzip(n as u32))
+        }
+        (CompressionAlgorithm::Gzip, Some(_)) => Err(bad("1-9")),
     }
 }
 
