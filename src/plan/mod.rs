@@ -2,12 +2,14 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+mod field;
 mod go;
 pub mod matrix;
 mod skaffold;
 mod tags;
 
 pub use env::Env;
+pub use field::{Field, Flag};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,7 @@ pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
 #[derive(Debug, thiserror::Error)]
 pub struct PlanError {
     /// The flag, variable or input at fault; empty when `reason` names a file position.
-    pub field: String,
+    pub field: Field,
     pub reason: String,
 }
 
@@ -40,9 +42,9 @@ impl std::fmt::Display for PlanError {
     }
 }
 
-fn err(field: &str, reason: impl ToString) -> PlanError {
+fn err(field: impl Into<Field>, reason: impl ToString) -> PlanError {
     PlanError {
-        field: field.to_string(),
+        field: field.into(),
         reason: reason.to_string(),
     }
 }
@@ -57,7 +59,10 @@ fn located(e: impl ToString) -> PlanError {
 /// runner: refused, as ko refuses it, in any spelling and from every source of flags.
 /// `field` names the source; `flags` are arguments or whitespace-separated lists of them
 /// (ldflags, `GOFLAGS`), quotes allowed.
-pub(crate) fn refuse_toolexec(field: &str, flags: &[String]) -> Result<(), PlanError> {
+pub(crate) fn refuse_toolexec(
+    field: impl Into<Field> + Copy,
+    flags: &[String],
+) -> Result<(), PlanError> {
     for token in flags.iter().flat_map(|f| f.split_whitespace()) {
         let flag = token.trim_matches(['\'', '"']);
         let name = flag.strip_prefix("--").or_else(|| flag.strip_prefix('-'));
@@ -75,7 +80,7 @@ pub(crate) fn refuse_toolexec(field: &str, flags: &[String]) -> Result<(), PlanE
 }
 
 /// A `KEY=VALUE` of a build's environment; a `GOFLAGS` there may not hold `-toolexec`.
-fn go_env_entry(field: &str, kv: &str) -> Result<(String, String), PlanError> {
+fn go_env_entry(field: impl Into<Field> + Copy, kv: &str) -> Result<(String, String), PlanError> {
     let (k, v) = key_value(field, kv)?;
     if k == "GOFLAGS" {
         refuse_toolexec(field, std::slice::from_ref(&v))?;
@@ -285,7 +290,7 @@ impl Plan {
                     match &tag_repository {
                         Some((first, r)) if *r != repo => {
                             return Err(err(
-                                "--tag",
+                                Flag::Tag,
                                 format!(
                                     "{first:?} and {written:?} name different repositories; one image has one repository"
                                 ),
@@ -300,7 +305,7 @@ impl Plan {
             };
             if !valid_tag(&t) {
                 return Err(err(
-                    "--tag",
+                    Flag::Tag,
                     format!(
                         "{t:?} is not a valid tag: use letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-')"
                     ),
@@ -313,13 +318,13 @@ impl Plan {
         if args.opts.push_by_digest {
             if !push {
                 return Err(err(
-                    "--push-by-digest",
+                    Flag::PushByDigest,
                     "pushes by digest, but --push=false pushes nothing: drop one",
                 ));
             }
             if !tags.is_empty() {
                 return Err(err(
-                    "--tag",
+                    Flag::Tag,
                     "--push-by-digest pushes no tag: drop --tag and give the tags to `kobuild merge`",
                 ));
             }
@@ -328,13 +333,13 @@ impl Plan {
             push,
             default_repo,
             tags,
-            labels: pairs("--label", &args.opts.labels)?,
-            annotations: pairs("--annotation", &args.opts.annotations)?,
+            labels: pairs(Flag::Label, &args.opts.labels)?,
+            annotations: pairs(Flag::Annotation, &args.opts.annotations)?,
             env: args
                 .opts
                 .env
                 .iter()
-                .map(|kv| go_env_entry("--env", kv))
+                .map(|kv| go_env_entry(Flag::Env, kv))
                 .collect::<Result<_, _>>()?,
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
@@ -357,7 +362,7 @@ impl Plan {
                 }
                 if args.opts.image.is_some() {
                     return Err(err(
-                        "--image",
+                        Flag::Image,
                         "skaffold.yaml names its images; --image is for targets",
                     ));
                 }
@@ -365,8 +370,8 @@ impl Plan {
             }
             None => {
                 for (used, flag) in [
-                    (args.dry_run == Some(true), "--dry-run"),
-                    (!args.build_images.is_empty(), "--build-image"),
+                    (args.dry_run == Some(true), Flag::DryRun),
+                    (!args.build_images.is_empty(), Flag::BuildImage),
                 ] {
                     if used {
                         return Err(err(
@@ -385,7 +390,7 @@ impl Plan {
         };
         if args.opts.image.is_some() && args.targets.len() > 1 {
             return Err(err(
-                "--image",
+                Flag::Image,
                 "--image names one image, but several targets were given",
             ));
         }
@@ -400,7 +405,7 @@ impl Plan {
             && args.opts.oci_archive.is_none();
         if default_layout && !push {
             return Err(err(
-                "--push=false",
+                Flag::NoPush,
                 "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
             ));
         }
@@ -454,7 +459,7 @@ impl Plan {
             quiet: args.quiet,
             dry_run: args.dry_run == Some(true),
             jobs: match args.opts.jobs {
-                Some(0) => return Err(err("--jobs", "must be at least 1")),
+                Some(0) => return Err(err(Flag::Jobs, "must be at least 1")),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
@@ -477,7 +482,7 @@ impl Plan {
             dlv: match &args.opts.dlv {
                 Some(p) => {
                     let path = cwd.join(p);
-                    let arch = elf_arch(&path).map_err(|e| err("--dlv", e))?;
+                    let arch = elf_arch(&path).map_err(|e| err(Flag::Dlv, e))?;
                     Some((path, arch))
                 }
                 None => None,
@@ -505,14 +510,14 @@ impl Plan {
 /// under it.
 fn default_repo(args: &BuildArgs, env: &Env) -> Result<Option<String>, PlanError> {
     let found = match &args.opts.default_repo {
-        Some(r) => Some(("--default-repo", r.clone())),
+        Some(r) => Some((Field::from(Flag::DefaultRepo), r.clone())),
         None => [
             "KOBUILD_DEFAULT_REPO",
             "SKAFFOLD_DEFAULT_REPO",
             "KO_DOCKER_REPO",
         ]
         .into_iter()
-        .find_map(|var| env.get(var).map(|r| (var, r))),
+        .find_map(|var| env.get(var).map(|r| (var.into(), r))),
     };
     let Some((source, repo)) = found.filter(|(_, r)| !r.is_empty()) else {
         return Ok(None);
@@ -569,9 +574,9 @@ fn cli_artifact(
         .or_else(|| ko.default_base_image.clone())
         .unwrap_or_else(|| DEFAULT_BASE.to_string());
     let base_field = if args.opts.base.is_some() {
-        "--base"
+        Flag::Base.into()
     } else {
-        "defaultBaseImage"
+        Field::from("defaultBaseImage")
     };
     let base = BaseSpec::parse(&base_input).map_err(|e| err(base_field, e))?;
     let mut base_overrides = BTreeMap::new();
@@ -582,7 +587,7 @@ fn cli_artifact(
         );
     }
     if let Some(name) = &args.opts.image {
-        Repository::parse(&format!("localhost/{name}")).map_err(|e| err("--image", e))?;
+        Repository::parse(&format!("localhost/{name}")).map_err(|e| err(Flag::Image, e))?;
     }
     let destination = match (&common.default_repo, common.push) {
         (Some(r), true) => Destination::DefaultRepo {
@@ -598,7 +603,7 @@ fn cli_artifact(
     }
     go_env.extend(common.env.iter().cloned());
     let data = ko_data(cwd, env, &go_env, common.source_date_epoch)?;
-    let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
+    let expand = |field: &Field, values: &[String]| -> Result<Vec<String>, PlanError> {
         let expanded = values
             .iter()
             .map(|v| data.expand(v).map_err(|e| err(field, e)))
@@ -607,14 +612,20 @@ fn cli_artifact(
         Ok(expanded)
     };
     let (flags, flags_field) = if args.opts.flags.is_empty() {
-        (&ko.default_flags, ko_default(&ko, env, "defaultFlags"))
+        (
+            &ko.default_flags,
+            ko_default(&ko, env, "defaultFlags").into(),
+        )
     } else {
-        (&args.opts.flags, "--flags".to_string())
+        (&args.opts.flags, Flag::Flags.into())
     };
     let (ldflags, ldflags_field) = if args.opts.ldflags.is_empty() {
-        (&ko.default_ldflags, ko_default(&ko, env, "defaultLdflags"))
+        (
+            &ko.default_ldflags,
+            ko_default(&ko, env, "defaultLdflags").into(),
+        )
     } else {
-        (&args.opts.ldflags, "--ldflags".to_string())
+        (&args.opts.ldflags, Flag::Ldflags.into())
     };
     let plan = ArtifactPlan {
         image_name: args.opts.image.clone(),
@@ -722,7 +733,7 @@ pub(crate) fn refuse_capabilities(at: &str, b: &crate::config::KoBuild) -> Resul
         return Ok(());
     }
     Err(err(
-        &format!("{at}: linux_capabilities"),
+        format!("{at}: linux_capabilities"),
         format!(
             "{:?} is not supported: kobuild does not write file capabilities (ko's security.capability xattr); remove the key or build this image with ko",
             b.linux_capabilities.join(" ")
@@ -822,9 +833,9 @@ fn go_env_json(go: &str, dir: &Path, env: &BTreeMap<String, String>) -> BTreeMap
 fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platforms, PlanError> {
     let (goos, goarch, goarm) = (env.get("GOOS"), env.get("GOARCH"), env.get("GOARM"));
     let (given, field) = if !flag.is_empty() {
-        (flag, "--platform")
+        (flag, Field::from(Flag::Platform))
     } else {
-        (configured, "defaultPlatforms")
+        (configured, Field::from("defaultPlatforms"))
     };
     if !given.is_empty() {
         if let Some(var) = [("GOOS", &goos), ("GOARCH", &goarch), ("GOARM", &goarm)]
@@ -833,16 +844,16 @@ fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platfo
             .map(|(k, _)| *k)
         {
             return Err(err(
-                field,
+                &field,
                 format!(
                     "{var} is set in the environment too: unset it, or drop {field} and let GOOS/GOARCH choose"
                 ),
             ));
         }
-        let platforms = Platforms::parse(given).map_err(|e| err(field, e))?;
+        let platforms = Platforms::parse(given).map_err(|e| err(&field, e))?;
         if let Platforms::List(list) = &platforms {
             for p in list {
-                p.go_env().map_err(|e| err(field, e))?;
+                p.go_env().map_err(|e| err(&field, e))?;
             }
         }
         return Ok(platforms);
@@ -871,7 +882,7 @@ fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf
     let path = cwd.join(p);
     if path.is_dir() {
         return Err(err(
-            "--file-output",
+            Flag::FileOutput,
             format!("{} is a directory: name a file", path.display()),
         ));
     }
@@ -914,7 +925,7 @@ fn compression(
 ) -> Result<Compression, PlanError> {
     let bad = |range: &str| {
         err(
-            "--compression-level",
+            Flag::CompressionLevel,
             format!(
                 "{} is out of range for {algorithm} ({range})",
                 level.unwrap_or_default()
@@ -939,7 +950,7 @@ fn full_reference_tag(written: &str) -> Result<Option<(String, Repository)>, Pla
     if !written.contains('/') {
         return Ok(None);
     }
-    let bad = |why: String| err("--tag", format!("{written:?}: {why}"));
+    let bad = |why: String| err(Flag::Tag, format!("{written:?}: {why}"));
     let reference = Reference::parse(written).map_err(|e| bad(e.to_string()))?;
     let last = written.rsplit('/').next().unwrap_or_default();
     match (&reference.tag, &reference.digest) {
@@ -960,7 +971,7 @@ fn repository_from_tags(
 ) -> Result<(), PlanError> {
     if artifacts.len() > 1 || artifacts.iter().any(|a| a.target.contains("...")) {
         return Err(err(
-            "--tag",
+            Flag::Tag,
             format!(
                 "{written:?} names one image's repository, but several images are built: give plain tags"
             ),
@@ -971,7 +982,7 @@ fn repository_from_tags(
     };
     let mismatch = |image: String| {
         err(
-            "--tag",
+            Flag::Tag,
             format!(
                 "{written:?} is in repository \"{repo}\", but the image goes to {image:?}: make the repository (default-repo and image name) match the tags, or give plain tags"
             ),
@@ -1012,14 +1023,14 @@ fn valid_tag(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-fn key_value(field: &str, kv: &str) -> Result<(String, String), PlanError> {
+fn key_value(field: impl Into<Field>, kv: &str) -> Result<(String, String), PlanError> {
     match kv.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(err(field, format!("{kv:?} is not KEY=VALUE"))),
     }
 }
 
-fn pairs(field: &str, items: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
+fn pairs(field: Flag, items: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
     items.iter().map(|kv| key_value(field, kv)).collect()
 }
 
@@ -1043,8 +1054,8 @@ pub(crate) fn registry_timeout(
     env: &Env,
 ) -> Result<Option<std::time::Duration>, PlanError> {
     let (field, value) = match (flag, env.get("KOBUILD_REGISTRY_TIMEOUT")) {
-        (Some(v), _) => ("--registry-timeout", v.to_string()),
-        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT", v),
+        (Some(v), _) => (Field::from(Flag::RegistryTimeout), v.to_string()),
+        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT".into(), v),
         _ => return Ok(None),
     };
     match value.trim().parse::<u64>() {
@@ -1131,7 +1142,7 @@ mod tests {
                 );
             }
             let e = plan(BuildArgs::default(), &[(var, "host:5000/app:v1")]).unwrap_err();
-            assert_eq!(e.field, var, "{e}");
+            assert_eq!(e.field, var.into(), "{e}");
         }
         let p = plan(
             opts(|o| o.default_repo = Some("127.0.0.1:5000".into())),
@@ -1140,7 +1151,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.artifacts.len(), 1);
         let e = plan(opts(|o| o.default_repo = Some("app:v1".into())), &[]).unwrap_err();
-        assert_eq!(e.field, "--default-repo", "{e}");
+        assert_eq!(e.field, Flag::DefaultRepo.into(), "{e}");
     }
 
     #[test]
@@ -1185,8 +1196,8 @@ mod tests {
             "'-toolexec=/bin/x y'",
             "\"--toolexec\"",
         ] {
-            let e = refuse_toolexec("--flags", &["-v".into(), bad.into()]).unwrap_err();
-            assert_eq!(e.field, "--flags", "{bad}");
+            let e = refuse_toolexec(Flag::Flags, &["-v".into(), bad.into()]).unwrap_err();
+            assert_eq!(e.field, Flag::Flags.into(), "{bad}");
             assert!(e.reason.contains("toolexec"), "{e}");
         }
         for fine in [
@@ -1197,12 +1208,12 @@ mod tests {
             "---toolexec",
             "toolexec",
         ] {
-            refuse_toolexec("--flags", &[fine.into()]).unwrap();
+            refuse_toolexec(Flag::Flags, &[fine.into()]).unwrap();
         }
         let e = plan(BuildArgs::default(), &[("GOFLAGS", "-mod=mod -toolexec=x")]).unwrap_err();
-        assert_eq!(e.field, "GOFLAGS");
+        assert_eq!(e.field, "GOFLAGS".into());
         let e = plan(opts(|o| o.env = vec!["GOFLAGS=--toolexec x".into()]), &[]).unwrap_err();
-        assert_eq!(e.field, "--env");
+        assert_eq!(e.field, Flag::Env.into());
     }
 
     #[test]
@@ -1237,7 +1248,7 @@ mod tests {
             (&["ghcr.io/acme/App:v1"], &[], "ghcr.io/acme/App:v1"),
         ] {
             let e = plan(refs(tags), env).unwrap_err();
-            assert_eq!(e.field, "--tag", "{tags:?}");
+            assert_eq!(e.field, Flag::Tag.into(), "{tags:?}");
             assert!(e.reason.contains(says), "{tags:?}: {e}");
         }
         let mut two = refs(&["ghcr.io/acme/app:v1"]);
