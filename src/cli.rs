@@ -83,19 +83,8 @@ pub struct BuildArgs {
     /// What to build: a directory with a Go main package, ko://import/path, or ./... (default: .)
     pub targets: Vec<String>,
 
-    /// skaffold.yaml to build its ko artifacts (default: ./skaffold.yaml when no targets are given).
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub filename: Option<PathBuf>,
-
-    /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
-    #[arg(
-        short = 'p',
-        long = "profile",
-        value_name = "NAME",
-        value_delimiter = ',',
-        allow_hyphen_values = true
-    )]
-    pub profiles: Vec<String>,
+    #[command(flatten)]
+    pub skaffold: SkaffoldArgs,
 
     /// Keep image paths under the default repo instead of flattening them (Skaffold's rule).
     #[arg(long)]
@@ -370,11 +359,19 @@ pub struct DepsArgs {
     /// Only these images (as written in skaffold.yaml); one image prints bare paths.
     pub images: Vec<String>,
 
-    /// skaffold.yaml to read (default: ./skaffold.yaml).
+    #[command(flatten)]
+    pub skaffold: SkaffoldArgs,
+}
+
+/// The skaffold.yaml and its profiles, for the commands that read one.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SkaffoldArgs {
+    /// skaffold.yaml to read (default: ./skaffold.yaml; `build` reads it only when no
+    /// targets are given).
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Option<PathBuf>,
 
-    /// Profile to apply (repeatable; `-NAME` turns off an auto-activated one).
+    /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
     #[arg(
         short = 'p',
         long = "profile",

@@ -252,7 +252,7 @@ impl ActionInputs {
             }
             p => p,
         };
-        build.filename = skaffold_file;
+        build.skaffold.filename = skaffold_file;
         build.build_images = inputs.items("build-image");
 
         let login_repo = default_repo.or_else(|| env.get("KOBUILD_DEFAULT_REPO"));

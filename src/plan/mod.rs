@@ -20,7 +20,7 @@ use crate::config::KoConfig;
 use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
-use crate::registry::{Reference, RegistryCredential, Repository};
+use crate::registry::{Reference, RegistryCredential, Repository, valid_tag};
 use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -344,7 +344,7 @@ impl Plan {
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
         let go = env.go_command()?;
-        let skaffold_file = match &args.filename {
+        let skaffold_file = match &args.skaffold.filename {
             Some(f) => Some(cwd.join(f)),
             None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
                 Some(cwd.join("skaffold.yaml"))
@@ -423,11 +423,7 @@ impl Plan {
                 (None, None) => cwd.join(".kobuild/cache"),
             },
         };
-        let docker_config_dir = match (env.get("DOCKER_CONFIG"), env.get("HOME")) {
-            (Some(d), _) => Some(PathBuf::from(d)),
-            (None, Some(h)) => Some(PathBuf::from(h).join(".docker")),
-            (None, None) => None,
-        };
+        let docker_config_dir = env.docker_config_dir();
         let build_concurrency = match (
             args.build_concurrency,
             env.get("SKAFFOLD_BUILD_CONCURRENCY"),
@@ -1012,15 +1008,6 @@ fn repository_from_tags(
         Destination::Repository(r) => return Err(mismatch(r.to_string())),
     };
     Ok(())
-}
-
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn key_value(field: impl Into<Field>, kv: &str) -> Result<(String, String), PlanError> {

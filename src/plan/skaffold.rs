@@ -35,7 +35,8 @@ pub(super) fn artifacts(
         command: "build",
         kube_context: None,
     };
-    let config = load_skaffold(file, &args.profiles, Some(&activation)).map_err(located)?;
+    let config =
+        load_skaffold(file, &args.skaffold.profiles, Some(&activation)).map_err(located)?;
     warnings.extend(config.warnings.iter().cloned());
     let config_dir = file
         .parent()
