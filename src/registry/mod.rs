@@ -7,6 +7,7 @@
 //! answers and never logs credentials.
 
 mod auth;
+mod body;
 mod challenge;
 mod client;
 mod error;
