@@ -29,6 +29,31 @@ pub enum ColorChoice {
     Never,
 }
 
+/// `--compression`; its default is the `Default` every caller (the action too) gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionAlgorithm {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl std::fmt::Display for CompressionAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompressionAlgorithm::Gzip => "gzip",
+            CompressionAlgorithm::Zstd => "zstd",
+        })
+    }
+}
+
+/// `--sbom`; its default is the `Default` every caller (the action too) gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SbomFormat {
+    #[default]
+    Spdx,
+    None,
+}
+
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant, reason = "parsed once per run")]
 pub enum Command {
@@ -58,19 +83,8 @@ pub struct BuildArgs {
     /// What to build: a directory with a Go main package, ko://import/path, or ./... (default: .)
     pub targets: Vec<String>,
 
-    /// skaffold.yaml to build its ko artifacts (default: ./skaffold.yaml when no targets are given).
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub filename: Option<PathBuf>,
-
-    /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
-    #[arg(
-        short = 'p',
-        long = "profile",
-        value_name = "NAME",
-        value_delimiter = ',',
-        allow_hyphen_values = true
-    )]
-    pub profiles: Vec<String>,
+    #[command(flatten)]
+    pub skaffold: SkaffoldArgs,
 
     /// Keep image paths under the default repo instead of flattening them (Skaffold's rule).
     #[arg(long)]
@@ -205,8 +219,8 @@ pub struct ImageArgs {
 
     /// Layer compression: gzip (ko's, the default) or zstd (smaller and faster; needs
     /// containerd 1.5+ or Docker 23+ to pull).
-    #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "zstd"])]
-    pub compression: String,
+    #[arg(long, value_name = "ALGORITHM", value_enum, default_value_t)]
+    pub compression: CompressionAlgorithm,
 
     /// Compression level (gzip 1-9, default 2: no bigger than ko's level 1; zstd 1-19,
     /// default 3).
@@ -229,8 +243,8 @@ pub struct ImageArgs {
     pub cover: bool,
 
     /// SBOM to attach to each image: spdx (SPDX 2.3 JSON as an OCI 1.1 referrer) or none.
-    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
-    pub sbom: String,
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    pub sbom: SbomFormat,
 
     /// Also write each SBOM into this directory (ko's file names).
     #[arg(long, value_name = "DIR")]
@@ -322,8 +336,8 @@ pub struct MergeArgs {
 
     /// SBOM to attach to each merged index: spdx (the index's SPDX 2.3 document, as a
     /// multi-platform build attaches) or none.
-    #[arg(long, value_name = "FORMAT", default_value = "spdx", value_parser = ["spdx", "none"])]
-    pub sbom: String,
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    pub sbom: SbomFormat,
 
     /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
@@ -358,11 +372,19 @@ pub struct DepsArgs {
     /// Only these images (as written in skaffold.yaml); one image prints bare paths.
     pub images: Vec<String>,
 
-    /// skaffold.yaml to read (default: ./skaffold.yaml).
+    #[command(flatten)]
+    pub skaffold: SkaffoldArgs,
+}
+
+/// The skaffold.yaml and its profiles, for the commands that read one.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SkaffoldArgs {
+    /// skaffold.yaml to read (default: ./skaffold.yaml; `build` reads it only when no
+    /// targets are given).
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Option<PathBuf>,
 
-    /// Profile to apply (repeatable; `-NAME` turns off an auto-activated one).
+    /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
     #[arg(
         short = 'p',
         long = "profile",

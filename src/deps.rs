@@ -31,7 +31,8 @@ pub fn run(
     cwd: &Path,
 ) -> Result<Vec<String>, crate::Error> {
     let file = cwd.join(
-        args.filename
+        args.skaffold
+            .filename
             .as_deref()
             .unwrap_or(Path::new("skaffold.yaml")),
     );
@@ -41,7 +42,7 @@ pub fn run(
         kube_context: None,
     };
     // The error names FILE:LINE:COL already.
-    let config = crate::config::load_skaffold(&file, &args.profiles, Some(&activation))
+    let config = crate::config::load_skaffold(&file, &args.skaffold.profiles, Some(&activation))
         .map_err(|e| crate::Error::Config(e.to_string()))?;
     let dir = file.parent().unwrap_or(cwd);
     let ko: Vec<_> = config

@@ -3,25 +3,24 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::base::{self, BaseChild, BaseSpec, BlobStore, ResolvedBase};
-use crate::cache::{self, ArtifactCache, Inputs, Listing, Record, Snapshot};
+use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
+use crate::cache::{self, ArtifactCache, Listable, Record, Recorded};
 use crate::error::Error;
-use crate::gobuild::{self, GoBuild, GoError, Package, Target};
+use crate::gobuild::{self, BinaryKey, GoBuild, GoError, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, BinaryEntry, Compression, Layer, LayerError, LayerStore};
-use crate::image::oci::{self, Descriptor};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PublishError, PushStats, Pushed};
 use crate::registry::{Client, ClientOptions, Keychain, Repository};
 use crate::report::{self, Artifact, ImageReport};
-use crate::sbom;
+use crate::sbom::Sboms;
 
 /// Build every artifact of the plan; returns one report per image, in plan order.
 /// artifacts.json is written only after every image was published.
@@ -120,48 +119,46 @@ enum Link {
     Replaced,
 }
 
-/// Binaries are memoized by what decides their bytes, so a platform built before the base
-/// was known is not built again, and artifacts sharing a package and flags build it once.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct BinaryKey {
-    target: Target,
-    env: Vec<(String, String)>,
-    flags: Vec<String>,
-    ldflags: Vec<String>,
-}
-
 type BaseKey = (String, String);
 
 type BinaryCell = Arc<OnceCell<Result<Binary, GoError>>>;
 
-/// Where images go while they are built: the repository, the base's blobs, and what was
-/// pushed so far.
+/// Where images go while they are built: the repository, the sinks' context (with the
+/// base's blobs), and what was pushed so far.
 struct Ahead<'a> {
     repo: Repository,
-    base: &'a BlobStore,
+    cx: publish::Context<'a>,
     pushed: &'a Pushed,
     /// Each platform's whole image too (several platforms): the push then adds the index.
     images: bool,
 }
 
-/// What the input listing needs: the resolved target and the platforms to build.
-struct Listable {
-    target: Target,
-    platforms: Vec<Platform>,
-    kodata: PathBuf,
-}
-
-/// An artifact's image, published.
-struct Published {
+/// An artifact's image, built and not yet published.
+struct Image {
     base: Arc<ResolvedBase>,
     pkg: Package,
     built: Built,
+    /// Each image's binary, in the base's platform order.
+    binaries: Vec<PathBuf>,
     platforms: Vec<String>,
+}
+
+/// Where an image was published.
+struct Output {
+    /// The reference printed: the registry's when there is one.
     reference: String,
     push: Option<PushStats>,
     repo: Option<Repository>,
 }
 
+/// An artifact's image, published.
+struct Published {
+    image: Image,
+    output: Output,
+}
+
+/// Binaries are memoized by their [`BinaryKey`], so a platform built before the base was
+/// known is not built again, and artifacts sharing a package and flags build it once.
 struct Builder<'a> {
     plan: &'a Plan,
     client: &'a Client,
@@ -195,12 +192,7 @@ impl Builder<'_> {
             }
         }
         let previous = record.as_ref().map(|r| r.inputs.clone());
-        let known = record
-            .filter(|r| r.inputs.module_unchanged(&r.package_dir))
-            .map(|r| Package {
-                import_path: r.import_path,
-                dir: r.package_dir,
-            });
+        let known = record.as_ref().and_then(Record::known_package);
         let since = cache
             .as_ref()
             .and_then(|_| cache::file_clock(&self.plan.cache_dir));
@@ -211,7 +203,7 @@ impl Builder<'_> {
         let listable_tx = since.map(|_| listable_tx);
         let recording = async {
             let listable = listable_rx.await.ok()?;
-            self.snapshot(a, since?, &listable, previous).await
+            cache::snapshot(self.plan, a, since?, &listable, previous).await
         };
         let pushed = Pushed::default();
         let publishing = async {
@@ -228,33 +220,27 @@ impl Builder<'_> {
             }
         };
         let (published, inputs) = tokio::join!(publishing, recording);
-        let Published {
+        let Published { image, output } = published?;
+        let Image {
             base,
             pkg,
             built,
             platforms,
-            reference,
-            push,
-            repo,
-        } = published?;
-        if let (Some(cache), Some(inputs), Some(repo), Some(push)) = (&cache, inputs, &repo, &push)
+            ..
+        } = image;
+        if let (Some(cache), Some(inputs), Some(repo), Some(push)) =
+            (&cache, inputs, &output.repo, &output.push)
         {
-            let record = Record {
-                key: cache.key.clone(),
-                import_path: pkg.import_path.clone(),
-                package_dir: pkg.dir.clone(),
-                base: base_key(base_spec(a, &pkg.import_path)),
+            let recorded = Recorded {
+                package: &pkg,
+                base: base_spec(a, &pkg.import_path),
                 base_digest: base.digest.clone(),
-                inputs,
-                repository: repo.to_string(),
-                digest: built.digest().clone(),
-                media_type: built.media_type().to_string(),
-                manifest: String::from_utf8_lossy(built.manifest()).into_owned(),
-                platforms: platforms.clone(),
-                size: size_of(&built),
-                blobs: push.uploaded + push.mounted + push.existed,
+                repository: repo,
+                built: &built,
+                platforms: &platforms,
+                push,
             };
-            if let Err(e) = cache.store(&record) {
+            if let Err(e) = cache.record(inputs, &recorded) {
                 tracing::warn!("cannot record {} in the artifact cache: {e}", a.target);
             }
         }
@@ -263,12 +249,12 @@ impl Builder<'_> {
                 .image_name
                 .clone()
                 .unwrap_or_else(|| format!("ko://{}", pkg.import_path)),
-            reference,
+            reference: output.reference,
             digest: built.digest().clone(),
             platforms,
-            size: size_of(&built),
+            size: built.size(),
             seconds: start.elapsed().as_secs_f64(),
-            push,
+            push: output.push,
         })
     }
 
@@ -281,23 +267,25 @@ impl Builder<'_> {
         listable: Option<tokio::sync::oneshot::Sender<Listable>>,
         pushed: &Pushed,
     ) -> Result<Published, Error> {
-        let (base, pkg, built, binaries, platforms) =
-            self.build_image(a, target, known, listable, pushed).await?;
-        let (reference, push, repo) =
-            publish_one(self.plan, self.client, a, &pkg, &base, &built, pushed).await?;
-        if (self.plan.sbom && repo.is_some()) || self.plan.sbom_dir.is_some() {
-            self.sboms(a, &pkg, &base, &built, &binaries, repo.as_ref())
+        let image = self.build_image(a, target, known, listable, pushed).await?;
+        let output = self.publish_outputs(a, &image, pushed).await?;
+        let plan = self.plan;
+        if (plan.sbom && output.repo.is_some()) || plan.sbom_dir.is_some() {
+            let sboms = Sboms {
+                client: self.client,
+                go: &plan.go,
+                source_date_epoch: plan.source_date_epoch,
+                dir: plan.sbom_dir.as_deref(),
+                repository: output.repo.as_ref(),
+                attach: plan.sbom,
+                tag: plan.pushed_tags(a).first().cloned(),
+                app: image.pkg.app_name(),
+            };
+            sboms
+                .write(&image.base, &image.built, &image.binaries)
                 .await?;
         }
-        Ok(Published {
-            base,
-            pkg,
-            built,
-            platforms,
-            reference,
-            push,
-            repo,
-        })
+        Ok(Published { image, output })
     }
 
     /// Resolve, compile and assemble one artifact's image (not yet published).
@@ -311,7 +299,7 @@ impl Builder<'_> {
         known: Option<Package>,
         listable: Option<tokio::sync::oneshot::Sender<Listable>>,
         pushed: &Pushed,
-    ) -> Result<(Arc<ResolvedBase>, Package, Built, Vec<PathBuf>, Vec<String>), Error> {
+    ) -> Result<Image, Error> {
         // The base comes over the network while Go resolves and compiles: for a list of
         // platforms the binaries do not depend on it, so nothing waits for anything else.
         let known = known.filter(|_| target.pattern == ".");
@@ -338,7 +326,7 @@ impl Builder<'_> {
             tracing::info!("{}: platforms {}", pkg.import_path, platforms.join(", "));
             let ahead = target_repository(a, &pkg)?.map(|repo| Ahead {
                 repo,
-                base: &base.blobs,
+                cx: self.context(&base),
                 pushed,
                 images: base.index.is_some(),
             });
@@ -362,7 +350,13 @@ impl Builder<'_> {
                     message: "go build made a package archive, not a program: kobuild needs a package main".into(),
                 }));
             }
-            Ok((base, pkg, built, binaries, platforms))
+            Ok(Image {
+                base,
+                pkg,
+                built,
+                binaries,
+                platforms,
+            })
         };
         // A build's failure reaches the image through the memoized binary; a failing
         // `go list` ends everything at once (its message explains more), killing the builds.
@@ -379,62 +373,14 @@ impl Builder<'_> {
     /// The image a record names, when everything that decided it is unchanged and the
     /// registry still has it; its tags are pointed at it. `Ok(None)`: build it.
     async fn reuse(&self, a: &ArtifactPlan, record: &Record) -> Result<Option<ImageReport>, Error> {
-        let spec = base_spec(a, &record.import_path);
-        if base_key(spec) != record.base {
-            return Ok(None);
-        }
-        let inputs = record.inputs.clone();
-        // Changed inputs end the check at once: Go starts without waiting for the registry.
-        let unchanged = async {
-            match tokio::task::spawn_blocking(move || inputs.unchanged()).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(None),
-                Err(e) => Err(Some(Error::Internal(e.to_string()))),
-            }
-        };
-        let base_digest = async {
-            let digest = base::current_digest(spec, self.client).await;
-            digest.map_err(|e| Some(Error::from(e)))
-        };
-        let base_digest = match tokio::try_join!(base_digest, unchanged) {
-            Ok((digest, ())) => digest,
-            Err(Some(e)) => return Err(e),
-            Err(None) => {
-                tracing::debug!("{}: inputs changed, building", a.target);
-                return Ok(None);
-            }
-        };
-        if base_digest != record.base_digest {
-            tracing::info!("{}: the base changed, building", a.target);
-            return Ok(None);
-        }
-        let pkg = Package {
-            import_path: record.import_path.clone(),
-            dir: record.package_dir.clone(),
-        };
-        let Some(repo) = target_repository(a, &pkg)? else {
+        let Some(repo) = target_repository(a, &record.package())? else {
             return Ok(None);
         };
-        if repo.to_string() != record.repository {
+        let base = base_spec(a, &record.import_path);
+        if !record.reusable(&a.target, base, &repo, self.client).await? {
             return Ok(None);
         }
         let digest = &record.digest;
-        let reg_err = |source| publish::PublishError::Registry {
-            repo: repo.to_string(),
-            source,
-        };
-        match self
-            .client
-            .head_manifest(&repo, digest.as_str())
-            .await
-            .map_err(reg_err)?
-        {
-            Some((found, _, _)) if found == *digest => {}
-            _ => {
-                tracing::info!("{repo}@{digest} is gone from the registry, building");
-                return Ok(None);
-            }
-        }
         publish::tag(
             self.client,
             &repo,
@@ -463,73 +409,6 @@ impl Builder<'_> {
                 ..PushStats::default()
             }),
         }))
-    }
-
-    /// `go list -deps` of the target in each built platform's environment.
-    async fn list_inputs(&self, a: &ArtifactPlan, what: &Listable) -> Result<Inputs, String> {
-        let mut envs: Vec<Vec<(String, String)>> = Vec::new();
-        for p in &what.platforms {
-            let env = self.go_env(a, p).map_err(|e| e.to_string())?;
-            if !envs.contains(&env) {
-                envs.push(env);
-            }
-        }
-        let flags = self.flags(a);
-        let listings: Vec<Listing> = envs
-            .into_iter()
-            .map(|env| Listing {
-                go: &self.plan.go,
-                dir: &what.target.dir,
-                pattern: &what.target.pattern,
-                env,
-                flags: &flags,
-            })
-            .collect();
-        Inputs::list(&listings).await
-    }
-
-    /// The record's snapshot of the inputs of what was built. A failure only means no
-    /// record: the build reports its own.
-    async fn snapshot(
-        &self,
-        a: &ArtifactPlan,
-        since: SystemTime,
-        what: &Listable,
-        previous: Option<Snapshot>,
-    ) -> Option<Snapshot> {
-        // Checked after `since`: an edit after this check is caught by its mtime.
-        let relisted = match previous {
-            Some(p) => tokio::task::spawn_blocking(move || p.relisted())
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
-        let inputs = match relisted {
-            Some(inputs) => {
-                tracing::debug!("{}: same files as recorded, not listed", a.target);
-                inputs
-            }
-            None => match self.list_inputs(a, what).await {
-                Ok(inputs) => inputs,
-                Err(e) => {
-                    tracing::warn!("{}: not cached: {e}", a.target);
-                    return None;
-                }
-            },
-        };
-        let extra: Vec<PathBuf> = self.plan.dlv.iter().map(|(p, _)| p.clone()).collect();
-        let trees = [what.kodata.clone()];
-        let taken =
-            tokio::task::spawn_blocking(move || Snapshot::take(inputs, &extra, &trees, since))
-                .await;
-        match taken.map_err(|e| e.to_string()).and_then(|t| t) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("{}: not cached: {e}", a.target);
-                None
-            }
-        }
     }
 
     async fn base(
@@ -584,52 +463,15 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The artifact's flags, plus what `--debug` (Skaffold's debug flags; `-trimpath` is
-    /// dropped in the build) and `--cover` add. They are part of the binary's key and path.
-    fn flags(&self, a: &ArtifactPlan) -> Vec<String> {
-        let mut flags = a.flags.clone();
-        if self.plan.debug {
-            flags.extend(["-gcflags".to_string(), "all=-N -l".to_string()]);
-        }
-        if self.plan.cover {
-            flags.push("-cover".to_string());
-        }
-        flags
-    }
-
-    fn go_env(
-        &self,
-        a: &ArtifactPlan,
-        platform: &Platform,
-    ) -> Result<Vec<(String, String)>, Error> {
-        let mut env = Vec::new();
-        if let Some(dir) = &self.plan.gocache {
-            env.push(("GOCACHE".to_string(), dir.display().to_string()));
-        }
-        if self.plan.cgo_disabled_by_default {
-            env.push(("CGO_ENABLED".to_string(), "0".to_string()));
-        }
-        env.extend(
-            platform
-                .go_env()
-                .map_err(|e| Error::Config(format!("base platform: {e}")))?,
-        );
-        env.extend(a.go_env.iter().cloned());
-        Ok(env)
-    }
-
     fn binary_key(
         &self,
         a: &ArtifactPlan,
         t: &Target,
         platform: &Platform,
     ) -> Result<BinaryKey, Error> {
-        Ok(BinaryKey {
-            target: t.clone(),
-            env: self.go_env(a, platform)?,
-            flags: self.flags(a),
-            ldflags: a.ldflags.clone(),
-        })
+        self.plan
+            .binary_key(a, t, platform)
+            .map_err(|e| Error::Config(format!("base platform: {e}")))
     }
 
     /// The memo cell of `key` in `cells`.
@@ -687,19 +529,14 @@ impl Builder<'_> {
     async fn link(&self, key: &BinaryKey, platform: &Platform) -> Result<Binary, GoError> {
         // The semaphore is never closed.
         let _permit = self.jobs.acquire().await.ok();
-        let t = &key.target;
-        let output =
-            gobuild::output_path(&self.plan.cache_dir, t, &key.env, &key.flags, &key.ldflags);
+        let output = key.output_path(&self.plan.cache_dir);
         let before = link_stamp(&output);
         let path = gobuild::build(&GoBuild {
             go: &self.plan.go,
-            target: t,
+            key,
             platform: platform.to_string(),
             output,
-            env: key.env.clone(),
-            flags: key.flags.clone(),
             trimpath: !self.plan.debug,
-            ldflags: key.ldflags.clone(),
         })
         .await?;
         let link = match before {
@@ -787,85 +624,53 @@ impl Builder<'_> {
         Ok((layer, binary))
     }
 
-    /// SPDX documents for each image (and the index), attached to what was pushed and written
-    /// to `--sbom-dir`. Attaching never changes an image's digest.
-    async fn sboms(
+    /// What every output needs to publish images on `base`.
+    fn context<'b>(&'b self, base: &'b ResolvedBase) -> publish::Context<'b> {
+        publish::Context {
+            client: self.client,
+            base: &base.blobs,
+            cache: &self.plan.cache_dir,
+        }
+    }
+
+    /// Publish to every configured output: the OCI archive, the OCI layout, the registry.
+    async fn publish_outputs(
         &self,
         a: &ArtifactPlan,
-        pkg: &Package,
-        base: &ResolvedBase,
-        built: &Built,
-        binaries: &[PathBuf],
-        repo: Option<&Repository>,
-    ) -> Result<(), Error> {
-        let plan = self.plan;
-        let tag = plan.pushed_tags(a).first().cloned();
-        let info = |digest: &crate::digest::Digest| sbom::ImageInfo {
-            digest: digest.clone(),
-            repository: repo.map(Repository::to_string),
-            tag: tag.clone(),
-        };
-        let base_info = |r: Option<&(String, crate::digest::Digest)>| {
-            r.map(|(name, digest)| sbom::BaseInfo {
-                name: name.clone(),
-                digest: digest.clone(),
-            })
-        };
-        let attach = if plan.sbom { repo } else { None };
-        let mut created = crate::time::ZERO.to_string();
-        for ((image, child), binary) in built.images().iter().zip(&base.children).zip(binaries) {
-            created = match plan.source_date_epoch {
-                Some(epoch) => crate::time::format_unix(epoch),
-                None => serde_json::from_slice::<serde_json::Value>(&image.config)
-                    .ok()
-                    .and_then(|c| c["created"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| crate::time::ZERO.to_string()),
-            };
-            let base = base_info(child.image.reference.as_ref());
-            let doc = sbom::image_sbom(
-                &plan.go,
-                binary,
-                &info(&image.digest),
-                base.as_ref(),
-                &created,
-            )
-            .await?;
-            if let Some(dir) = &plan.sbom_dir {
-                sbom::write_to_dir(dir, pkg.app_name(), Some(&child.platform.to_oci()), &doc)?;
-            }
-            if let Some(repo) = attach {
-                let subject = Descriptor::new(
-                    &image.media_type,
-                    image.manifest.len() as u64,
-                    image.digest.clone(),
-                );
-                sbom::attach(self.client, repo, &subject, &doc, &created).await?;
-            }
+        image: &Image,
+        pushed: &Pushed,
+    ) -> Result<Output, Error> {
+        let (plan, built) = (self.plan, &image.built);
+        let cx = self.context(&image.base);
+        let mut reference = None;
+        let mut push = None;
+        if let Some(archive) = &plan.outputs.oci_archive {
+            let d = publish::write_archive(&cx, built, archive, &a.tags).await?;
+            reference = Some(format!("oci-archive:{}@{d}", archive.display()));
         }
-        if let Built::Index(index) = built {
-            let parsed: oci::Index = serde_json::from_slice(&index.manifest)
-                .map_err(|e| Error::Internal(format!("index just built does not parse: {e}")))?;
-            let index_base = base_info(base.index.as_ref().and_then(|i| i.reference.as_ref()));
-            let doc = sbom::index_document(
-                &info(&index.digest),
-                index_base.as_ref(),
-                &parsed.manifests,
-                &created,
-            )
-            .to_bytes();
-            if let Some(dir) = &plan.sbom_dir {
-                sbom::write_to_dir(dir, pkg.app_name(), None, &doc)?;
-            }
-            if let Some(repo) = attach {
-                let subject = Descriptor::new(
-                    &index.media_type,
-                    index.manifest.len() as u64,
-                    index.digest.clone(),
+        if let Some(dir) = &plan.outputs.oci_layout {
+            let d = publish::write_layout(&cx, built, dir, &a.tags).await?;
+            if plan.outputs.default_layout {
+                tracing::warn!(
+                    "no registry configured (--default-repo or KOBUILD_DEFAULT_REPO): wrote an OCI layout to {}",
+                    dir.display()
                 );
-                sbom::attach(self.client, repo, &subject, &doc, &created).await?;
             }
+            reference = Some(format!("oci-layout:{}@{d}", dir.display()));
         }
-        Ok(())
+        let repo = target_repository(a, &image.pkg)?;
+        if let Some(repo) = &repo {
+            let tags = plan.pushed_tags(a);
+            push = Some(publish::push(&cx, built, repo, tags, pushed).await?);
+            reference = Some(plan.pushed_reference(a, repo, built.digest()));
+        }
+        let reference =
+            reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
+        Ok(Output {
+            reference,
+            push,
+            repo,
+        })
     }
 
     /// All platforms of one package, built in parallel, then the index; with each image's
@@ -975,15 +780,7 @@ impl Builder<'_> {
             },
         );
         if let Some(ahead) = ahead.filter(|a| a.images) {
-            publish::push_ahead(
-                self.client,
-                &image,
-                ahead.base,
-                &ahead.repo,
-                &self.plan.cache_dir,
-                ahead.pushed,
-            )
-            .await?;
+            publish::push_ahead(&ahead.cx, &image, &ahead.repo, ahead.pushed).await?;
         }
         Ok((image, binary.path))
     }
@@ -1064,70 +861,6 @@ fn client(plan: &Plan) -> Result<Client, Error> {
     })?)
 }
 
-fn size_of(built: &Built) -> u64 {
-    let mut seen = std::collections::HashSet::new();
-    let mut size = built.manifest().len() as u64;
-    for image in built.images() {
-        if matches!(built, Built::Index(_)) {
-            size += image.manifest.len() as u64;
-        }
-        size += image.config.len() as u64;
-        for (d, _) in &image.layers {
-            if seen.insert(&d.digest) {
-                size += d.size;
-            }
-        }
-    }
-    size
-}
-
-/// Publish to every configured output; the ref printed is the registry's when there is one.
-async fn publish_one(
-    plan: &Plan,
-    client: &Client,
-    a: &ArtifactPlan,
-    pkg: &Package,
-    base: &ResolvedBase,
-    built: &Built,
-    pushed: &Pushed,
-) -> Result<(String, Option<PushStats>, Option<Repository>), Error> {
-    let mut reference = None;
-    let mut stats = None;
-    if let Some(archive) = &plan.outputs.oci_archive {
-        let d = publish::write_archive(
-            client,
-            built,
-            &base.blobs,
-            archive,
-            &a.tags,
-            &plan.cache_dir,
-        )
-        .await?;
-        reference = Some(format!("oci-archive:{}@{d}", archive.display()));
-    }
-    if let Some(dir) = &plan.outputs.oci_layout {
-        let d = publish::write_layout(client, built, &base.blobs, dir, &a.tags, &plan.cache_dir)
-            .await?;
-        if plan.outputs.default_layout {
-            tracing::warn!(
-                "no registry configured (--default-repo or KOBUILD_DEFAULT_REPO): wrote an OCI layout to {}",
-                dir.display()
-            );
-        }
-        reference = Some(format!("oci-layout:{}@{d}", dir.display()));
-    }
-    let target = target_repository(a, pkg)?;
-    if let Some(target) = &target {
-        let cache = &plan.cache_dir;
-        let tags = plan.pushed_tags(a);
-        let pushed = publish::push(client, built, &base.blobs, target, tags, cache, pushed);
-        stats = Some(pushed.await?);
-        reference = Some(plan.pushed_reference(a, target, built.digest()));
-    }
-    let reference = reference.ok_or_else(|| Error::Internal("the plan has no output".into()))?;
-    Ok((reference, stats, target))
-}
-
 /// The repository an artifact is pushed to, if any.
 fn target_repository(a: &ArtifactPlan, pkg: &Package) -> Result<Option<Repository>, Error> {
     Ok(match &a.destination {
@@ -1150,8 +883,4 @@ fn base_spec<'a>(a: &'a ArtifactPlan, import_path: &str) -> &'a BaseSpec {
     a.base_overrides
         .get(&import_path.to_lowercase())
         .unwrap_or(&a.base)
-}
-
-fn base_key(spec: &BaseSpec) -> String {
-    format!("{spec:?}")
 }

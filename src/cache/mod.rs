@@ -8,9 +8,12 @@
 
 mod inputs;
 pub mod integrity;
+mod record;
+mod reuse;
 pub mod shape;
 
 pub use inputs::{Inputs, Listing, Snapshot};
+pub use record::{Listable, Recorded, snapshot};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::base::BaseSpec;
 use crate::digest::{Digest, to_hex};
 use crate::plan::{ArtifactPlan, Plan};
 
@@ -72,7 +76,7 @@ impl ArtifactCache {
     }
 
     /// Atomic: a concurrent run reads the old record or the new one, never a mix.
-    pub fn store(&self, record: &Record) -> Result<(), String> {
+    fn store(&self, record: &Record) -> Result<(), String> {
         integrity::store(&self.path, record).map_err(|e| e.to_string())
     }
 }
@@ -126,6 +130,11 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
     to_hex(&h.finalize())
 }
 
+/// How a record names the base as configured.
+fn base_key(spec: &BaseSpec) -> String {
+    format!("{spec:?}")
+}
+
 /// Now, on the clock file modification times use (the kernel's coarse clock, which can lag
 /// `SystemTime::now()`): a file edited after this has a later or equal mtime.
 pub fn file_clock(dir: &Path) -> Option<SystemTime> {
@@ -140,5 +149,112 @@ fn file_identity(path: &Path) -> String {
     match fs::metadata(&path).and_then(|m| Ok((m.len(), m.modified()?))) {
         Ok((len, modified)) => format!("{} {len} {modified:?}", path.display()),
         Err(_) => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gobuild::Package;
+    use crate::image::assemble::{Built, BuiltIndex};
+    use crate::publish::PushStats;
+    use crate::registry::{Client, ClientOptions, Keychain, Reference, Repository};
+
+    fn client() -> Client {
+        Client::new(ClientOptions {
+            keychain: Keychain::new(None),
+            insecure_registries: Vec::new(),
+            extra_ca_files: Vec::new(),
+            user_agent: String::new(),
+            retry: Default::default(),
+            idle_timeout: None,
+        })
+        .unwrap()
+    }
+
+    fn record(cache: &ArtifactCache, repo: &Repository) -> Record {
+        let package = Package {
+            import_path: "example.com/app".into(),
+            dir: "/src/app".into(),
+        };
+        let built = Built::Index(BuiltIndex {
+            media_type: crate::image::oci::OCI_INDEX.into(),
+            manifest: b"{}".to_vec(),
+            digest: Digest::of(b"{}"),
+            children: Vec::new(),
+        });
+        let push = PushStats {
+            uploaded: 1,
+            mounted: 2,
+            existed: 3,
+            ..PushStats::default()
+        };
+        Record::new(
+            cache.key.clone(),
+            Snapshot::default(),
+            &Recorded {
+                package: &package,
+                base: &BaseSpec::Scratch,
+                base_digest: None,
+                repository: repo,
+                built: &built,
+                platforms: &["linux/amd64".to_string()],
+                push: &push,
+            },
+        )
+    }
+
+    fn cache(dir: &Path) -> ArtifactCache {
+        ArtifactCache {
+            key: "k".into(),
+            path: dir.join("artifacts/k.json"),
+        }
+    }
+
+    #[test]
+    fn a_record_is_read_back_as_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = cache(tmp.path());
+        let repo = Repository::parse("registry.example/app").unwrap();
+        let r = record(&cache, &repo);
+        assert_eq!((r.blobs, r.size), (6, 2));
+        assert_eq!(r.base, base_key(&BaseSpec::Scratch));
+        cache.store(&r).unwrap();
+        let loaded = cache.load().unwrap();
+        assert_eq!(loaded.package(), r.package());
+        assert_eq!((loaded.digest, loaded.manifest), (r.digest, r.manifest));
+    }
+
+    #[test]
+    fn a_record_of_other_settings_is_evicted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = cache(tmp.path());
+        let repo = Repository::parse("registry.example/app").unwrap();
+        let mut r = record(&cache, &repo);
+        r.key = "other".into();
+        cache.store(&r).unwrap();
+        assert!(cache.load().is_none());
+        assert!(!cache.path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_changed_base_or_repository_is_not_reused_without_asking_the_registry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::parse("registry.invalid/app").unwrap();
+        let r = record(&cache(tmp.path()), &repo);
+        let client = client();
+        let other_base = BaseSpec::Registry(Reference::parse("registry.invalid/base").unwrap());
+        assert!(
+            !r.reusable("app", &other_base, &repo, &client)
+                .await
+                .unwrap()
+        );
+        let other_repo = Repository::parse("registry.invalid/other").unwrap();
+        let reusable = r.reusable("app", &BaseSpec::Scratch, &other_repo, &client);
+        assert!(!reusable.await.unwrap());
+        let mut moved = r.clone();
+        moved.base_digest = Some(Digest::of(b"old base"));
+        let reusable = moved.reusable("app", &BaseSpec::Scratch, &repo, &client);
+        assert!(!reusable.await.unwrap());
     }
 }

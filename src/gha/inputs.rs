@@ -235,16 +235,14 @@ impl ActionInputs {
             ..BuildArgs::default()
         };
 
-        build.opts.sbom = match inputs.get("sbom").as_deref() {
-            None | Some("spdx") => "spdx".into(),
-            Some("none") => "none".into(),
-            Some(other) => {
-                return Err(GhaError::input(
+        if let Some(v) = inputs.get("sbom") {
+            build.opts.sbom = clap::ValueEnum::from_str(&v, false).map_err(|_| {
+                GhaError::input(
                     "sbom",
-                    format!("{other:?} is not a known format (spdx or none)"),
-                ));
-            }
-        };
+                    format!("{v:?} is not a known format (spdx or none)"),
+                )
+            })?;
+        }
         let skaffold_file = match inputs.path("skaffold-file") {
             Some(p) if !cwd.join(&p).is_file() => {
                 return Err(GhaError::input(
@@ -254,7 +252,7 @@ impl ActionInputs {
             }
             p => p,
         };
-        build.filename = skaffold_file;
+        build.skaffold.filename = skaffold_file;
         build.build_images = inputs.items("build-image");
 
         let login_repo = default_repo.or_else(|| env.get("KOBUILD_DEFAULT_REPO"));
@@ -484,7 +482,7 @@ mod tests {
             b.opts.file_output,
             Some(PathBuf::from("out/artifacts.json"))
         );
-        assert_eq!(a.build.opts.sbom, "spdx");
+        assert_eq!(a.build.opts.sbom, crate::cli::SbomFormat::Spdx);
         assert_eq!(a.derived_repo, None);
         assert_eq!(a.cwd, PathBuf::from("/"));
         let a = parse(&[("INPUT_WORKING-DIRECTORY", "./tmp/.")]).unwrap();

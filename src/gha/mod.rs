@@ -19,7 +19,7 @@ use inputs::{ActionInputs, Inputs, SECRET_INPUTS};
 
 use crate::error::Error;
 use crate::pipeline;
-use crate::plan::{Env, Plan, PlanError};
+use crate::plan::{Env, Field, Flag, Plan, PlanError};
 use crate::report::{self, Artifact, ImageReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -244,27 +244,35 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 15] = [
-        ("--tag", "tags"),
-        ("--platform", "platforms"),
-        ("--base", "from-image"),
-        ("--default-repo", "default-repo"),
-        ("--image", "image-name"),
-        ("--label", "labels"),
-        ("--annotation", "annotations"),
-        ("--env", "env"),
-        ("--flags", "flags"),
-        ("--ldflags", "ldflags"),
-        ("--jobs", "jobs"),
-        ("--push=false", "push"),
-        ("--push-by-digest", "push-by-digest"),
-        ("--build-image", "build-image"),
-        ("--registry-timeout", "registry-timeout"),
-    ];
-    match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {
-        Some((_, input)) => GhaError::input(input, e.reason).into(),
-        None => e.into(),
+    match &e.field {
+        Field::Flag(flag) => match input_of(*flag) {
+            Some(input) => GhaError::input(input, e.reason).into(),
+            None => e.into(),
+        },
+        Field::Other(_) => e.into(),
     }
+}
+
+/// The action input a command-line option stands for; a new flag must be placed here.
+fn input_of(flag: Flag) -> Option<&'static str> {
+    Some(match flag {
+        Flag::Tag => "tags",
+        Flag::Platform => "platforms",
+        Flag::Base => "from-image",
+        Flag::DefaultRepo => "default-repo",
+        Flag::Image => "image-name",
+        Flag::Label => "labels",
+        Flag::Annotation => "annotations",
+        Flag::Env => "env",
+        Flag::Flags => "flags",
+        Flag::Ldflags => "ldflags",
+        Flag::Jobs => "jobs",
+        Flag::NoPush => "push",
+        Flag::PushByDigest => "push-by-digest",
+        Flag::BuildImage => "build-image",
+        Flag::RegistryTimeout => "registry-timeout",
+        Flag::CompressionLevel | Flag::Dlv | Flag::DryRun | Flag::FileOutput => return None,
+    })
 }
 
 /// Where relative file names in error messages (Go's `./main.go:6:2: ...`) may live.
@@ -347,6 +355,22 @@ fn find_file(file: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_errors_name_the_input_of_their_flag() {
+        let error = |field: Field| {
+            plan_error(PlanError {
+                field,
+                reason: "bad".into(),
+            })
+            .to_string()
+        };
+        assert_eq!(error(Flag::Tag.into()), "input tags: bad");
+        assert_eq!(error(Flag::NoPush.into()), "input push: bad");
+        // Without an input, the flag stays: the message is still true.
+        assert_eq!(error(Flag::Dlv.into()), "--dlv: bad");
+        assert_eq!(error("GOFLAGS".into()), "GOFLAGS: bad");
+    }
 
     #[test]
     fn locations_are_parsed_like_go_prints_them() {

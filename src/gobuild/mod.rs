@@ -3,7 +3,7 @@
 mod build;
 mod resolve;
 
-pub use build::{GoBuild, build, output_path};
+pub use build::{BinaryKey, GoBuild, build};
 pub use resolve::{Package, Target, resolve};
 
 use std::path::PathBuf;

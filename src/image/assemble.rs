@@ -101,6 +101,24 @@ impl Built {
             Built::Index(i) => &i.children,
         }
     }
+
+    /// Bytes a registry stores for it: manifests, configs and each distinct layer once.
+    pub fn size(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        let mut size = self.manifest().len() as u64;
+        for image in self.images() {
+            if matches!(self, Built::Index(_)) {
+                size += image.manifest.len() as u64;
+            }
+            size += image.config.len() as u64;
+            for (d, _) in &image.layers {
+                if seen.insert(&d.digest) {
+                    size += d.size;
+                }
+            }
+        }
+        size
+    }
 }
 
 /// One child of an output index: the image, and the base index's entry it was built on

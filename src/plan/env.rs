@@ -1,6 +1,7 @@
 //! A snapshot of the process environment, taken once, so tests can inject their own.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::PlanError;
 use crate::cli::ColorChoice;
@@ -45,7 +46,7 @@ impl Env {
 
     /// `name` as the shell would find it: a path with a slash as given, else the first
     /// regular file of that name in a `PATH` directory.
-    pub fn find_program(&self, name: &str) -> Option<std::path::PathBuf> {
+    pub fn find_program(&self, name: &str) -> Option<PathBuf> {
         if name.contains('/') {
             return Some(name.into());
         }
@@ -53,6 +54,15 @@ impl Env {
         std::env::split_paths(&path)
             .map(|d| d.join(name))
             .find(|p| p.is_file())
+    }
+
+    /// Where docker's config (credentials) lives: `DOCKER_CONFIG`, else `~/.docker`.
+    pub fn docker_config_dir(&self) -> Option<PathBuf> {
+        match (self.get("DOCKER_CONFIG"), self.get("HOME")) {
+            (Some(d), _) => Some(PathBuf::from(d)),
+            (None, Some(h)) => Some(PathBuf::from(h).join(".docker")),
+            (None, None) => None,
+        }
     }
 
     /// Every variable, for templates whose data is the whole environment.
@@ -68,6 +78,15 @@ impl Env {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_config_dir_is_docker_config_else_home() {
+        let dir = |pairs: &[(&str, &str)]| Env::from_pairs(pairs).docker_config_dir();
+        let both = [("DOCKER_CONFIG", "/cfg"), ("HOME", "/home/u")];
+        assert_eq!(dir(&both), Some(PathBuf::from("/cfg")));
+        assert_eq!(dir(&both[1..]), Some(PathBuf::from("/home/u/.docker")));
+        assert_eq!(dir(&[]), None);
+    }
 
     #[test]
     fn colour_only_where_it_renders() {

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Plan, PlanError, err};
+use super::{Flag, Plan, PlanError, err};
 use crate::platform::Platforms;
 
 #[derive(Debug, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ pub fn matrix(plan: &Plan) -> Result<Matrix, PlanError> {
     for a in &plan.artifacts {
         let Platforms::List(platforms) = &a.platforms else {
             return Err(err(
-                "--platform",
+                Flag::Platform,
                 "\"all\" depends on the base image's platforms, which a plan does not fetch: list the platforms",
             ));
         };

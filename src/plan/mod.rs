@@ -2,22 +2,25 @@
 //! only place that reads environment variables; every later stage receives what it needs.
 
 mod env;
+mod field;
+mod go;
 pub mod matrix;
 mod skaffold;
 mod tags;
 
 pub use env::Env;
+pub use field::{Field, Flag};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::base::BaseSpec;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, CompressionAlgorithm, SbomFormat};
 use crate::config::{FileCaps, KoConfig};
 use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
-use crate::registry::{Reference, RegistryCredential, Repository};
+use crate::registry::{Reference, RegistryCredential, Repository, valid_tag};
 use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -25,7 +28,7 @@ pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
 #[derive(Debug, thiserror::Error)]
 pub struct PlanError {
     /// The flag, variable or input at fault; empty when `reason` names a file position.
-    pub field: String,
+    pub field: Field,
     pub reason: String,
 }
 
@@ -39,9 +42,9 @@ impl std::fmt::Display for PlanError {
     }
 }
 
-fn err(field: &str, reason: impl ToString) -> PlanError {
+fn err(field: impl Into<Field>, reason: impl ToString) -> PlanError {
     PlanError {
-        field: field.to_string(),
+        field: field.into(),
         reason: reason.to_string(),
     }
 }
@@ -56,7 +59,10 @@ fn located(e: impl ToString) -> PlanError {
 /// runner: refused, as ko refuses it, in any spelling and from every source of flags.
 /// `field` names the source; `flags` are arguments or whitespace-separated lists of them
 /// (ldflags, `GOFLAGS`), quotes allowed.
-pub(crate) fn refuse_toolexec(field: &str, flags: &[String]) -> Result<(), PlanError> {
+pub(crate) fn refuse_toolexec(
+    field: impl Into<Field> + Copy,
+    flags: &[String],
+) -> Result<(), PlanError> {
     for token in flags.iter().flat_map(|f| f.split_whitespace()) {
         let flag = token.trim_matches(['\'', '"']);
         let name = flag.strip_prefix("--").or_else(|| flag.strip_prefix('-'));
@@ -74,7 +80,7 @@ pub(crate) fn refuse_toolexec(field: &str, flags: &[String]) -> Result<(), PlanE
 }
 
 /// A `KEY=VALUE` of a build's environment; a `GOFLAGS` there may not hold `-toolexec`.
-fn go_env_entry(field: &str, kv: &str) -> Result<(String, String), PlanError> {
+fn go_env_entry(field: impl Into<Field> + Copy, kv: &str) -> Result<(String, String), PlanError> {
     let (k, v) = key_value(field, kv)?;
     if k == "GOFLAGS" {
         refuse_toolexec(field, std::slice::from_ref(&v))?;
@@ -278,7 +284,7 @@ impl Plan {
                     match &tag_repository {
                         Some((first, r)) if *r != repo => {
                             return Err(err(
-                                "--tag",
+                                Flag::Tag,
                                 format!(
                                     "{first:?} and {written:?} name different repositories; one image has one repository"
                                 ),
@@ -293,7 +299,7 @@ impl Plan {
             };
             if !valid_tag(&t) {
                 return Err(err(
-                    "--tag",
+                    Flag::Tag,
                     format!(
                         "{t:?} is not a valid tag: use letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-')"
                     ),
@@ -306,13 +312,13 @@ impl Plan {
         if args.opts.push_by_digest {
             if !push {
                 return Err(err(
-                    "--push-by-digest",
+                    Flag::PushByDigest,
                     "pushes by digest, but --push=false pushes nothing: drop one",
                 ));
             }
             if !tags.is_empty() {
                 return Err(err(
-                    "--tag",
+                    Flag::Tag,
                     "--push-by-digest pushes no tag: drop --tag and give the tags to `kobuild merge`",
                 ));
             }
@@ -321,18 +327,18 @@ impl Plan {
             push,
             default_repo,
             tags,
-            labels: pairs("--label", &args.opts.labels)?,
-            annotations: pairs("--annotation", &args.opts.annotations)?,
+            labels: pairs(Flag::Label, &args.opts.labels)?,
+            annotations: pairs(Flag::Annotation, &args.opts.annotations)?,
             env: args
                 .opts
                 .env
                 .iter()
-                .map(|kv| go_env_entry("--env", kv))
+                .map(|kv| go_env_entry(Flag::Env, kv))
                 .collect::<Result<_, _>>()?,
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
         let go = env.go_command()?;
-        let skaffold_file = match &args.filename {
+        let skaffold_file = match &args.skaffold.filename {
             Some(f) => Some(cwd.join(f)),
             None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
                 Some(cwd.join("skaffold.yaml"))
@@ -350,7 +356,7 @@ impl Plan {
                 }
                 if args.opts.image.is_some() {
                     return Err(err(
-                        "--image",
+                        Flag::Image,
                         "skaffold.yaml names its images; --image is for targets",
                     ));
                 }
@@ -358,8 +364,8 @@ impl Plan {
             }
             None => {
                 for (used, flag) in [
-                    (args.dry_run == Some(true), "--dry-run"),
-                    (!args.build_images.is_empty(), "--build-image"),
+                    (args.dry_run == Some(true), Flag::DryRun),
+                    (!args.build_images.is_empty(), Flag::BuildImage),
                 ] {
                     if used {
                         return Err(err(
@@ -378,7 +384,7 @@ impl Plan {
         };
         if args.opts.image.is_some() && args.targets.len() > 1 {
             return Err(err(
-                "--image",
+                Flag::Image,
                 "--image names one image, but several targets were given",
             ));
         }
@@ -393,7 +399,7 @@ impl Plan {
             && args.opts.oci_archive.is_none();
         if default_layout && !push {
             return Err(err(
-                "--push=false",
+                Flag::NoPush,
                 "nothing to write: add --oci-layout-path DIR or --oci-archive FILE",
             ));
         }
@@ -411,11 +417,7 @@ impl Plan {
                 (None, None) => cwd.join(".kobuild/cache"),
             },
         };
-        let docker_config_dir = match (env.get("DOCKER_CONFIG"), env.get("HOME")) {
-            (Some(d), _) => Some(PathBuf::from(d)),
-            (None, Some(h)) => Some(PathBuf::from(h).join(".docker")),
-            (None, None) => None,
-        };
+        let docker_config_dir = env.docker_config_dir();
         let build_concurrency = match (
             args.build_concurrency,
             env.get("SKAFFOLD_BUILD_CONCURRENCY"),
@@ -447,7 +449,7 @@ impl Plan {
             quiet: args.quiet,
             dry_run: args.dry_run == Some(true),
             jobs: match args.opts.jobs {
-                Some(0) => return Err(err("--jobs", "must be at least 1")),
+                Some(0) => return Err(err(Flag::Jobs, "must be at least 1")),
                 Some(n) => n,
                 None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
@@ -465,19 +467,19 @@ impl Plan {
                 && args.opts.oci_archive.is_none()
                 && pushes,
             toolchain,
-            compression: compression(&args.opts.compression, args.opts.compression_level)?,
+            compression: compression(args.opts.compression, args.opts.compression_level)?,
             debug: args.opts.debug,
             dlv: match &args.opts.dlv {
                 Some(p) => {
                     let path = cwd.join(p);
-                    let arch = elf_arch(&path).map_err(|e| err("--dlv", e))?;
+                    let arch = elf_arch(&path).map_err(|e| err(Flag::Dlv, e))?;
                     Some((path, arch))
                 }
                 None => None,
             },
             cover: args.opts.cover,
             // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
-            sbom: args.opts.sbom != "none",
+            sbom: args.opts.sbom != SbomFormat::None,
             push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
             skaffold_file,
@@ -498,14 +500,14 @@ impl Plan {
 /// under it.
 fn default_repo(args: &BuildArgs, env: &Env) -> Result<Option<String>, PlanError> {
     let found = match &args.opts.default_repo {
-        Some(r) => Some(("--default-repo", r.clone())),
+        Some(r) => Some((Field::from(Flag::DefaultRepo), r.clone())),
         None => [
             "KOBUILD_DEFAULT_REPO",
             "SKAFFOLD_DEFAULT_REPO",
             "KO_DOCKER_REPO",
         ]
         .into_iter()
-        .find_map(|var| env.get(var).map(|r| (var, r))),
+        .find_map(|var| env.get(var).map(|r| (var.into(), r))),
     };
     let Some((source, repo)) = found.filter(|(_, r)| !r.is_empty()) else {
         return Ok(None);
@@ -562,9 +564,9 @@ fn cli_artifact(
         .or_else(|| ko.default_base_image.clone())
         .unwrap_or_else(|| DEFAULT_BASE.to_string());
     let base_field = if args.opts.base.is_some() {
-        "--base"
+        Flag::Base.into()
     } else {
-        "defaultBaseImage"
+        Field::from("defaultBaseImage")
     };
     let base = BaseSpec::parse(&base_input).map_err(|e| err(base_field, e))?;
     let mut base_overrides = BTreeMap::new();
@@ -575,7 +577,7 @@ fn cli_artifact(
         );
     }
     if let Some(name) = &args.opts.image {
-        Repository::parse(&format!("localhost/{name}")).map_err(|e| err("--image", e))?;
+        Repository::parse(&format!("localhost/{name}")).map_err(|e| err(Flag::Image, e))?;
     }
     let destination = match (&common.default_repo, common.push) {
         (Some(r), true) => Destination::DefaultRepo {
@@ -591,7 +593,7 @@ fn cli_artifact(
     }
     go_env.extend(common.env.iter().cloned());
     let data = ko_data(cwd, env, &go_env, common.source_date_epoch)?;
-    let expand = |field: &str, values: &[String]| -> Result<Vec<String>, PlanError> {
+    let expand = |field: &Field, values: &[String]| -> Result<Vec<String>, PlanError> {
         let expanded = values
             .iter()
             .map(|v| data.expand(v).map_err(|e| err(field, e)))
@@ -600,14 +602,20 @@ fn cli_artifact(
         Ok(expanded)
     };
     let (flags, flags_field) = if args.opts.flags.is_empty() {
-        (&ko.default_flags, ko_default(&ko, env, "defaultFlags"))
+        (
+            &ko.default_flags,
+            ko_default(&ko, env, "defaultFlags").into(),
+        )
     } else {
-        (&args.opts.flags, "--flags".to_string())
+        (&args.opts.flags, Flag::Flags.into())
     };
     let (ldflags, ldflags_field) = if args.opts.ldflags.is_empty() {
-        (&ko.default_ldflags, ko_default(&ko, env, "defaultLdflags"))
+        (
+            &ko.default_ldflags,
+            ko_default(&ko, env, "defaultLdflags").into(),
+        )
     } else {
-        (&args.opts.ldflags, "--ldflags".to_string())
+        (&args.opts.ldflags, Flag::Ldflags.into())
     };
     let plan = ArtifactPlan {
         image_name: args.opts.image.clone(),
@@ -713,7 +721,7 @@ pub(crate) fn capabilities(
     at: &str,
     b: &crate::config::KoBuild,
 ) -> Result<Option<FileCaps>, PlanError> {
-    FileCaps::parse(&b.linux_capabilities).map_err(|e| err(&format!("{at}: linux_capabilities"), e))
+    FileCaps::parse(&b.linux_capabilities).map_err(|e| err(format!("{at}: linux_capabilities"), e))
 }
 
 /// One artifact per command-line target (default `.`), sharing the configuration.
@@ -808,9 +816,9 @@ fn go_env_json(go: &str, dir: &Path, env: &BTreeMap<String, String>) -> BTreeMap
 fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platforms, PlanError> {
     let (goos, goarch, goarm) = (env.get("GOOS"), env.get("GOARCH"), env.get("GOARM"));
     let (given, field) = if !flag.is_empty() {
-        (flag, "--platform")
+        (flag, Field::from(Flag::Platform))
     } else {
-        (configured, "defaultPlatforms")
+        (configured, Field::from("defaultPlatforms"))
     };
     if !given.is_empty() {
         if let Some(var) = [("GOOS", &goos), ("GOARCH", &goarch), ("GOARM", &goarm)]
@@ -819,16 +827,16 @@ fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platfo
             .map(|(k, _)| *k)
         {
             return Err(err(
-                field,
+                &field,
                 format!(
                     "{var} is set in the environment too: unset it, or drop {field} and let GOOS/GOARCH choose"
                 ),
             ));
         }
-        let platforms = Platforms::parse(given).map_err(|e| err(field, e))?;
+        let platforms = Platforms::parse(given).map_err(|e| err(&field, e))?;
         if let Platforms::List(list) = &platforms {
             for p in list {
-                p.go_env().map_err(|e| err(field, e))?;
+                p.go_env().map_err(|e| err(&field, e))?;
             }
         }
         return Ok(platforms);
@@ -857,7 +865,7 @@ fn file_output(args: &BuildArgs, cwd: &std::path::Path) -> Result<Option<PathBuf
     let path = cwd.join(p);
     if path.is_dir() {
         return Err(err(
-            "--file-output",
+            Flag::FileOutput,
             format!("{} is a directory: name a file", path.display()),
         ));
     }
@@ -894,10 +902,13 @@ fn elf_arch(path: &Path) -> Result<String, String> {
     .to_string())
 }
 
-fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanError> {
+fn compression(
+    algorithm: CompressionAlgorithm,
+    level: Option<i32>,
+) -> Result<Compression, PlanError> {
     let bad = |range: &str| {
         err(
-            "--compression-level",
+            Flag::CompressionLevel,
             format!(
                 "{} is out of range for {algorithm} ({range})",
                 level.unwrap_or_default()
@@ -905,12 +916,14 @@ fn compression(algorithm: &str, level: Option<i32>) -> Result<Compression, PlanE
         )
     };
     match (algorithm, level) {
-        ("zstd", None) => Ok(Compression::Zstd(3)),
-        ("zstd", Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
-        ("zstd", Some(_)) => Err(bad("1-19")),
-        (_, None) => Ok(Compression::default()),
-        (_, Some(n)) if (1..=9).contains(&n) => Ok(Compression::Gzip(n as u32)),
-        (_, Some(_)) => Err(bad("1-9")),
+        (CompressionAlgorithm::Zstd, None) => Ok(Compression::Zstd(3)),
+        (CompressionAlgorithm::Zstd, Some(n)) if (1..=19).contains(&n) => Ok(Compression::Zstd(n)),
+        (CompressionAlgorithm::Zstd, Some(_)) => Err(bad("1-19")),
+        (CompressionAlgorithm::Gzip, None) => Ok(Compression::default()),
+        (CompressionAlgorithm::Gzip, Some(n)) if (1..=9).contains(&n) => {
+            Ok(Compression::Gzip(n as u32))
+        }
+        (CompressionAlgorithm::Gzip, Some(_)) => Err(bad("1-9")),
     }
 }
 
@@ -920,7 +933,7 @@ fn full_reference_tag(written: &str) -> Result<Option<(String, Repository)>, Pla
     if !written.contains('/') {
         return Ok(None);
     }
-    let bad = |why: String| err("--tag", format!("{written:?}: {why}"));
+    let bad = |why: String| err(Flag::Tag, format!("{written:?}: {why}"));
     let reference = Reference::parse(written).map_err(|e| bad(e.to_string()))?;
     let last = written.rsplit('/').next().unwrap_or_default();
     match (&reference.tag, &reference.digest) {
@@ -941,7 +954,7 @@ fn repository_from_tags(
 ) -> Result<(), PlanError> {
     if artifacts.len() > 1 || artifacts.iter().any(|a| a.target.contains("...")) {
         return Err(err(
-            "--tag",
+            Flag::Tag,
             format!(
                 "{written:?} names one image's repository, but several images are built: give plain tags"
             ),
@@ -952,7 +965,7 @@ fn repository_from_tags(
     };
     let mismatch = |image: String| {
         err(
-            "--tag",
+            Flag::Tag,
             format!(
                 "{written:?} is in repository \"{repo}\", but the image goes to {image:?}: make the repository (default-repo and image name) match the tags, or give plain tags"
             ),
@@ -984,23 +997,14 @@ fn repository_from_tags(
     Ok(())
 }
 
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-fn key_value(field: &str, kv: &str) -> Result<(String, String), PlanError> {
+fn key_value(field: impl Into<Field>, kv: &str) -> Result<(String, String), PlanError> {
     match kv.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(err(field, format!("{kv:?} is not KEY=VALUE"))),
     }
 }
 
-fn pairs(field: &str, items: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
+fn pairs(field: Flag, items: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
     items.iter().map(|kv| key_value(field, kv)).collect()
 }
 
@@ -1024,8 +1028,8 @@ pub(crate) fn registry_timeout(
     env: &Env,
 ) -> Result<Option<std::time::Duration>, PlanError> {
     let (field, value) = match (flag, env.get("KOBUILD_REGISTRY_TIMEOUT")) {
-        (Some(v), _) => ("--registry-timeout", v.to_string()),
-        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT", v),
+        (Some(v), _) => (Field::from(Flag::RegistryTimeout), v.to_string()),
+        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT".into(), v),
         _ => return Ok(None),
     };
     match value.trim().parse::<u64>() {
@@ -1112,7 +1116,7 @@ mod tests {
                 );
             }
             let e = plan(BuildArgs::default(), &[(var, "host:5000/app:v1")]).unwrap_err();
-            assert_eq!(e.field, var, "{e}");
+            assert_eq!(e.field, var.into(), "{e}");
         }
         let p = plan(
             opts(|o| o.default_repo = Some("127.0.0.1:5000".into())),
@@ -1121,7 +1125,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.artifacts.len(), 1);
         let e = plan(opts(|o| o.default_repo = Some("app:v1".into())), &[]).unwrap_err();
-        assert_eq!(e.field, "--default-repo", "{e}");
+        assert_eq!(e.field, Flag::DefaultRepo.into(), "{e}");
     }
 
     #[test]
@@ -1166,8 +1170,8 @@ mod tests {
             "'-toolexec=/bin/x y'",
             "\"--toolexec\"",
         ] {
-            let e = refuse_toolexec("--flags", &["-v".into(), bad.into()]).unwrap_err();
-            assert_eq!(e.field, "--flags", "{bad}");
+            let e = refuse_toolexec(Flag::Flags, &["-v".into(), bad.into()]).unwrap_err();
+            assert_eq!(e.field, Flag::Flags.into(), "{bad}");
             assert!(e.reason.contains("toolexec"), "{e}");
         }
         for fine in [
@@ -1178,12 +1182,12 @@ mod tests {
             "---toolexec",
             "toolexec",
         ] {
-            refuse_toolexec("--flags", &[fine.into()]).unwrap();
+            refuse_toolexec(Flag::Flags, &[fine.into()]).unwrap();
         }
         let e = plan(BuildArgs::default(), &[("GOFLAGS", "-mod=mod -toolexec=x")]).unwrap_err();
-        assert_eq!(e.field, "GOFLAGS");
+        assert_eq!(e.field, "GOFLAGS".into());
         let e = plan(opts(|o| o.env = vec!["GOFLAGS=--toolexec x".into()]), &[]).unwrap_err();
-        assert_eq!(e.field, "--env");
+        assert_eq!(e.field, Flag::Env.into());
     }
 
     #[test]
@@ -1218,7 +1222,7 @@ mod tests {
             (&["ghcr.io/acme/App:v1"], &[], "ghcr.io/acme/App:v1"),
         ] {
             let e = plan(refs(tags), env).unwrap_err();
-            assert_eq!(e.field, "--tag", "{tags:?}");
+            assert_eq!(e.field, Flag::Tag.into(), "{tags:?}");
             assert!(e.reason.contains(says), "{tags:?}: {e}");
         }
         let mut two = refs(&["ghcr.io/acme/app:v1"]);

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 
 use super::tags::{self, TagContext};
 use super::{
-    ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, PlanError, err, go_env_entry, ko_data,
-    ko_default, located, platforms, refuse_toolexec,
+    ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, Field, Flag, PlanError, err,
+    go_env_entry, ko_data, ko_default, located, platforms, refuse_toolexec,
 };
 use crate::base::BaseSpec;
 use crate::cli::BuildArgs;
@@ -35,7 +35,8 @@ pub(super) fn artifacts(
         command: "build",
         kube_context: None,
     };
-    let config = load_skaffold(file, &args.profiles, Some(&activation)).map_err(located)?;
+    let config =
+        load_skaffold(file, &args.skaffold.profiles, Some(&activation)).map_err(located)?;
     warnings.extend(config.warnings.iter().cloned());
     let config_dir = file
         .parent()
@@ -96,7 +97,7 @@ pub(super) fn artifacts(
                     now: now(common),
                 },
             )
-            .map_err(|e| err(&format!("{}: tagPolicy", file.display()), e))?;
+            .map_err(|e| err(format!("{}: tagPolicy", file.display()), e))?;
             // Skaffold falls back to `latest` when a tagger's template misses a variable.
             if policy_tag.contains(template::NO_VALUE) {
                 warnings.push(format!(
@@ -164,32 +165,32 @@ pub(super) fn artifacts(
             &go_env,
             common.source_date_epoch,
         )?;
-        let ko_again = |field: &str, values: Vec<String>| -> Result<Vec<String>, PlanError> {
+        let ko_again = |field: Field, values: Vec<String>| -> Result<Vec<String>, PlanError> {
             let expanded = values
                 .iter()
-                .map(|v| data.expand(v).map_err(|e| err(field, e)))
+                .map(|v| data.expand(v).map_err(|e| err(&field, e)))
                 .collect::<Result<Vec<_>, _>>()?;
-            refuse_toolexec(field, &expanded)?;
+            refuse_toolexec(&field, &expanded)?;
             Ok(expanded)
         };
         // Flags on the command line replace the configured ones, which are then not used.
         let flags = if args.opts.flags.is_empty() {
             let field = source("flags", &effective.flags);
-            ko_again(&field, skaffold(&field, &effective.flags)?)?
+            ko_again(field.clone().into(), skaffold(&field, &effective.flags)?)?
         } else {
-            refuse_toolexec("--flags", &args.opts.flags)?;
+            refuse_toolexec(Flag::Flags, &args.opts.flags)?;
             args.opts.flags.clone()
         };
         let ldflags = if args.opts.ldflags.is_empty() {
             let field = source("ldflags", &effective.ldflags);
-            ko_again(&field, skaffold(&field, &effective.ldflags)?)?
+            ko_again(field.clone().into(), skaffold(&field, &effective.ldflags)?)?
         } else {
-            ko_again("--ldflags", args.opts.ldflags.clone())?
+            ko_again(Flag::Ldflags.into(), args.opts.ldflags.clone())?
         };
         let mut labels = BTreeMap::new();
         for (k, v) in &ko.labels {
             let v = template::skaffold_expand_label(v, env_map)
-                .map_err(|e| err(&format!("{where_}: ko.labels.{k}"), e))?;
+                .map_err(|e| err(format!("{where_}: ko.labels.{k}"), e))?;
             labels.insert(k.clone(), v);
         }
         labels.extend(common.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -202,7 +203,7 @@ pub(super) fn artifacts(
             }
         });
         let base =
-            BaseSpec::parse(&base_input).map_err(|e| err(&format!("{where_}: ko.fromImage"), e))?;
+            BaseSpec::parse(&base_input).map_err(|e| err(format!("{where_}: ko.fromImage"), e))?;
         let platform_field: Vec<String> = if args.opts.platforms.is_empty() {
             effective.platforms.clone()
         } else {
@@ -231,7 +232,7 @@ pub(super) fn artifacts(
     // `-b` that matches nothing builds nothing, as in Skaffold.
     if plans.is_empty() && args.build_images.is_empty() {
         return Err(err(
-            &file.display().to_string(),
+            file.display().to_string(),
             "has no ko artifacts: add `ko: {}` to an artifact under build.artifacts",
         ));
     }

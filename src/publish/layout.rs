@@ -4,27 +4,28 @@
 use std::fs;
 use std::path::Path;
 
-use super::{PublishError, bad_blob, blobs, io_err, local_blob};
-use crate::base::BlobStore;
+use super::{Context, PublishError, bad_blob, blobs, io_err, local_blob};
 use crate::digest::{Digest, HashingWriter};
 use crate::fsutil::{self, Output, write_atomic};
 use crate::image::assemble::Built;
 use crate::image::oci::{self, Descriptor, Index};
 use crate::image::tar::TarWriter;
-use crate::registry::Client;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Add the image to the layout at `dir` (created if missing), one entry per tag.
 pub async fn write_layout(
-    client: &Client,
+    cx: &Context<'_>,
     built: &Built,
-    base: &BlobStore,
     dir: &Path,
     tags: &[String],
-    cache: &Path,
 ) -> Result<Digest, PublishError> {
+    let Context {
+        client,
+        base,
+        cache,
+    } = *cx;
     let index_path = dir.join("index.json");
     let mut index = if index_path.exists() {
         let bytes = fs::read(&index_path).map_err(io_err(&index_path))?;
@@ -137,16 +138,15 @@ fn copy_blob(src: &Path, dest: &Path, digest: &Digest, cache: &Path) -> Result<(
 /// An OCI archive: the layout, staged in the cache, as a tar file. A regular file is
 /// replaced only once the tar is complete; a FIFO or device receives the tar as it is made.
 pub async fn write_archive(
-    client: &Client,
+    cx: &Context<'_>,
     built: &Built,
-    base: &BlobStore,
     file: &Path,
     tags: &[String],
-    cache: &Path,
 ) -> Result<Digest, PublishError> {
+    let cache = cx.cache;
     fs::create_dir_all(cache).map_err(io_err(cache))?;
     let staging = fsutil::temp_dir_in(cache).map_err(io_err(cache))?;
-    let digest = write_layout(client, built, base, staging.path(), tags, cache).await?;
+    let digest = write_layout(cx, built, staging.path(), tags).await?;
 
     let mut tar = TarWriter::new(std::io::BufWriter::new(Output::create(file)?));
     let root = staging.path();

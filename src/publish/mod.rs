@@ -44,6 +44,15 @@ pub enum PublishError {
     },
 }
 
+/// What every sink needs besides the image: the registry client, where the base's blobs
+/// are, and the cache (downloaded base layers, staging).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub client: &'a Client,
+    pub base: &'a BlobStore,
+    pub cache: &'a Path,
+}
+
 /// `path` was read and does not hold `digest` (`why`). A cache entry is evicted, and the
 /// image is built again without it; anything else is the user's file, and an error.
 pub(crate) fn bad_blob(cache: &Path, path: &Path, digest: &Digest, why: &str) -> PublishError {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::follow::follow;
-use super::{PublishError, bad_blob, blobs, images_blobs, local_blob};
+use super::{Context, PublishError, bad_blob, blobs, images_blobs, local_blob};
 use crate::base::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
@@ -71,13 +71,16 @@ impl Pushed {
 /// still build. Best effort: whatever fails here, [`push`] does again and reports, except
 /// a damaged cache entry ([`PublishError::Damaged`]), which needs the image built again.
 pub async fn push_ahead(
-    client: &Client,
+    cx: &Context<'_>,
     image: &BuiltImage,
-    base: &BlobStore,
     repo: &Repository,
-    cache: &Path,
     pushed: &Pushed,
 ) -> Result<(), PublishError> {
+    let Context {
+        client,
+        base,
+        cache,
+    } = *cx;
     let ahead = async {
         let images = std::slice::from_ref(image);
         let blobs = images_blobs(images, cache)?;
@@ -189,14 +192,17 @@ pub async fn push_while_written<E>(
 }
 
 pub async fn push(
-    client: &Client,
+    cx: &Context<'_>,
     built: &Built,
-    base: &BlobStore,
     repo: &Repository,
     tags: &[String],
-    cache: &Path,
     pushed: &Pushed,
 ) -> Result<PushStats, PublishError> {
+    let Context {
+        client,
+        base,
+        cache,
+    } = *cx;
     let reg_err = |source: RegistryError| PublishError::Registry {
         repo: repo.to_string(),
         source,

@@ -10,6 +10,7 @@ use reqwest::{Method, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::Keychain;
+use super::body;
 use super::challenge::Scope;
 use super::error::{ErrorKind, RegistryError, root_cause};
 use super::reference::{Reference, Repository, check_manifest_ref};
@@ -127,11 +128,9 @@ impl Client {
             }
             let content_type = header(&resp, CONTENT_TYPE).unwrap_or_default();
             let served = header(&resp, DOCKER_CONTENT_DIGEST);
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| self.body_error(&ep, &repo, &action, &e))?;
-            Ok((bytes.to_vec(), content_type, served))
+            let limit = body::MANIFEST_LIMIT;
+            let bytes = self.read_body(&ep, &repo, &action, resp, limit).await?;
+            Ok((bytes, content_type, served))
         })
         .await?;
         let digest = Digest::of(&bytes);
@@ -261,11 +260,9 @@ impl Client {
             if resp.status() != StatusCode::OK {
                 return Err(blob_error(&ep, repo, digest, &scope, &action, resp).await);
             }
-            Ok(resp
-                .bytes()
+            // Configs: as large as a manifest may be.
+            self.read_body(&ep, repo, &action, resp, body::MANIFEST_LIMIT)
                 .await
-                .map_err(|e| self.body_error(&ep, repo, &action, &e))?
-                .to_vec())
         })
         .await?;
         check_digest(repo, "blob", digest, Digest::of(&bytes))?;
@@ -568,6 +565,19 @@ impl Client {
             check_digest(repo, "pushed manifest", &digest, served)?;
         }
         Ok(digest)
+    }
+
+    async fn read_body(
+        &self,
+        ep: &Endpoint,
+        repo: &Repository,
+        action: &str,
+        resp: Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let t = &self.t;
+        t.read_body(&ep.registry, &repo.name, action, resp, limit)
+            .await
     }
 
     fn body_error(

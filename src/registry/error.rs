@@ -121,6 +121,18 @@ pub enum ErrorKind {
         host: String,
     },
 
+    /// A response body longer than kobuild reads into memory.
+    #[error(
+        "{registry}/{repository}: {action}: the response is longer than {limit}, the most \
+         kobuild reads into memory"
+    )]
+    TooLarge {
+        registry: String,
+        repository: String,
+        action: String,
+        limit: String,
+    },
+
     /// The registry answered something unusable, or a request could not be formed.
     #[error("{registry}/{repository}: {message}")]
     Protocol {

@@ -7,6 +7,7 @@
 //! answers and never logs credentials.
 
 mod auth;
+mod body;
 mod challenge;
 mod client;
 mod error;
@@ -18,6 +19,6 @@ mod transport;
 pub use auth::{AuthError, Credential, Keychain, RegistryCredential};
 pub use client::{Client, ClientOptions, Fetched, StreamedUpload};
 pub use error::{BLOB_UNKNOWN_ATTEMPTS, ErrorKind, RegistryError};
-pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository};
+pub use reference::{DOCKER_HUB, Reference, ReferenceError, Repository, valid_tag};
 pub use retry::RetryPolicy;
 pub use transport::BodyStream;

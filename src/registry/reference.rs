@@ -251,14 +251,17 @@ fn valid_component(c: &str) -> bool {
         })
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+/// The distribution spec's tag grammar, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`: the one
+/// check of every tag kobuild takes.
+pub fn valid_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let bytes = tag.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= MAX_TAG_LEN
-        && word(bytes[0])
-        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-');
-    if ok {
+    tag.len() <= MAX_TAG_LEN
+        && tag.bytes().next().is_some_and(word)
+        && tag.bytes().all(|b| word(b) || b == b'.' || b == b'-')
+}
+
+fn check_tag(tag: &str) -> Result<(), String> {
+    if valid_tag(tag) {
         Ok(())
     } else {
         Err(format!(
@@ -271,6 +274,16 @@ fn check_tag(tag: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_follow_the_distribution_grammar() {
+        for good in ["v1", "_x", "1.2.3-rc.1", &"a".repeat(128)] {
+            assert!(valid_tag(good), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a:b", "a/b", &"a".repeat(129)] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
+    }
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

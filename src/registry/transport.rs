@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use tokio_util::io::ReaderStream;
 
 use super::auth::{Credential, Keychain};
+use super::body::{self, BodyError};
 use super::challenge::{Challenge, Scope};
 use super::error::{ErrorKind, RegistryError, describe_body, root_cause};
 use super::idle::{self, Progress};
@@ -334,7 +335,7 @@ impl Transport {
                     action: action.into(),
                     status: status.as_u16(),
                     retry_after: retry_after(&resp),
-                    detail: describe_body(&resp.bytes().await.unwrap_or_default()),
+                    detail: describe_body(&body::prefix(resp, body::ERROR_LIMIT).await),
                 }
                 .into()),
             }
@@ -490,6 +491,27 @@ impl Transport {
     }
 
     /// A failed send or body read, classified.
+    /// `resp`'s body, at most `limit` bytes.
+    pub(crate) async fn read_body(
+        &self,
+        registry: &str,
+        repository: &str,
+        action: &str,
+        resp: Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        body::read(resp, limit).await.map_err(|e| match e {
+            BodyError::Read(e) => self.transport_error(registry, repository, action, &e),
+            BodyError::TooLarge => ErrorKind::TooLarge {
+                registry: registry.into(),
+                repository: repository.into(),
+                action: action.into(),
+                limit: body::describe_limit(limit),
+            }
+            .into(),
+        })
+    }
+
     pub(crate) fn transport_error(
         &self,
         registry: &str,
@@ -628,10 +650,15 @@ impl Transport {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&ep.registry, req.repository, &action, &e))?;
+        let body = self
+            .read_body(
+                &ep.registry,
+                req.repository,
+                &action,
+                resp,
+                body::TOKEN_LIMIT,
+            )
+            .await?;
         let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
         let (value, expires_in) = parsed
             .and_then(|t| {
@@ -669,7 +696,7 @@ pub(crate) async fn status_error(
 ) -> RegistryError {
     let status = resp.status().as_u16();
     let retry_after = retry_after(&resp);
-    let detail = describe_body(&resp.bytes().await.unwrap_or_default());
+    let detail = describe_body(&body::prefix(resp, body::ERROR_LIMIT).await);
     let (registry, repository) = (ep.registry.clone(), req.repository.to_string());
     match status {
         401 if ep.credential.is_anonymous() => ErrorKind::CredentialsRequired {

@@ -5,10 +5,12 @@
 
 mod attach;
 pub mod buildinfo;
+mod images;
 pub mod spdx;
 
 pub use attach::{EMPTY_MEDIA_TYPE, SPDX_MEDIA_TYPE, artifact_manifest, attach, referrers_tag};
 pub use buildinfo::BuildInfo;
+pub use images::Sboms;
 pub use spdx::{BaseInfo, Document, ImageInfo, document, index_document};
 
 use std::path::{Path, PathBuf};
@@ -41,6 +43,8 @@ pub enum SbomError {
         artifact: String,
         writes: u32,
     },
+    #[error("internal error: index just built does not parse: {0}")]
+    Index(serde_json::Error),
     #[error("cannot stage the SBOM for upload: {0}")]
     Staging(std::io::Error),
     #[error(transparent)]

@@ -783,6 +783,33 @@ async fn detects_content_that_does_not_match_the_digest() {
     );
 }
 
+#[tokio::test]
+async fn refuses_a_manifest_longer_than_the_limit() {
+    let registry = Registry::start(RegistryKind::Plain);
+    // go-containerregistry's limit, one byte over: refused by its Content-Length.
+    let proxy = FaultProxy::start(&registry, |h| {
+        if h.path.starts_with("/v2/big/app/manifests/") {
+            respond(
+                200,
+                &[("Content-Type", OCI_MANIFEST)],
+                &vec![b' '; (100 << 20) + 1],
+            )
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let client = new_client(Keychain::default());
+    let big = Reference::parse(&format!("{}/big/app:v1", proxy.host())).unwrap();
+    let e = client.get_manifest(&big).await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::TooLarge { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("longer than 100 MiB, the most kobuild reads into memory"),
+        "{msg}"
+    );
+}
+
 /// What the token server in front of the registry has seen.
 #[derive(Default)]
 struct TokenLog {
