@@ -5,30 +5,32 @@
 //! (registry, OCI layout, OCI archive) → [`report`].
 
 pub mod base;
+pub(crate) mod blobs;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod deps;
 pub mod digest;
 pub mod error;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod gha;
-pub mod gobuild;
-pub mod gojson;
+pub(crate) mod gobuild;
+pub(crate) mod gojson;
 pub mod image;
 pub mod init;
+pub(crate) mod integrity;
 pub mod interrupt;
 pub mod merge;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
-pub mod publish;
+pub(crate) mod publish;
 pub mod registry;
 pub mod render;
 pub mod report;
 pub mod resolve;
 pub mod sbom;
 pub mod template;
-pub mod time;
+pub(crate) mod time;
 
 pub use error::Error;
