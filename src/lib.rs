@@ -1,8 +1,8 @@
 //! kobuild: Go apps into reproducible, ko-compatible OCI images, for CI.
 //!
-//! The pipeline, one module per stage: [`plan`] (what to build, the only reader of the
-//! environment) → [`gobuild`] → [`image`] (layers, config, manifest) → [`publish`]
-//! (registry, OCI layout, OCI archive) → [`report`].
+//! The pipeline ([`pipeline`]), one module per stage: [`plan`] (what to build, the only
+//! reader of the environment) → `gobuild` → [`image`] (layers, config, manifest) → `publish`
+//! (registry, OCI layout, OCI archive), [`sbom`], [`cache`] (reuse and records) → [`report`].
 
 pub mod base;
 pub(crate) mod blobs;
