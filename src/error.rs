@@ -33,6 +33,9 @@ pub enum Error {
     Sbom(#[from] crate::sbom::SbomError),
     #[error(transparent)]
     Deps(#[from] crate::deps::DepsError),
+    /// Only logged: the image is then built.
+    #[error(transparent)]
+    Reuse(#[from] crate::cache::ReuseError),
     #[error("--output: {0}")]
     Template(#[from] crate::template::TemplateError),
     #[error("{0}")]

@@ -72,6 +72,7 @@ pub fn install() -> io::Result<()> {
     Ok(())
 }
 
+#[allow(unsafe_code, reason = "killpg has no safe wrapper in std")]
 fn shutdown(name: &str, code: i32) -> ! {
     // Held until exit: no new child or temporary file after this point.
     let mut s = state();
@@ -121,6 +122,7 @@ struct Group {
 }
 
 impl Drop for Group {
+    #[allow(unsafe_code, reason = "killpg has no safe wrapper in std")]
     fn drop(&mut self) {
         state().groups.remove(&self.pid);
         if !self.reaped {

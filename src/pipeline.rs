@@ -30,7 +30,7 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     }
     let dir = plan.cache_dir.clone();
     // Held until the run ends: another run sharing the cache leaves this run's files alone.
-    let _lock = tokio::task::spawn_blocking(move || cache::integrity::lock(&dir))
+    let _lock = tokio::task::spawn_blocking(move || crate::integrity::lock(&dir))
         .await
         .map_err(|e| Error::Internal(format!("cache lock: {e}")))?;
     let client = client(plan)?;
@@ -510,7 +510,7 @@ impl Builder<'_> {
         let relinked = cell
             .get_or_init(|| async {
                 match why {
-                    Some(why) => cache::integrity::evict(&binary.path, &why),
+                    Some(why) => crate::integrity::evict(&binary.path, &why),
                     None => {
                         tracing::info!(
                             "{}: no record of the layer made from it to check it against; linking it again",
@@ -570,7 +570,7 @@ impl Builder<'_> {
         // Each blocking task owns what it reads.
         let task = |path: PathBuf| (path, app.to_string(), layer_store(self.plan));
         if binary.link == Link::Kept {
-            let recorded = cache::integrity::load::<LayerRecord>(&record);
+            let recorded = crate::integrity::load::<LayerRecord>(&record);
             let why = match recorded.filter(|r| r.app == app && r.capabilities == caps) {
                 Some(r) => {
                     let (path, app, store) = task(binary.path.clone());
@@ -617,7 +617,7 @@ impl Builder<'_> {
             diff_id: layer.diff_id.clone(),
             capabilities: caps,
         };
-        if let Err(e) = cache::integrity::store(&record, &recorded) {
+        if let Err(e) = crate::integrity::store(&record, &recorded) {
             // The next run links it again rather than trust it unchecked.
             tracing::debug!("cannot record the layer of {}: {e}", binary.path.display());
         }

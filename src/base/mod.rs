@@ -4,11 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::blobs::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::BaseImage;
 use crate::image::oci::{self, ConfigFile, Index, Manifest};
 use crate::platform::{Platform, Platforms};
-use crate::registry::{Client, Reference, RegistryError, Repository};
+use crate::registry::{Client, Reference, RegistryError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BaseSpec {
@@ -25,14 +26,6 @@ pub enum LayoutSelector {
     Only,
     Tag(String),
     Digest(Digest),
-}
-
-/// Where the base's layers can be read (or mounted) from when publishing.
-#[derive(Clone, Debug)]
-pub enum BlobStore {
-    None,
-    Registry(Repository),
-    Layout(PathBuf),
 }
 
 #[derive(Clone, Debug)]
@@ -382,11 +375,11 @@ impl Source<'_> {
         else {
             return None;
         };
-        let path = crate::publish::blob_cache_path(cache, digest);
+        let path = crate::blobs::blob_cache_path(cache, digest);
         let bytes = fs::read(&path).ok()?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
-            crate::cache::integrity::evict(&path, &format!("its bytes hash to {actual}"));
+            crate::integrity::evict(&path, &format!("its bytes hash to {actual}"));
             return None;
         }
         Some(bytes)
@@ -398,7 +391,7 @@ impl Source<'_> {
         if let Source::Registry {
             cache: Some(cache), ..
         } = self
-            && let Err(e) = crate::publish::cache_bytes(cache, bytes)
+            && let Err(e) = crate::blobs::cache_bytes(cache, bytes)
         {
             tracing::debug!("base not cached: {e}");
         }

@@ -7,13 +7,13 @@
 //! image; the tags are then pointed at it remotely.
 
 mod inputs;
-pub mod integrity;
 mod record;
 mod reuse;
 pub mod shape;
 
 pub use inputs::{Inputs, Listing, Snapshot};
 pub use record::{Listable, Recorded, snapshot};
+pub use reuse::ReuseError;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::base::BaseSpec;
 use crate::digest::{Digest, to_hex};
+use crate::integrity;
 use crate::plan::{ArtifactPlan, Plan};
 
 /// Bumped when the record's meaning changes, so old records are never misread.

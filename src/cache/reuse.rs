@@ -1,13 +1,23 @@
 //! Using a record: its image stands for a build when everything that decided it is
 //! unchanged and the registry still has it.
 
-use crate::base::{self, BaseSpec};
-use crate::error::Error;
+use crate::base::{self, BaseError, BaseSpec};
 use crate::gobuild::Package;
 use crate::publish::PublishError;
 use crate::registry::{Client, Repository};
 
 use super::{Record, base_key};
+
+/// Why a record could not be checked (the image is then built).
+#[derive(Debug, thiserror::Error)]
+pub enum ReuseError {
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
 
 impl Record {
     /// The package as recorded.
@@ -35,7 +45,7 @@ impl Record {
         base: &BaseSpec,
         repo: &Repository,
         client: &Client,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, ReuseError> {
         if base_key(base) != self.base {
             return Ok(false);
         }
@@ -45,12 +55,12 @@ impl Record {
             match tokio::task::spawn_blocking(move || inputs.unchanged()).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(None),
-                Err(e) => Err(Some(Error::Internal(e.to_string()))),
+                Err(e) => Err(Some(ReuseError::Internal(e.to_string()))),
             }
         };
         let base_digest = async {
             let digest = base::current_digest(base, client).await;
-            digest.map_err(|e| Some(Error::from(e)))
+            digest.map_err(|e| Some(ReuseError::from(e)))
         };
         let base_digest = match tokio::try_join!(base_digest, unchanged) {
             Ok((digest, ())) => digest,

@@ -11,6 +11,10 @@ use std::sync::Arc;
 
 /// Run a go command whose answer is not needed before the builds are done at the lowest
 /// CPU priority: it uses what the compiler and linker leave idle instead of slowing them.
+#[allow(
+    unsafe_code,
+    reason = "pre_exec is unsafe: the closure runs in the forked child"
+)]
 pub(crate) fn in_background(cmd: &mut tokio::process::Command) {
     // SAFETY: setpriority is async-signal-safe; a failure only leaves the default priority.
     unsafe {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::kodata::{self, KodataError, Node};
 use super::pgzip;
 use super::tar::TarWriter;
-use crate::cache::integrity;
 use crate::digest::{Digest, HashingWriter};
+use crate::integrity;
 
 /// Where ko puts the app and the kodata tree inside the image.
 pub const APP_DIR: &str = "/ko-app";

@@ -9,9 +9,10 @@ pub use registry::{PushStats, Pushed, push, push_ahead, push_while_written, tag}
 
 use std::path::{Path, PathBuf};
 
-use crate::base::BlobStore;
+use crate::blobs::BlobStore;
+use crate::blobs::{blob_cache_path, cache_bytes};
 use crate::digest::Digest;
-use crate::fsutil::{WriteError, write_atomic};
+use crate::fsutil::WriteError;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::registry::{Client, RegistryError};
 
@@ -57,7 +58,7 @@ pub struct Context<'a> {
 /// image is built again without it; anything else is the user's file, and an error.
 pub(crate) fn bad_blob(cache: &Path, path: &Path, digest: &Digest, why: &str) -> PublishError {
     if path.starts_with(cache) {
-        crate::cache::integrity::evict(path, why);
+        crate::integrity::evict(path, why);
         PublishError::Damaged {
             path: path.to_path_buf(),
             digest: digest.clone(),
@@ -117,20 +118,6 @@ pub(crate) async fn local_blob(
             ),
         }),
     }
-}
-
-/// Downloaded and generated blobs live in the cache, named by digest.
-pub fn blob_cache_path(cache: &Path, digest: &Digest) -> PathBuf {
-    cache.join("blobs/sha256").join(digest.hex())
-}
-
-/// Write `bytes` to the blob cache (atomically) and return the path.
-pub(crate) fn cache_bytes(cache: &Path, bytes: &[u8]) -> Result<PathBuf, PublishError> {
-    let path = blob_cache_path(cache, &Digest::of(bytes));
-    if !path.exists() {
-        write_atomic(&path, bytes)?;
-    }
-    Ok(path)
 }
 
 /// Every blob of every image (configs first, then layers), each digest once, with where its

@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::follow::follow;
 use super::{Context, PublishError, bad_blob, blobs, images_blobs, local_blob};
-use crate::base::BlobStore;
+use crate::blobs::BlobStore;
 use crate::digest::Digest;
 use crate::image::assemble::{Built, BuiltImage, LayerSource};
 use crate::image::layer::{Layer, Written};

@@ -109,6 +109,7 @@ pub fn lock(cache: &Path) -> Option<Lock> {
     })
 }
 
+#[allow(unsafe_code, reason = "flock has no safe wrapper in std")]
 fn flock(file: &File, op: libc::c_int) -> bool {
     // SAFETY: flock on an open descriptor that outlives the call.
     unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
