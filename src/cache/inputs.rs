@@ -217,6 +217,17 @@ impl Snapshot {
         })
     }
 
+    /// Every path passed through `f`, for records kept relative to the checkout.
+    pub fn map_paths(self, f: &dyn Fn(PathBuf) -> PathBuf) -> Snapshot {
+        Snapshot {
+            files: self.files.into_iter().map(|(p, d)| (f(p), d)).collect(),
+            shapes: self.shapes.into_iter().map(|(p, d)| (f(p), d)).collect(),
+            dirs: self.dirs.into_iter().map(|(p, n)| (f(p), n)).collect(),
+            start: f(self.start),
+            workspace: self.workspace.map(f),
+        }
+    }
+
     /// Whether the go.mod that governs `dir` (the nearest one above it) is a recorded file
     /// that reads as it did: then a package there still has the import path it had.
     pub fn module_unchanged(&self, dir: &Path) -> bool {

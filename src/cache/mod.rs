@@ -15,8 +15,10 @@ pub use inputs::{Inputs, Listing, Snapshot};
 pub use record::{Listable, Recorded, snapshot};
 pub use reuse::ReuseError;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +30,7 @@ use crate::integrity;
 use crate::plan::{ArtifactPlan, Plan};
 
 /// Bumped when the record's meaning changes, so old records are never misread.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
@@ -51,34 +53,73 @@ pub struct Record {
     pub blobs: usize,
 }
 
+/// The part of the cache a CI job persists between runners: the artifact records. They
+/// are small, and portable: nothing in them or in their keys depends on the machine, an
+/// mtime or where the checkout is.
+pub const RECORDS_DIR: &str = "artifacts";
+
 /// Where one artifact's record lives.
 pub struct ArtifactCache {
     pub key: String,
     path: PathBuf,
+    /// Paths under it are recorded relative to it: the checkout, wherever a runner has it.
+    root: PathBuf,
 }
 
 impl ArtifactCache {
     pub fn new(plan: &Plan, a: &ArtifactPlan) -> ArtifactCache {
         let key = key(plan, a);
         ArtifactCache {
-            path: plan.cache_dir.join("artifacts").join(format!("{key}.json")),
+            path: plan.cache_dir.join(RECORDS_DIR).join(format!("{key}.json")),
             key,
+            root: plan.cwd.clone(),
         }
     }
 
-    /// The record, if it is intact and this artifact's.
+    /// The record, if it is intact and this artifact's, with its paths under this checkout.
     pub fn load(&self) -> Option<Record> {
         let record: Record = integrity::load(&self.path)?;
         if record.key == self.key {
-            return Some(record);
+            return Some(record.map_paths(&|p| rebase(&self.root, p)));
         }
         integrity::evict(&self.path, "it is the record of other settings");
         None
     }
 
     /// Atomic: a concurrent run reads the old record or the new one, never a mix.
-    fn store(&self, record: &Record) -> Result<(), String> {
-        integrity::store(&self.path, record).map_err(|e| e.to_string())
+    fn store(&self, record: Record) -> Result<(), String> {
+        let record = record.map_paths(&|p| relative(&self.root, p));
+        integrity::store(&self.path, &record).map_err(|e| e.to_string())
+    }
+}
+
+impl Record {
+    fn map_paths(self, f: &dyn Fn(PathBuf) -> PathBuf) -> Record {
+        Record {
+            package_dir: f(self.package_dir),
+            inputs: self.inputs.map_paths(f),
+            ..self
+        }
+    }
+}
+
+/// `path` relative to `root` when under it (`.` for `root`), else as it is.
+fn relative(root: &Path, path: PathBuf) -> PathBuf {
+    match path.strip_prefix(root) {
+        Ok(rest) if rest.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(rest) => rest.to_path_buf(),
+        Err(_) => path,
+    }
+}
+
+/// The inverse of [`relative`].
+fn rebase(root: &Path, path: PathBuf) -> PathBuf {
+    if path == Path::new(".") {
+        root.to_path_buf()
+    } else if path.is_relative() {
+        root.join(path)
+    } else {
+        path
     }
 }
 
@@ -95,6 +136,7 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
     field("format", format!("{FORMAT} {}", env!("CARGO_PKG_VERSION")));
     let mut artifact = a.clone();
     artifact.tags.clear();
+    artifact.dir = relative(&plan.cwd, artifact.dir);
     field("artifact", format!("{artifact:?}"));
     field(
         "plan",
@@ -107,7 +149,7 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
             plan.kodata_date_epoch,
             plan.cgo_disabled_by_default,
             plan.sbom,
-            plan.dlv.as_ref().map(|(p, arch)| (file_identity(p), arch)),
+            plan.dlv.as_ref().map(|(p, arch)| (content_identity(p), arch)),
         ),
     );
     let t = &plan.toolchain;
@@ -116,7 +158,7 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
         format!(
             "{} {:?}",
             plan.go,
-            t.go_binary.as_deref().map(file_identity)
+            t.go_binary.as_deref().map(toolchain_identity)
         ),
     );
     field("go env", format!("{:?}", t.env));
@@ -144,13 +186,37 @@ pub fn file_clock(dir: &Path) -> Option<SystemTime> {
     marker.as_file().metadata().ok()?.modified().ok()
 }
 
-/// A binary's identity without reading it all: where it is, its size and its mtime.
-fn file_identity(path: &Path) -> String {
-    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match fs::metadata(&path).and_then(|m| Ok((m.len(), m.modified()?))) {
-        Ok((len, modified)) => format!("{} {len} {modified:?}", path.display()),
-        Err(_) => path.display().to_string(),
+/// The Go toolchain by what it is, not where: its release (`GOROOT/VERSION`, beside
+/// `bin/go`) and the go binary's contents. The same setup-go version on another runner, at
+/// another path, is the same toolchain.
+fn toolchain_identity(go: &Path) -> String {
+    let go = fs::canonicalize(go).unwrap_or_else(|_| go.to_path_buf());
+    let version = go
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|root| fs::read_to_string(root.join("VERSION")).ok())
+        .and_then(|v| v.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    format!("{version} {}", content_identity(&go))
+}
+
+/// A file's contents as a digest, hashed once per process for each (path, size, mtime):
+/// the key holds only the digest, so it means the same on every machine.
+fn content_identity(path: &Path) -> String {
+    type Seen = BTreeMap<(PathBuf, u64, Option<SystemTime>), String>;
+    static SEEN: Mutex<Seen> = Mutex::new(BTreeMap::new());
+    let Ok(meta) = fs::metadata(path) else {
+        return "missing".into();
+    };
+    let id = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(d) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return d.clone();
     }
+    let digest = fs::read(path).map_or_else(|_| "unreadable".into(), |b| Digest::of(&b).to_string());
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, digest.clone());
+    digest
 }
 
 #[cfg(test)]
@@ -209,6 +275,7 @@ mod tests {
         ArtifactCache {
             key: "k".into(),
             path: dir.join("artifacts/k.json"),
+            root: "/src".into(),
         }
     }
 
@@ -220,10 +287,34 @@ mod tests {
         let r = record(&cache, &repo);
         assert_eq!((r.blobs, r.size), (6, 2));
         assert_eq!(r.base, base_key(&BaseSpec::Scratch));
-        cache.store(&r).unwrap();
+        cache.store(r.clone()).unwrap();
         let loaded = cache.load().unwrap();
         assert_eq!(loaded.package(), r.package());
         assert_eq!((loaded.digest, loaded.manifest), (r.digest, r.manifest));
+    }
+
+    #[test]
+    fn a_record_moves_with_its_checkout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = cache(tmp.path());
+        let repo = Repository::parse("registry.example/app").unwrap();
+        cache.store(record(&cache, &repo)).unwrap();
+        let stored = fs::read_to_string(&cache.path).unwrap();
+        assert!(!stored.contains("/src"), "{stored}");
+        let elsewhere = ArtifactCache {
+            root: "/home/runner/work/app".into(),
+            ..cache
+        };
+        let loaded = elsewhere.load().unwrap();
+        assert_eq!(loaded.package_dir, Path::new("/home/runner/work/app/app"));
+        assert_eq!(
+            rebase(Path::new("/w"), relative(Path::new("/w"), "/w".into())),
+            Path::new("/w")
+        );
+        assert_eq!(
+            relative(Path::new("/w"), "/elsewhere/x".into()),
+            Path::new("/elsewhere/x")
+        );
     }
 
     #[test]
@@ -233,7 +324,7 @@ mod tests {
         let repo = Repository::parse("registry.example/app").unwrap();
         let mut r = record(&cache, &repo);
         r.key = "other".into();
-        cache.store(&r).unwrap();
+        cache.store(r.clone()).unwrap();
         assert!(cache.load().is_none());
         assert!(!cache.path.exists());
     }

@@ -37,7 +37,7 @@ pub struct Recorded<'a> {
 impl ArtifactCache {
     /// Store the record of `image`, built from the inputs in `inputs`.
     pub fn record(&self, inputs: Snapshot, image: &Recorded<'_>) -> Result<(), String> {
-        self.store(&Record::new(self.key.clone(), inputs, image))
+        self.store(Record::new(self.key.clone(), inputs, image))
     }
 }
 

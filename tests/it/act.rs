@@ -36,8 +36,54 @@ fn write_exec(path: &Path, content: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// actions/cache/restore and actions/cache/save: nothing is cached between these jobs.
-const CACHE_STUB: &str = "inputs:\n  path: {}\n  key: {}\noutputs:\n  cache-hit:\n    value: 'false'\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo cache stand-in\n";
+/// actions/cache/restore: the entry named `key`, else the newest whose name starts with a
+/// line of `restore-keys`, from directories under `$KOBUILD_TEST_CACHE/<key>`.
+const CACHE_RESTORE_STUB: &str = r#"inputs:
+  path: {}
+  key: {}
+  restore-keys: {}
+outputs:
+  cache-hit:
+    value: ${{ steps.restore.outputs.hit }}
+runs:
+  using: composite
+  steps:
+    - id: restore
+      shell: bash
+      env:
+        DEST: ${{ inputs.path }}
+        KEY: ${{ inputs.key }}
+        PREFIXES: ${{ inputs.restore-keys }}
+      run: |
+        hit=false src=""
+        if [[ -d $KOBUILD_TEST_CACHE/$KEY ]]; then
+          hit=true src=$KOBUILD_TEST_CACHE/$KEY
+        else
+          while read -r p; do
+            [[ -n $p ]] || continue
+            src=$(ls -dt "$KOBUILD_TEST_CACHE/$p"* 2>/dev/null | head -1 || true)
+            [[ -z $src ]] || break
+          done <<<"$PREFIXES"
+        fi
+        if [[ -n $src ]]; then mkdir -p "$DEST" && cp -r "$src/." "$DEST/" && echo "restored $(basename "$src")"; fi
+        echo "hit=$hit" >>"$GITHUB_OUTPUT"
+"#;
+
+/// actions/cache/save: `path` copied to `$KOBUILD_TEST_CACHE/<key>`, once per key.
+const CACHE_SAVE_STUB: &str = r#"inputs:
+  path: {}
+  key: {}
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      env:
+        SRC: ${{ inputs.path }}
+        KEY: ${{ inputs.key }}
+      run: |
+        if [[ -d $KOBUILD_TEST_CACHE/$KEY ]]; then echo "cache entry $KEY exists"; exit 0; fi
+        mkdir -p "$KOBUILD_TEST_CACHE/$KEY" && cp -r "$SRC/." "$KOBUILD_TEST_CACHE/$KEY/" && echo "saved $KEY"
+"#;
 
 /// Stand-ins for the remote actions the examples use: composite actions doing the part the
 /// workflow relies on. Artifacts are directories under `$KOBUILD_TEST_ARTIFACTS/<name>`.
@@ -99,6 +145,8 @@ struct ActRun {
     /// The outputs and summary of every `kobuild action` step, in the order they ran.
     steps: Vec<(BTreeMap<String, String>, String)>,
     artifacts: PathBuf,
+    /// What the action saved with actions/cache/save, one directory per key.
+    actions_cache: PathBuf,
     log: String,
     seconds: f64,
 }
@@ -185,9 +233,9 @@ impl ActRun {
         // actions/cache's restore and save, which the install uses only when it builds:
         // KOBUILD_BIN skips them, but act resolves every action the job names.
         let cache = t.join("stubs/actions_cache_v4");
-        for sub in ["restore", "save"] {
+        for (sub, stub) in [("restore", CACHE_RESTORE_STUB), ("save", CACHE_SAVE_STUB)] {
             fs::create_dir_all(cache.join(sub)).unwrap();
-            fs::write(cache.join(sub).join("action.yml"), CACHE_STUB).unwrap();
+            fs::write(cache.join(sub).join("action.yml"), stub).unwrap();
         }
         args.push("--local-repository".into());
         args.push(format!("actions/cache@v4={}", cache.display()));
@@ -206,6 +254,7 @@ impl ActRun {
             ),
         );
         let artifacts = t.join("artifacts");
+        let actions_cache = t.join("actions-cache");
         let home = t.join("home");
         fs::create_dir_all(&home).unwrap();
         let gocache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache");
@@ -219,6 +268,7 @@ impl ActRun {
                 .env("XDG_CACHE_HOME", t.join("xdg"))
                 .env("KOBUILD_BIN", &wrapper)
                 .env("KOBUILD_TEST_ARTIFACTS", &artifacts)
+                .env("KOBUILD_TEST_CACHE", &actions_cache)
                 .env("KOBUILD_DEFAULT_REPO", format!("{host}/act"))
                 .env("KOBUILD_CACHE_DIR", t.join("cache"))
                 .env("DOCKER_CONFIG", t.join("docker"))
@@ -257,6 +307,7 @@ impl ActRun {
             reg,
             steps,
             artifacts,
+            actions_cache,
             log,
             seconds,
         }
@@ -339,6 +390,16 @@ fn ghcr_example_pushes_and_reports() {
         "{}",
         run.log
     );
+    // The artifact records went to the Actions cache, for the next runner.
+    let saved: Vec<PathBuf> = fs::read_dir(&run.actions_cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}\n{}", run.log);
+    let name = saved[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("kobuild-records-Linux-X64-"), "{name}");
+    let records = fs::read_dir(&saved[0]).unwrap().count();
+    assert_eq!(records, 1, "one record per image");
     assert!(run.seconds < 120.0);
 }
 

@@ -228,6 +228,47 @@ fn an_unchanged_artifact_is_reused_without_running_go_and_retagged_remotely() {
     assert!(built(&s.go.take()));
 }
 
+/// A CI job on a fresh runner: the checkout at another path with new mtimes, an empty cache
+/// but for the artifact records (what the action persists), GOCACHE warm.
+#[test]
+fn restored_records_skip_the_build_on_a_fresh_runner_at_another_path() {
+    let s = setup();
+    let first = s.build(&[]);
+    assert!(built(&s.go.take()));
+
+    let runner = tempfile::tempdir().unwrap();
+    let checkout = runner.path().join("work/hello");
+    fs::create_dir_all(checkout.parent().unwrap()).unwrap();
+    // cp without -p: every file is new, as a fresh checkout's are.
+    run_checked(Command::new("cp").arg("-r").arg(s.dir()).arg(&checkout));
+    let kb = Kobuild::new().env("KO_GO_PATH", &s.go.path().display().to_string());
+    let restored = kb.dir().join("cache/artifacts");
+    fs::create_dir_all(restored.parent().unwrap()).unwrap();
+    run_checked(
+        Command::new("cp")
+            .arg("-r")
+            .arg(s.cache().join("artifacts"))
+            .arg(&restored),
+    );
+    let args = s.args(&["-t", "fresh"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = kb.ok_in(&checkout, &args);
+    assert_eq!(digest_of(&again[0]), digest_of(&first));
+    assert_eq!(
+        s.go.take(),
+        Vec::<String>::new(),
+        "go ran on a fresh runner with the records restored"
+    );
+    assert_eq!(s.tag_digest("fresh"), digest_of(&first));
+
+    // An edit in the new checkout is seen there.
+    let main = checkout.join("main.go");
+    edit(&main, &fs::read_to_string(&main).unwrap().replace("hello", "hullo"));
+    let edited = kb.ok_in(&checkout, &args);
+    assert_ne!(digest_of(&edited[0]), digest_of(&first));
+    assert!(built(&s.go.take()));
+}
+
 #[test]
 fn a_changed_go_file_or_kodata_file_builds_again() {
     let s = setup();
