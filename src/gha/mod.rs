@@ -244,7 +244,7 @@ fn metadata(reports: &[ImageReport]) -> String {
 
 /// The plan names command-line options; in a step the user wrote inputs.
 fn plan_error(e: PlanError) -> Error {
-    const INPUT_OF: [(&str, &str); 15] = [
+    const INPUT_OF: [(&str, &str); 17] = [
         ("--tag", "tags"),
         ("--platform", "platforms"),
         ("--base", "from-image"),
@@ -260,6 +260,8 @@ fn plan_error(e: PlanError) -> Error {
         ("--push-by-digest", "push-by-digest"),
         ("--build-image", "build-image"),
         ("--registry-timeout", "registry-timeout"),
+        ("--registry-ca", "registry-ca"),
+        ("--cache-dir", "cache-dir"),
     ];
     match INPUT_OF.iter().find(|(flag, _)| *flag == e.field) {
         Some((_, input)) => GhaError::input(input, e.reason).into(),
