@@ -18,6 +18,10 @@ pub struct Cli {
     /// always or never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Stop the whole run after this many seconds (exit 1), as on SIGTERM: children ended,
+    /// temporary files removed, no tag on an incomplete image.
+    #[arg(long, global = true, value_name = "SECONDS", allow_hyphen_values = true, value_parser = seconds)]
+    pub timeout: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -374,6 +378,14 @@ fn whole_number(range: &'static str) -> impl Fn(&str) -> Result<usize, String> +
         s.parse()
             .map_err(|_| format!("not a whole number: give {range}"))
     }
+}
+
+/// A duration in whole seconds, at least 1.
+fn seconds(s: &str) -> Result<u64, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "not a whole number of seconds: give 1 or more".to_string())
 }
 
 /// The range depends on --compression, which the plan checks; here only that it is a number.

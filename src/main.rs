@@ -33,6 +33,12 @@ fn main() -> ExitCode {
         eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(secs) = cli.timeout
+        && let Err(e) = kobuild::interrupt::limit(std::time::Duration::from_secs(secs))
+    {
+        eprintln!("error: cannot keep --timeout: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -479,6 +479,18 @@ fn cases() -> Vec<Case> {
             "--registry-timeout: \"5m\" is not a whole number of seconds from 1",
         ),
         build(
+            "zero run timeout",
+            &["./hello", "--base", "scratch", "--timeout", "0"],
+            2,
+            "--timeout: invalid value \"0\": not a whole number of seconds: give 1 or more",
+        ),
+        build(
+            "negative run timeout",
+            &["./hello", "--base", "scratch", "--timeout", "-5"],
+            2,
+            "--timeout: invalid value \"-5\"",
+        ),
+        build(
             "bad KOBUILD_REGISTRY_TIMEOUT",
             &["./hello", "--base", "scratch"],
             2,

@@ -104,6 +104,9 @@ pub enum Fault {
     /// Read the request head, then nothing more: the body stays unread (the sender's
     /// window closes) and no answer comes. The connection stays open until the proxy goes.
     Stall,
+    /// Read the whole request body, then nothing more: every byte sent is acknowledged, so
+    /// only the client's own timer can end the wait. The connection stays open.
+    Swallow,
     /// Forward, then send the response head and half the body (none for a HEAD), and then
     /// nothing more, with the connection open until the proxy goes.
     StallBody,
@@ -163,6 +166,7 @@ impl Fault {
             Fault::Throttle(rate) => format!("throttle {rate} B/s"),
             Fault::Stall => "stall".into(),
             Fault::StallBody => "stall in the body".into(),
+            Fault::Swallow => "swallow".into(),
         }
     }
 }
@@ -669,6 +673,9 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
         _ => {}
     }
     let body = conn.read_body(&headers, false, rate).await?;
+    if let Some(Fault::Swallow) = fault {
+        return hold(conn).await;
+    }
 
     let response = match &fault {
         Some(Fault::Status {
