@@ -141,6 +141,14 @@ fn prepare(dir: &Path) {
     skaffold("skartplat", "", "    platforms: [linux/bogus]\n");
     skaffold("sklabel", "", "      labels: {\"a\\nb\": x}\n");
     skaffold("skenv", "", "      env: [\"A=B=C\", \"A\\u0007=1\"]\n");
+    fs::write(
+        dir.join("artifacts.json"),
+        format!(
+            r#"{{"builds":[{{"imageName":"app","tag":"127.0.0.1:1/app:v1@sha256:{}"}}]}}"#,
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
     fs::write(dir.join("empty.json"), "").unwrap();
     fs::write(dir.join("garbage.json"), "{\"builds\": 3}").unwrap();
     make_base(&dir.join("base"), "v1", false, &["linux/amd64"]);
@@ -751,6 +759,18 @@ fn cases() -> Vec<Case> {
             2,
             "not-pem.crt\": no PEM certificate in it",
         ),
+        case(
+            "merge with a CA file that does not exist",
+            &[
+                "--artifacts",
+                "{dir}/artifacts.json",
+                "--registry-ca",
+                "{dir}/none.crt",
+            ],
+            2,
+            "--registry-ca: \"",
+        )
+        .sub("merge"),
         case("action CA file", &[], 2, "input registry-ca: \"")
             .sub("action")
             .env("INPUT_REGISTRY-CA", "{dir}/not-pem.crt")
