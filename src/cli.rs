@@ -18,6 +18,10 @@ pub struct Cli {
     /// always or never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Stop the whole run after this many seconds (exit 1), as on SIGTERM: children ended,
+    /// temporary files removed, no tag on an incomplete image.
+    #[arg(long, global = true, value_name = "SECONDS", allow_hyphen_values = true, value_parser = seconds)]
+    pub timeout: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,7 +125,7 @@ pub struct BuildArgs {
 
     /// Artifacts built at once (env SKAFFOLD_BUILD_CONCURRENCY; default: skaffold.yaml's
     /// build.local.concurrency, else 1; 0 means all).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number("0 or more (0: all at once)"))]
     pub build_concurrency: Option<usize>,
 
     #[command(flatten)]
@@ -159,7 +163,7 @@ pub struct ImageArgs {
     pub platforms: Vec<String>,
 
     /// How many `go build`s run at once (default: the number of cores).
-    #[arg(short = 'j', long, value_name = "N")]
+    #[arg(short = 'j', long, value_name = "N", allow_hyphen_values = true, value_parser = whole_number("1 or more"))]
     pub jobs: Option<usize>,
 
     /// Push to the registry (--push=false to only write a layout or archive).
@@ -224,7 +228,7 @@ pub struct ImageArgs {
 
     /// Compression level (gzip 1-9, default 2: no bigger than ko's level 1; zstd 1-19,
     /// default 3).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = compression_level)]
     pub compression_level: Option<i32>,
 
     /// Debug build, as Skaffold's debug: `-gcflags all=-N -l` and no `-trimpath`.
@@ -400,6 +404,29 @@ pub struct InitArgs {
     /// Replace an existing skaffold.yaml.
     #[arg(long)]
     pub force: bool,
+}
+
+/// A count flag's parser, with `allow_hyphen_values` on the flag: clap alone takes `-1` for an
+/// unknown flag and prints its usage, or gives Rust's parse error without the accepted range.
+fn whole_number(range: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| {
+        s.parse()
+            .map_err(|_| format!("not a whole number: give {range}"))
+    }
+}
+
+/// A duration in whole seconds, at least 1.
+fn seconds(s: &str) -> Result<u64, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "not a whole number of seconds: give 1 or more".to_string())
+}
+
+/// The range depends on --compression, which the plan checks; here only that it is a number.
+fn compression_level(s: &str) -> Result<i32, String> {
+    s.parse()
+        .map_err(|_| "not a whole number: give 1-9 for gzip, 1-19 for zstd".to_string())
 }
 
 /// Flags of `skaffold build` that mean nothing for a ko build without a cluster, daemon or

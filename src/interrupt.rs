@@ -1,5 +1,5 @@
-//! SIGINT and SIGTERM: stop starting work, end every child's process group, remove the
-//! temporary files still open, and exit 130 or 143.
+//! SIGINT, SIGTERM and `--timeout`: stop starting work, end every child's process group,
+//! remove the temporary files still open, and exit 130, 143 or 1.
 //!
 //! Children run in process groups of their own (a terminal's Ctrl-C then reaches only
 //! kobuild), so `go` and the compilers it starts are ended as a unit. The handler is a real
@@ -67,18 +67,36 @@ pub fn install() -> io::Result<()> {
                     _ = term.recv() => ("SIGTERM", 143),
                 }
             });
-            shutdown(name, code)
+            shutdown(name, &format!("interrupted by {name}"), code)
         })?;
     Ok(())
 }
 
+/// `--timeout`: the whole run stops after `limit` as it does on a signal, with exit 1. Tags
+/// are pushed after the manifests they name, so a push cut short tags no incomplete image.
+pub fn limit(limit: Duration) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("timeout".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            let secs = limit.as_secs();
+            shutdown(
+                "--timeout",
+                &format!("--timeout: the run took over {secs} s; stopped (allow more with --timeout SECONDS)"),
+                1,
+            )
+        })?;
+    Ok(())
+}
+
+/// `why` names the cause in the log; `message` is the error line.
 #[allow(unsafe_code, reason = "killpg has no safe wrapper in std")]
-fn shutdown(name: &str, code: i32) -> ! {
+fn shutdown(why: &str, message: &str, code: i32) -> ! {
     // Held until exit: no new child or temporary file after this point.
     let mut s = state();
     s.stopping = true;
     tracing::error!(
-        "{name}: stopping, ending {} child process group(s)",
+        "{why}: stopping, ending {} child process group(s)",
         s.groups.len()
     );
     if !s.groups.is_empty() {
@@ -95,7 +113,7 @@ fn shutdown(name: &str, code: i32) -> ! {
     for p in &s.temps {
         let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
     }
-    eprintln!("error: interrupted by {name}");
+    eprintln!("error: {message}");
     std::process::exit(code)
 }
 

@@ -12,7 +12,10 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let level = match cli.verbose {
         0 => tracing::Level::INFO,
         1 => tracing::Level::DEBUG,
@@ -30,6 +33,12 @@ fn main() -> ExitCode {
         eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(secs) = cli.timeout
+        && let Err(e) = kobuild::interrupt::limit(std::time::Duration::from_secs(secs))
+    {
+        eprintln!("error: cannot keep --timeout: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli, env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -39,6 +48,42 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// A bad value is one line naming the flag, with the value quoted as every other error quotes
+/// it; clap's other errors print as clap words them. All go through `Stderr`: a value holding
+/// a newline must not start a workflow command.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let arg = context(ContextKind::InvalidArg);
+    let value = context(ContextKind::InvalidValue);
+    let reason = match (e.kind(), e.get(ContextKind::ValidValue)) {
+        (ErrorKind::InvalidValue, Some(ContextValue::Strings(valid))) => {
+            Some(format!("give one of {}", valid.join(", ")))
+        }
+        (ErrorKind::ValueValidation, _) => std::error::Error::source(&e).map(|r| r.to_string()),
+        _ => None,
+    };
+    match (arg, value, reason) {
+        (Some(arg), Some(value), Some(reason)) => {
+            // "--jobs <N>": the flag as written, without its value's name.
+            let flag = arg.split(' ').next().unwrap_or(arg);
+            let _ = Stderr.write_all(
+                format!("error: {flag}: invalid value {value:?}: {reason}\n").as_bytes(),
+            );
+        }
+        _ if !e.use_stderr() => {
+            let _ = e.print();
+        }
+        _ => {
+            let _ = Stderr.write_all(e.render().to_string().as_bytes());
+        }
+    }
+    ExitCode::from(e.exit_code() as u8)
 }
 
 fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {

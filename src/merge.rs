@@ -526,7 +526,7 @@ fn client(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Client, MergeError>
     Client::new(ClientOptions {
         keychain: Keychain::new(env.docker_config_dir()),
         insecure_registries: args.insecure_registries.clone(),
-        extra_ca_files: args.registry_ca.iter().map(|p| cwd.join(p)).collect(),
+        extra_ca_files: crate::plan::ca_files(&args.registry_ca, cwd)?,
         user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
         retry: Default::default(),
         idle_timeout: crate::plan::registry_timeout(args.registry_timeout.as_deref(), env)?,

@@ -149,7 +149,9 @@ fn key(plan: &Plan, a: &ArtifactPlan) -> String {
             plan.kodata_date_epoch,
             plan.cgo_disabled_by_default,
             plan.sbom,
-            plan.dlv.as_ref().map(|(p, arch)| (content_identity(p), arch)),
+            plan.dlv
+                .as_ref()
+                .map(|(p, arch)| (content_identity(p), arch)),
         ),
     );
     let t = &plan.toolchain;
@@ -212,7 +214,8 @@ fn content_identity(path: &Path) -> String {
     if let Some(d) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
         return d.clone();
     }
-    let digest = fs::read(path).map_or_else(|_| "unreadable".into(), |b| Digest::of(&b).to_string());
+    let digest =
+        fs::read(path).map_or_else(|_| "unreadable".into(), |b| Digest::of(&b).to_string());
     SEEN.lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, digest.clone());

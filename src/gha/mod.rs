@@ -271,6 +271,8 @@ fn input_of(flag: Flag) -> Option<&'static str> {
         Flag::PushByDigest => "push-by-digest",
         Flag::BuildImage => "build-image",
         Flag::RegistryTimeout => "registry-timeout",
+        Flag::RegistryCa => "registry-ca",
+        Flag::CacheDir => "cache-dir",
         Flag::CompressionLevel | Flag::Dlv | Flag::DryRun | Flag::FileOutput => return None,
     })
 }

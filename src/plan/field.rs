@@ -9,6 +9,7 @@ pub enum Flag {
     Annotation,
     Base,
     BuildImage,
+    CacheDir,
     CompressionLevel,
     DefaultRepo,
     Dlv,
@@ -24,6 +25,7 @@ pub enum Flag {
     /// `--push=false`.
     NoPush,
     PushByDigest,
+    RegistryCa,
     RegistryTimeout,
     Tag,
 }
@@ -34,6 +36,7 @@ impl Flag {
             Flag::Annotation => "--annotation",
             Flag::Base => "--base",
             Flag::BuildImage => "--build-image",
+            Flag::CacheDir => "--cache-dir",
             Flag::CompressionLevel => "--compression-level",
             Flag::DefaultRepo => "--default-repo",
             Flag::Dlv => "--dlv",
@@ -48,6 +51,7 @@ impl Flag {
             Flag::Platform => "--platform",
             Flag::NoPush => "--push=false",
             Flag::PushByDigest => "--push-by-digest",
+            Flag::RegistryCa => "--registry-ca",
             Flag::RegistryTimeout => "--registry-timeout",
             Flag::Tag => "--tag",
         }

@@ -409,8 +409,8 @@ impl Plan {
             None => None,
         };
         let cache_dir = match (&args.opts.cache_dir, env.get("KOBUILD_CACHE_DIR")) {
-            (Some(d), _) => cwd.join(d),
-            (None, Some(d)) => cwd.join(d),
+            (Some(d), _) => creatable_dir(Flag::CacheDir, cwd.join(d))?,
+            (None, Some(d)) => creatable_dir("KOBUILD_CACHE_DIR", cwd.join(d))?,
             (None, None) => match (env.get("XDG_CACHE_HOME"), env.get("HOME")) {
                 (Some(x), _) => PathBuf::from(x).join("kobuild"),
                 (None, Some(h)) => PathBuf::from(h).join(".cache/kobuild"),
@@ -486,7 +486,7 @@ impl Plan {
             docker_config_dir,
             credentials: Vec::new(),
             insecure_registries: args.opts.insecure_registries.clone(),
-            registry_ca: args.opts.registry_ca.iter().map(|p| cwd.join(p)).collect(),
+            registry_ca: ca_files(&args.opts.registry_ca, &cwd)?,
             registry_timeout: registry_timeout(args.opts.registry_timeout.as_deref(), env)?,
             warnings,
             cwd,
@@ -556,7 +556,12 @@ fn cli_artifact(
     let ko_config_path = env.get("KO_CONFIG_PATH").map(|p| cwd.join(p));
     let ko = KoConfig::load(cwd, ko_config_path.as_deref(), env).map_err(located)?;
     warnings.extend(ko.warnings.iter().cloned());
-    let platforms = platforms(&args.opts.platforms, &ko.default_platforms, env)?;
+    let platforms = platforms(
+        &args.opts.platforms,
+        &ko.default_platforms,
+        &ko_default(&ko, env, "defaultPlatforms"),
+        env,
+    )?;
     let base_input = args
         .opts
         .base
@@ -812,13 +817,19 @@ fn go_env_json(go: &str, dir: &Path, env: &BTreeMap<String, String>) -> BTreeMap
 
 /// ko's order: `--platform`, else `.ko.yaml`'s `defaultPlatforms` (or `KO_DEFAULTPLATFORMS`),
 /// else both GOOS and GOARCH from the environment, else linux/amd64. Configured platforms
-/// together with GOOS/GOARCH/GOARM in the environment are an error, as in ko.
-fn platforms(flag: &[String], configured: &[String], env: &Env) -> Result<Platforms, PlanError> {
+/// together with GOOS/GOARCH/GOARM in the environment are an error, as in ko. `source` names
+/// where `configured` was written (file and key, or variable).
+fn platforms(
+    flag: &[String],
+    configured: &[String],
+    source: &str,
+    env: &Env,
+) -> Result<Platforms, PlanError> {
     let (goos, goarch, goarm) = (env.get("GOOS"), env.get("GOARCH"), env.get("GOARM"));
     let (given, field) = if !flag.is_empty() {
         (flag, Field::from(Flag::Platform))
     } else {
-        (configured, Field::from("defaultPlatforms"))
+        (configured, Field::from(source))
     };
     if !given.is_empty() {
         if let Some(var) = [("GOOS", &goos), ("GOARCH", &goarch), ("GOARM", &goarm)]
@@ -999,13 +1010,81 @@ fn repository_from_tags(
 
 fn key_value(field: impl Into<Field>, kv: &str) -> Result<(String, String), PlanError> {
     match kv.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() => {
+            check_key(field, k)?;
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(err(field, format!("{kv:?} is not KEY=VALUE"))),
+    }
+}
+
+/// A label, annotation or environment variable name: a control character (a newline above
+/// all) would make a name no tool shows or matches as written, and `=` one that reads back
+/// as a different KEY=VALUE. Values may hold anything.
+pub(crate) fn check_key(field: impl Into<Field>, key: &str) -> Result<(), PlanError> {
+    match key.chars().find(|c| c.is_control() || *c == '=') {
+        Some(c) => Err(err(
+            field,
+            format!(
+                "the name {key:?} holds {c:?}: remove it (names take no control characters or '=')"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
 fn pairs(field: Flag, items: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
     items.iter().map(|kv| key_value(field, kv)).collect()
+}
+
+/// `--registry-ca` files against `cwd`, each read and parsed now: a wrong path or file is a
+/// configuration error, found before anything is built.
+pub(crate) fn ca_files(files: &[PathBuf], cwd: &Path) -> Result<Vec<PathBuf>, PlanError> {
+    let bad = |path: &Path, why: String| {
+        err(
+            Flag::RegistryCa,
+            format!("{path:?}: {why}: give a file of PEM certificates"),
+        )
+    };
+    let mut paths = Vec::new();
+    for file in files {
+        let path = cwd.join(file);
+        let pem = std::fs::read(&path).map_err(|e| bad(&path, format!("cannot read it: {e}")))?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => paths.push(path),
+            _ => return Err(bad(&path, "no PEM certificate in it".into())),
+        }
+    }
+    Ok(paths)
+}
+
+/// A directory kobuild creates when missing: a file in the way, or a nearest existing
+/// directory that cannot be written, is a configuration error found now rather than at the
+/// first file written.
+#[allow(unsafe_code, reason = "access(2) has no safe wrapper in std")]
+fn creatable_dir(field: impl Into<Field> + Copy, dir: PathBuf) -> Result<PathBuf, PlanError> {
+    use std::io::ErrorKind::{NotADirectory, NotFound};
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |why: String| err(field, format!("{dir:?}: {why}: give a directory"));
+    for at in dir.ancestors() {
+        match std::fs::metadata(at) {
+            Err(e) if matches!(e.kind(), NotFound | NotADirectory) => continue,
+            Err(e) => return Err(bad(e.to_string())),
+            Ok(m) if !m.is_dir() && at == dir => return Err(bad("a file is there".into())),
+            Ok(m) if !m.is_dir() => return Err(bad(format!("{at:?} is a file"))),
+            Ok(_) => {
+                let c = std::ffi::CString::new(at.as_os_str().as_bytes())
+                    .map_err(|_| bad("a NUL byte in the name".into()))?;
+                // SAFETY: access(2) on a NUL-terminated path that outlives the call.
+                if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(bad(format!("cannot write in {at:?}: {e}")));
+                }
+                break;
+            }
+        }
+    }
+    Ok(dir)
 }
 
 fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {

@@ -189,6 +189,7 @@ pub(super) fn artifacts(
         };
         let mut labels = BTreeMap::new();
         for (k, v) in &ko.labels {
+            super::check_key(format!("{where_}: ko.labels"), k)?;
             let v = template::skaffold_expand_label(v, env_map)
                 .map_err(|e| err(format!("{where_}: ko.labels.{k}"), e))?;
             labels.insert(k.clone(), v);
@@ -209,8 +210,19 @@ pub(super) fn artifacts(
         } else {
             Vec::new()
         };
-        let platforms =
-            platforms(&args.opts.platforms, &platform_field, env).map_err(|e| err(&where_, e))?;
+        // Where the configured platforms were written, as `effective_ko_build` chose them.
+        let platform_source = if !artifact.platforms.is_empty() {
+            format!("{where_}: platforms")
+        } else if !config.platforms(&artifact).is_empty() {
+            format!("{}: build.platforms", artifact.file.display())
+        } else {
+            ko_default(&ko_config, env, "defaultPlatforms")
+        };
+        let platforms = platforms(&args.opts.platforms, &platform_field, &platform_source, env)
+            .map_err(|e| match e.field {
+                Field::Flag(Flag::Platform) => err(&where_, e),
+                _ => e,
+            })?;
         plans.push(ArtifactPlan {
             image_name: Some(artifact.image.clone()),
             target: format!("ko://{}", effective.import_path),

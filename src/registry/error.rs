@@ -72,16 +72,21 @@ pub enum ErrorKind {
         reason: String,
     },
 
-    /// Nothing moved on the connection for the registry timeout (`--registry-timeout`).
+    /// Nothing moved on the connection, or no response came after the request went out,
+    /// for the registry timeout (`--registry-timeout`).
     #[error(
-        "{action} in {registry}/{repository} failed: no data moved for {secs} s (the registry timeout); \
-         check the network, or allow more with --registry-timeout SECONDS"
+        "{action} in {registry}/{repository} failed: {} (the registry timeout); \
+         check the network, or allow more with --registry-timeout SECONDS",
+        silence(*answer, *secs)
     )]
     Timeout {
         registry: String,
         repository: String,
         action: String,
         secs: u64,
+        /// Waiting for the response head: its bytes are invisible here, so a head arriving
+        /// slowly is not called a stall.
+        answer: bool,
     },
 
     /// An unexpected status; `detail` holds the registry's error codes and messages.
@@ -225,13 +230,20 @@ impl RegistryError {
         }
     }
 
-    /// The request made no progress for `idle`.
-    pub(crate) fn timeout(registry: &str, repository: &str, action: &str, idle: Duration) -> Self {
+    /// The request made no progress for `idle`; `answer`: while waiting for the response.
+    pub(crate) fn timeout(
+        registry: &str,
+        repository: &str,
+        action: &str,
+        idle: Duration,
+        answer: bool,
+    ) -> Self {
         ErrorKind::Timeout {
             registry: registry.into(),
             repository: repository.into(),
             action: action.into(),
             secs: idle.as_secs(),
+            answer,
         }
         .into()
     }
@@ -252,7 +264,7 @@ impl RegistryError {
             .into();
         }
         if !e.is_connect() && is_stall(e) {
-            return Self::timeout(registry, repository, action, idle);
+            return Self::timeout(registry, repository, action, idle, false);
         }
         let reason = root_cause(e);
         if e.is_builder() {
@@ -337,6 +349,14 @@ fn next_cause<'a>(
             .and_then(|io| io.get_ref())
             .map(|inner| inner as &(dyn std::error::Error + 'static))
     })
+}
+
+fn silence(answer: bool, secs: u64) -> String {
+    if answer {
+        format!("no response within {secs} s of the request's last byte going out")
+    } else {
+        format!("no data moved for {secs} s")
+    }
 }
 
 /// A body that stalled ([`Stalled`]), or a connection the kernel gave up on because its

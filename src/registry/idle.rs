@@ -8,9 +8,12 @@
 //! - Until the response head arrives, [`watch`] fails a request whose body has handed the
 //!   connection nothing for the timeout. Bytes handed over may still sit in the operating
 //!   system's buffers (several MB on a fast path), so the timer also allows the time they
-//!   need at [`DRAIN_RATE`]. On Linux the kernel watches that part itself: the transport
-//!   sets `TCP_USER_TIMEOUT`, which fails a connection whose sent data stays unacknowledged
-//!   (or that the peer stops reading) for the timeout, and which a moving link never trips.
+//!   need at [`DRAIN_RATE`] (at most 128 s), or, for a body larger than the buffers hold,
+//!   twice their drain time at the pace the body was taken (so a registry that reads a
+//!   large upload and never answers is given up on soon after the timeout, not minutes
+//!   later). On Linux the kernel watches that part itself: the transport sets
+//!   `TCP_USER_TIMEOUT`, which fails a connection whose sent data stays unacknowledged (or
+//!   that the peer stops reading) for the timeout, and which a moving link never trips.
 //! - After the head, [`guard`] fails a response body whose next piece does not arrive
 //!   within the timeout, or that averages under [`MIN_BODY_RATE`] once the timeout has
 //!   passed (a trickle that never quite stalls).
@@ -45,6 +48,8 @@ pub(crate) struct Progress {
     /// Milliseconds after `origin`.
     last_ms: AtomicU64,
     handed: AtomicU64,
+    /// What `handed` started at: bytes given at once, whose pace says nothing of the link.
+    initial: u64,
 }
 
 impl Progress {
@@ -54,6 +59,7 @@ impl Progress {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
             handed: AtomicU64::new(handed),
+            initial: handed,
         })
     }
 
@@ -65,9 +71,16 @@ impl Progress {
 
     /// When the request counts as stalled unless it moves before.
     fn deadline(&self, idle: Duration) -> Instant {
-        let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        let buffered = self.handed.load(Ordering::Relaxed).min(MAX_BUFFERED);
-        last + idle + Duration::from_millis(buffered * 1000 / DRAIN_RATE)
+        let last_ms = self.last_ms.load(Ordering::Relaxed);
+        let handed = self.handed.load(Ordering::Relaxed);
+        let mut drain_ms = handed.min(MAX_BUFFERED) * 1000 / DRAIN_RATE;
+        // All but MAX_BUFFERED of a streamed body had left by `last`, so the link carried at
+        // least that much in the time: twice the time to drain the buffers at that pace.
+        let beyond = (handed - self.initial).saturating_sub(MAX_BUFFERED);
+        if let Some(paced) = (2 * MAX_BUFFERED * last_ms).checked_div(beyond) {
+            drain_ms = drain_ms.min(paced);
+        }
+        self.origin + Duration::from_millis(last_ms + drain_ms) + idle
     }
 
     /// `body` (a request body's chunks), recording each chunk as it is handed over.
@@ -224,6 +237,33 @@ mod tests {
         assert_eq!(
             progress.deadline(IDLE) - progress.origin,
             Duration::from_secs(2 + 128)
+        );
+    }
+
+    /// Past the 8 MiB the buffers may hold, the pace a body was taken at bounds the drain
+    /// allowance: 40 MiB in 2 s leaves at most 8 MiB, gone in 0.5 s at 16 MiB/s (twice that
+    /// allowed), not in the 128 s of the slowest link assumed. A slow link keeps its 128 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_large_body_allows_for_its_drain_at_its_own_pace() {
+        let progress = Progress::new(0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        progress.moved(40 << 20);
+        assert_eq!(
+            progress.deadline(IDLE) - progress.origin,
+            Duration::from_secs(2) + IDLE + Duration::from_secs(1)
+        );
+        let slow = Progress::new(0);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        slow.moved(12 << 20);
+        assert_eq!(
+            slow.deadline(IDLE) - slow.origin,
+            Duration::from_secs(60) + IDLE + Duration::from_secs(128)
+        );
+        // Bytes given at once (a manifest) tell no pace.
+        let given = Progress::new(40 << 20);
+        assert_eq!(
+            given.deadline(IDLE) - given.origin,
+            IDLE + Duration::from_secs(128)
         );
     }
 

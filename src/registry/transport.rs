@@ -484,9 +484,9 @@ impl Transport {
         match idle::watch(rb.send(), progress, self.idle).await {
             Ok(Ok(resp)) => Ok(idle::guard(resp, self.idle)),
             Ok(Err(e)) => Err(self.transport_error(registry, repository, action, &e)),
-            Err(idle::Stalled(after)) => {
-                Err(RegistryError::timeout(registry, repository, action, after))
-            }
+            Err(idle::Stalled(after)) => Err(RegistryError::timeout(
+                registry, repository, action, after, true,
+            )),
         }
     }
 

@@ -341,8 +341,12 @@ impl Runner {
         }
         if id == "kobuild" {
             // Every input reaches the step under the runner's own variable name.
-            // `version` is read by the install steps only.
-            for name in inputs.keys().filter(|n| *n != "version") {
+            // `version` is read by the install steps only, `cache-records` by the records
+            // steps.
+            for name in inputs
+                .keys()
+                .filter(|n| !["version", "cache-records"].contains(&n.as_str()))
+            {
                 let var = format!("INPUT_{}", name.replace(' ', "_").to_uppercase());
                 assert!(
                     env.contains_key(&var),

@@ -109,6 +109,46 @@ fn prepare(dir: &Path) {
         "kind: Pod\nmetadata: {name: p}\n",
     )
     .unwrap();
+    // Configured platforms and names that are wrong, each in the file that must be named.
+    let app = |d: &Path| {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("go.mod"), "module example.com/app\n\ngo 1.22\n").unwrap();
+        fs::write(d.join("main.go"), "package main\n\nfunc main() {}\n").unwrap();
+    };
+    app(&dir.join("koplat"));
+    fs::write(dir.join("koplat/.ko.yaml"), "defaultPlatforms: [bogus]\n").unwrap();
+    app(&dir.join("koenv"));
+    fs::write(
+        dir.join("koenv/.ko.yaml"),
+        format!(
+            "builds:\n- id: app\n  dir: {}\n  env: [\"A\\nB=1\"]\n",
+            dir.join("koenv").display()
+        ),
+    )
+    .unwrap();
+    let skaffold = |name: &str, build: &str, ko: &str| {
+        app(&dir.join(name).join("app"));
+        fs::write(
+            dir.join(name).join("skaffold.yaml"),
+            format!(
+                "apiVersion: skaffold/v4beta11\nkind: Config\nbuild:\n{build}  artifacts:\n  \
+                 - image: app\n    context: app\n    ko:\n      fromImage: scratch\n{ko}"
+            ),
+        )
+        .unwrap();
+    };
+    skaffold("skplat", "  platforms: [bogus]\n", "");
+    skaffold("skartplat", "", "    platforms: [linux/bogus]\n");
+    skaffold("sklabel", "", "      labels: {\"a\\nb\": x}\n");
+    skaffold("skenv", "", "      env: [\"A=B=C\", \"A\\u0007=1\"]\n");
+    fs::write(
+        dir.join("artifacts.json"),
+        format!(
+            r#"{{"builds":[{{"imageName":"app","tag":"127.0.0.1:1/app:v1@sha256:{}"}}]}}"#,
+            "a".repeat(64)
+        ),
+    )
+    .unwrap();
     fs::write(dir.join("empty.json"), "").unwrap();
     fs::write(dir.join("garbage.json"), "{\"builds\": 3}").unwrap();
     make_base(&dir.join("base"), "v1", false, &["linux/amd64"]);
@@ -232,6 +272,32 @@ fn cases() -> Vec<Case> {
             2,
             "not linux/arm64",
         ),
+        build(
+            ".ko.yaml platform",
+            &["{dir}/koplat", "--base", "scratch"],
+            2,
+            "koplat/.ko.yaml: defaultPlatforms: \"bogus\" has no architecture",
+        )
+        .env("KO_CONFIG_PATH", "{dir}/koplat"),
+        build(
+            "KO_DEFAULTPLATFORMS platform",
+            &["./hello", "--base", "scratch"],
+            2,
+            "KO_DEFAULTPLATFORMS: \"linux/nope\" is not a platform",
+        )
+        .env("KO_DEFAULTPLATFORMS", "linux/nope"),
+        build(
+            "skaffold.yaml build platform",
+            &["-f", "{dir}/skplat/skaffold.yaml"],
+            2,
+            "skplat/skaffold.yaml: build.platforms: \"bogus\" has no architecture",
+        ),
+        build(
+            "skaffold.yaml artifact platform",
+            &["-f", "{dir}/skartplat/skaffold.yaml"],
+            2,
+            "skartplat/skaffold.yaml:5:5: platforms: \"linux/bogus\" is not a platform",
+        ),
         Case {
             env: vec![("GOARCH", "arm64".into())],
             ..build(
@@ -296,6 +362,58 @@ fn cases() -> Vec<Case> {
             2,
             "--env",
         ),
+        build(
+            "label name with a newline",
+            &["./hello", "--base", "scratch", "--label", "a\nb=c"],
+            2,
+            "--label: the name \"a\\nb\" holds '\\n': remove it",
+        ),
+        build(
+            "annotation name with an escape",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--annotation",
+                "a\u{1b}[31m=c",
+            ],
+            2,
+            "--annotation: the name \"a\\u{1b}[31m\" holds",
+        ),
+        build(
+            "env name with a tab",
+            &["./hello", "--base", "scratch", "--env", "A\tB=1"],
+            2,
+            "--env: the name \"A\\tB\" holds '\\t'",
+        ),
+        build(
+            ".ko.yaml env name with a newline",
+            &["{dir}/koenv", "--base", "scratch"],
+            2,
+            "koenv/.ko.yaml:2:3: env: the name \"A\\nB\" holds",
+        )
+        .env("KO_CONFIG_PATH", "{dir}/koenv"),
+        build(
+            "skaffold.yaml label name with a newline",
+            &["-f", "{dir}/sklabel/skaffold.yaml"],
+            2,
+            "sklabel/skaffold.yaml:5:5: ko.labels: the name \"a\\nb\" holds",
+        ),
+        build(
+            "skaffold.yaml env name with a control character",
+            &["-f", "{dir}/skenv/skaffold.yaml"],
+            2,
+            "skenv/skaffold.yaml:5:5: ko.env: the name \"A\\u{7}\" holds",
+        ),
+        case(
+            "action label name with a tab",
+            &[],
+            2,
+            "input labels: the name \"a\\tb\"",
+        )
+        .sub("action")
+        .env("INPUT_LABELS", "a\tb=c")
+        .env("INPUT_TARGETS", "./hello"),
         // Numbers and booleans.
         build(
             "zero jobs",
@@ -307,7 +425,48 @@ fn cases() -> Vec<Case> {
             "jobs not a number",
             &["./hello", "--base", "scratch", "-j", "many"],
             2,
-            "invalid value",
+            "--jobs: invalid value \"many\": not a whole number: give 1 or more",
+        ),
+        build(
+            "negative jobs",
+            &["./hello", "--base", "scratch", "--jobs", "-1"],
+            2,
+            "--jobs: invalid value \"-1\": not a whole number: give 1 or more",
+        ),
+        build(
+            "negative short jobs",
+            &["./hello", "--base", "scratch", "-j", "-3"],
+            2,
+            "--jobs: invalid value \"-3\"",
+        ),
+        build(
+            "negative compression level",
+            &["./hello", "--base", "scratch", "--compression-level", "-1"],
+            2,
+            "--compression-level: -1 is out of range for gzip (1-9)",
+        ),
+        build(
+            "compression level not a number",
+            &["./hello", "--base", "scratch", "--compression-level", "max"],
+            2,
+            "--compression-level: invalid value \"max\": not a whole number: give 1-9 for gzip",
+        ),
+        case(
+            "negative build concurrency",
+            &[
+                "-f",
+                "{dir}/skplat/skaffold.yaml",
+                "--build-concurrency",
+                "-1",
+            ],
+            2,
+            "--build-concurrency: invalid value \"-1\": not a whole number: give 0 or more",
+        ),
+        build(
+            "unknown compression",
+            &["./hello", "--base", "scratch", "--compression", "lz4"],
+            2,
+            "--compression: invalid value \"lz4\": give one of gzip, zstd",
         ),
         build(
             "zero registry timeout",
@@ -328,6 +487,18 @@ fn cases() -> Vec<Case> {
             "--registry-timeout: \"5m\" is not a whole number of seconds from 1",
         ),
         build(
+            "zero run timeout",
+            &["./hello", "--base", "scratch", "--timeout", "0"],
+            2,
+            "--timeout: invalid value \"0\": not a whole number of seconds: give 1 or more",
+        ),
+        build(
+            "negative run timeout",
+            &["./hello", "--base", "scratch", "--timeout", "-5"],
+            2,
+            "--timeout: invalid value \"-5\"",
+        ),
+        build(
             "bad KOBUILD_REGISTRY_TIMEOUT",
             &["./hello", "--base", "scratch"],
             2,
@@ -342,7 +513,7 @@ fn cases() -> Vec<Case> {
             "push not a boolean",
             &["./hello", "--base", "scratch", "--push=maybe"],
             2,
-            "invalid value",
+            "--push: invalid value \"maybe\": give one of true, false",
         ),
         case(
             "push=false with nowhere to write",
@@ -557,8 +728,22 @@ fn cases() -> Vec<Case> {
                 "--registry-ca",
                 "{dir}/none.crt",
             ],
-            1,
-            "none.crt",
+            2,
+            "none.crt\": cannot read it: No such file or directory",
+        ),
+        case(
+            "CA path that is a directory",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--repo",
+                "127.0.0.1:1/apps",
+                "--registry-ca",
+                "{dir}/a-directory",
+            ],
+            2,
+            "a-directory\": cannot read it: Is a directory",
         ),
         case(
             "CA file that is not PEM",
@@ -571,9 +756,60 @@ fn cases() -> Vec<Case> {
                 "--registry-ca",
                 "{dir}/not-pem.crt",
             ],
-            1,
-            "not-pem.crt",
+            2,
+            "not-pem.crt\": no PEM certificate in it",
         ),
+        case(
+            "merge with a CA file that does not exist",
+            &[
+                "--artifacts",
+                "{dir}/artifacts.json",
+                "--registry-ca",
+                "{dir}/none.crt",
+            ],
+            2,
+            "--registry-ca: \"",
+        )
+        .sub("merge"),
+        case("action CA file", &[], 2, "input registry-ca: \"")
+            .sub("action")
+            .env("INPUT_REGISTRY-CA", "{dir}/not-pem.crt")
+            .env("INPUT_TARGETS", "./hello"),
+        build(
+            "cache directory that is a file",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--cache-dir",
+                "{dir}/secret.txt",
+            ],
+            2,
+            "secret.txt\": a file is there: give a directory",
+        ),
+        build(
+            "cache directory under a file",
+            &[
+                "./hello",
+                "--base",
+                "scratch",
+                "--cache-dir",
+                "{dir}/secret.txt/c",
+            ],
+            2,
+            "secret.txt/c\": \"",
+        ),
+        build(
+            "KOBUILD_CACHE_DIR that is a file",
+            &["./hello", "--base", "scratch"],
+            2,
+            "KOBUILD_CACHE_DIR: \"",
+        )
+        .env("KOBUILD_CACHE_DIR", "{dir}/secret.txt"),
+        case("action cache directory", &[], 2, "input cache-dir: \"")
+            .sub("action")
+            .env("INPUT_CACHE-DIR", "{dir}/secret.txt")
+            .env("INPUT_TARGETS", "./hello"),
         // Outputs.
         case(
             "layout path that is not a layout",
@@ -866,6 +1102,13 @@ fn no_user_value_starts_a_workflow_command() {
             "merge --artifacts",
             "merge",
             vec!["--artifacts".into(), missing.clone()],
+        ),
+        with("--jobs", "build", build("--jobs", INJECTED)),
+        with("--compression", "build", build("--compression", INJECTED)),
+        with(
+            "--label",
+            "build",
+            build("--label", &format!("{INJECTED}=v")),
         ),
         action("INPUT_CACHE-DIR", &bad),
         action("INPUT_SKAFFOLD-FILE", &missing),

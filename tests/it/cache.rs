@@ -263,7 +263,10 @@ fn restored_records_skip_the_build_on_a_fresh_runner_at_another_path() {
 
     // An edit in the new checkout is seen there.
     let main = checkout.join("main.go");
-    edit(&main, &fs::read_to_string(&main).unwrap().replace("hello", "hullo"));
+    edit(
+        &main,
+        &fs::read_to_string(&main).unwrap().replace("hello", "hullo"),
+    );
     let edited = kb.ok_in(&checkout, &args);
     assert_ne!(digest_of(&edited[0]), digest_of(&first));
     assert!(built(&s.go.take()));

@@ -1042,7 +1042,7 @@ fn a_registry_that_always_stalls_fails_with_the_timeout() {
         .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr()));
     for part in [
         "push of manifest",
-        "no data moved for 1 s",
+        "no response within 1 s of the request's last byte going out",
         "--registry-timeout",
     ] {
         assert!(line.contains(part), "{part:?} missing: {line}");
@@ -1120,6 +1120,163 @@ fn a_trickling_response_is_cut_off_and_retried() {
     assert!(run.elapsed < Duration::from_secs(90), "{:?}", run.elapsed);
     eprintln!(
         "trickle cut off and retried: {:.1} s",
+        run.elapsed.as_secs_f64()
+    );
+}
+
+/// A registry that reads every byte of a large upload and never answers: everything sent
+/// is acknowledged, so only kobuild's timer ends the try. With `--registry-timeout 5` the
+/// retry follows about 5 s after the last byte went, not the 2 minutes the operating
+/// system's buffers could take to drain at the slowest rate assumed: the allowance for them
+/// follows the rate at which the body was taken.
+#[test]
+fn a_registry_that_swallows_a_large_upload_is_retried_near_the_timeout() {
+    let (app, dir) = app_with_noise();
+    let kb = Kobuild::new();
+    // The layers are reproducible: a layout build names the large one's digest.
+    let layout = kb.dir().join("layout");
+    let layout_arg = layout.to_str().unwrap();
+    let common = [".", "--base", "scratch", "--registry-timeout", "5"];
+    let out = kb.run_in(
+        &dir,
+        &[
+            &common[..],
+            &["--push=false", "--oci-layout-path", layout_arg],
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&layout_blob(
+        &layout,
+        layout_top(&layout)["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let largest = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64())
+        .unwrap();
+    assert!(largest["size"].as_u64().unwrap() > 24 << 20, "{largest}");
+    let digest = largest["digest"].as_str().unwrap().replace(':', "%3A");
+
+    let registry = Registry::start(RegistryKind::Plain);
+    let proxy = FaultProxy::start(&registry);
+    let rule = proxy.add(Rule::once(Kind::PutUpload, Fault::Swallow).path(&digest));
+    let repo = format!("{}/apps", proxy.host());
+    let out = kb.run_in(&dir, &[&common[..], &["--repo", &repo]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no response within 5 s of the request's last byte going out"),
+        "{stderr}"
+    );
+    let (swallowed, retry) = fault_and_retry(&proxy, rule).expect("a retry");
+    let gap = retry.at.duration_since(swallowed.at);
+    // 5 s, the body's own time and the pause before the retry (under 1 s).
+    assert!(
+        gap >= Duration::from_secs(5) && gap < Duration::from_secs(10),
+        "retried {gap:?} after the upload began: {stderr}"
+    );
+    eprintln!(
+        "swallowed 24 MiB upload retried after {:.1} s",
+        gap.as_secs_f64()
+    );
+    drop(app);
+}
+
+/// The hello app with 24 MiB of kodata that gzip cannot shrink: a layer well over what the
+/// operating system is assumed to buffer (8 MiB). Returns the copy and the app's directory.
+fn app_with_noise() -> (tempfile::TempDir, std::path::PathBuf) {
+    let app = app_copy("hello");
+    let dir = app.path().join("hello");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("kodata")).unwrap();
+    std::fs::write(dir.join("kodata/noise"), noise).unwrap();
+    (app, dir)
+}
+
+/// The drain allowance that follows a large body's pace must not call a slow one stalled:
+/// 24 MiB read by the registry at 4 MB/s (6 s, the loopback buffers filling first) with
+/// `--registry-timeout 2` goes up once, with no retry.
+#[test]
+fn a_large_slow_upload_is_not_called_a_stall() {
+    let (_app, dir) = app_with_noise();
+    let registry = Registry::start(RegistryKind::Plain);
+    let proxy = FaultProxy::start(&registry);
+    proxy.add(Rule::always(Kind::PutUpload, Fault::Throttle(4_000_000)));
+    proxy.add(Rule::always(Kind::PatchUpload, Fault::Throttle(4_000_000)));
+    let kb = Kobuild::new();
+    let repo = format!("{}/apps", proxy.host());
+    let start = Instant::now();
+    let out = kb.run_in(
+        &dir,
+        &[
+            ".",
+            "--base",
+            "scratch",
+            "--registry-timeout",
+            "2",
+            "--repo",
+            &repo,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    let took = start.elapsed();
+    assert!(took > Duration::from_secs(6), "{took:?}");
+    eprintln!("large slow upload: {:.1} s", took.as_secs_f64());
+}
+
+/// The response head's bytes are invisible to kobuild (reqwest parses it), so a head that
+/// arrives slowly is timed like a silent one, but named for what happened: a manifest
+/// pull's head at 200 B/s (about 2 s) is within `--registry-timeout 8` and not retried;
+/// at 1 B/s with `--registry-timeout 2` it is cut off as "no response within 2 s", never as
+/// "no data moved", and the retry succeeds.
+#[test]
+fn a_slow_response_head_is_timed_but_not_called_a_stall() {
+    let world = World::start();
+    let slow = |secs: &str, rate| {
+        world.run_with(
+            BaseAt::Remote,
+            &["--registry-timeout", secs],
+            |_, source| {
+                source.add(
+                    Rule::once(Kind::GetManifest, Fault::SlowHead(rate)).path("/manifests/sha256:"),
+                );
+            },
+        )
+    };
+    let run = slow("8", 200);
+    let stderr = run.stderr();
+    assert!(run.out.status.success(), "{stderr}");
+    world.check_image(&run).unwrap();
+    assert!(!stderr.contains("retrying"), "{stderr}");
+
+    let run = slow("2", 1);
+    let stderr = run.stderr();
+    assert!(run.out.status.success(), "{stderr}");
+    world.check_image(&run).unwrap();
+    assert!(
+        stderr.contains("no response within 2 s of the request's last byte going out"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no data moved"), "{stderr}");
+    eprintln!(
+        "slow head cut off and retried: {:.1} s",
         run.elapsed.as_secs_f64()
     );
 }

@@ -59,19 +59,23 @@ fn scene() -> Scene {
 
 impl Scene {
     fn command(&self) -> Command {
+        self.command_with(&[])
+    }
+
+    fn command_with(&self, extra: &[&str]) -> Command {
         let repo = format!("{}/sig", self.reg.host());
-        let mut cmd = self.kb.command(
-            &self.app.path().join("hello"),
-            &[
-                "--repo",
-                &repo,
-                "--base",
-                &self.base,
-                "--platform",
-                "linux/amd64",
-                ".",
-            ],
-        );
+        let args = [
+            "--repo",
+            &repo,
+            "--base",
+            &self.base,
+            "--platform",
+            "linux/amd64",
+            ".",
+        ];
+        let mut cmd = self
+            .kb
+            .command(&self.app.path().join("hello"), &[&args[..], extra].concat());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd
     }
@@ -236,5 +240,29 @@ fn sigterm_as_pid_1_exits_143() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("SIGTERM as PID 1: exit {exit:?} after {took:?}");
     assert_eq!(exit, Some(143), "{stderr}");
+    s.assert_clean(&stderr);
+}
+
+/// `--timeout 3` with a `go build` that never ends: the run stops soon after 3 s with one
+/// line naming the limit, exit 1, and is left as clean as after a signal.
+#[test]
+fn the_run_timeout_stops_a_hung_go_build() {
+    let s = scene();
+    let start = Instant::now();
+    let mut child = s.command_with(&["--timeout", "3"]).spawn().unwrap();
+    s.wait_for_go_build(&mut child);
+    let out = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("--timeout 3: exit {:?} after {took:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(3) + EXIT_BOUND);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        errors,
+        ["error: --timeout: the run took over 3 s; stopped (allow more with --timeout SECONDS)"],
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
     s.assert_clean(&stderr);
 }

@@ -104,6 +104,11 @@ pub enum Fault {
     /// Read the request head, then nothing more: the body stays unread (the sender's
     /// window closes) and no answer comes. The connection stays open until the proxy goes.
     Stall,
+    /// Forward, then write the response head at this many bytes/s (the body at full speed).
+    SlowHead(u64),
+    /// Read the whole request body, then nothing more: every byte sent is acknowledged, so
+    /// only the client's own timer can end the wait. The connection stays open.
+    Swallow,
     /// Forward, then send the response head and half the body (none for a HEAD), and then
     /// nothing more, with the connection open until the proxy goes.
     StallBody,
@@ -163,6 +168,8 @@ impl Fault {
             Fault::Throttle(rate) => format!("throttle {rate} B/s"),
             Fault::Stall => "stall".into(),
             Fault::StallBody => "stall in the body".into(),
+            Fault::Swallow => "swallow".into(),
+            Fault::SlowHead(rate) => format!("head at {rate} B/s"),
         }
     }
 }
@@ -669,6 +676,9 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
         _ => {}
     }
     let body = conn.read_body(&headers, false, rate).await?;
+    if let Some(Fault::Swallow) = fault {
+        return hold(conn).await;
+    }
 
     let response = match &fault {
         Some(Fault::Status {
@@ -713,6 +723,20 @@ async fn serve_one(conn: &mut Conn, state: &State) -> std::io::Result<bool> {
                 .await?;
             conn.stream.flush().await?;
             return hold(conn).await;
+        }
+        Some(Fault::SlowHead(head_rate)) => {
+            let pace = Pace::new(Some(head_rate));
+            let mut sent = 0;
+            while sent < head_bytes.len() {
+                let end = head_bytes.len().min(sent + pace.chunk());
+                conn.stream.write_all(&head_bytes[sent..end]).await?;
+                conn.stream.flush().await?;
+                sent = end;
+                pace.wait(sent).await;
+            }
+            conn.stream.write_all(&body_bytes).await?;
+            conn.stream.flush().await?;
+            return Ok(true);
         }
         _ => {}
     }
