@@ -1,19 +1,7 @@
-//! The Go file header lexer behind the artifact cache's "same files as recorded" check.
-//! Any bytes: no panic, no hang. And a declaration added after the imports (what a body
-//! edit looks like from the header) never changes a shape that exists.
+//! The fuzz target for fuzz/checks/go_shape.rs.
 #![no_main]
 
-use kobuild::cache::shape::shape;
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/go_shape.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Some(before) = shape(data) else {
-        return;
-    };
-    if data.windows(10).any(|w| w == b"//go:embed") {
-        return;
-    }
-    let mut edited = data.to_vec();
-    edited.extend_from_slice(b"\nfunc kobuildFuzz() { println(1) }\n");
-    assert_eq!(shape(&edited), Some(before), "a declaration changed the shape");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

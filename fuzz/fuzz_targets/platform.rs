@@ -1,25 +1,7 @@
-//! Platform strings: one `--platform` value, and lines as repeated `--platform` flags.
-//! Parsed lists must print back to themselves, since kobuild logs and re-reads them.
+//! The fuzz target for fuzz/checks/platform.rs.
 #![no_main]
 
-use kobuild::platform::{Platform, Platforms};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/platform.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(platform) = Platform::parse(text) {
-        let _ = platform.go_env();
-        let _ = platform.matches(&platform.to_oci());
-    }
-    let flags: Vec<&str> = text.lines().collect();
-    if let Ok(platforms) = Platforms::parse(&flags) {
-        let printed = platforms.to_string();
-        assert_eq!(
-            Platforms::parse(&[printed.as_str()]).as_ref(),
-            Ok(&platforms),
-            "{printed:?} does not parse back"
-        );
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

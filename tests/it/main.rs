@@ -14,6 +14,7 @@ mod config;
 mod conformance;
 mod debug_cover;
 mod faults;
+mod fuzz_seeds;
 mod harness;
 mod init_deps;
 mod merge;
