@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::tags::{self, TagContext};
+use super::tags::{self, DepList, TagContext};
 use super::{
     ArtifactPlan, Common, DEFAULT_BASE, Destination, Env, Field, Flag, PlanError, err,
     go_env_entry, ko_data, ko_default, located, platforms, refuse_toolexec,
@@ -64,6 +64,7 @@ pub(super) fn artifacts(
                 continue;
             }
         };
+        let deps = dependency_lists(&config, artifact, warnings);
         let mut artifact = artifact.clone();
         artifact.context = config_dir.join(&artifact.context).display().to_string();
         let work_dir = crate::config::working_dir(&artifact, ko);
@@ -84,15 +85,14 @@ pub(super) fn artifacts(
         let pipeline = &config.pipelines[artifact.pipeline];
         let context = PathBuf::from(&artifact.context);
         // `-t` replaces the tag policy, as in Skaffold: only the given tags are pushed.
-        let (dep_paths, dep_ignore) = ko.dependency_patterns();
         let tag_list = if common.tags.is_empty() {
             let policy_tag = tags::tag(
                 &pipeline.tag_policy,
                 &TagContext {
                     dir: &context,
                     image: &artifact.image,
-                    dep_paths: &dep_paths,
-                    dep_ignore: &dep_ignore,
+                    root: &config_dir,
+                    deps: &deps,
                     env: env_map,
                     now: now(common),
                 },
@@ -324,4 +324,44 @@ pub(super) fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, Str
             ))
         }
     }
+}
+
+/// The dependency patterns inputDigest hashes for `artifact`: its own, then those of the
+/// artifacts it `requires`, transitively, each once. A required artifact that is not a ko
+/// artifact of this file has patterns kobuild cannot know: a warning says the tag differs.
+fn dependency_lists(
+    config: &crate::config::SkaffoldConfig,
+    artifact: &crate::config::Artifact,
+    warnings: &mut Vec<String>,
+) -> Vec<DepList> {
+    let mut lists: Vec<DepList> = Vec::new();
+    let mut seen: Vec<&str> = vec![artifact.image.as_str()];
+    let mut queue = vec![artifact];
+    while let Some(a) = queue.pop() {
+        if let Builder::Ko(ko) = &a.builder {
+            let (paths, ignore) = ko.dependency_patterns();
+            lists.push(DepList {
+                context: a.context.clone(),
+                paths,
+                ignore,
+            });
+        }
+        for r in &a.requires {
+            if seen.contains(&r.image.as_str()) {
+                continue;
+            }
+            seen.push(&r.image);
+            match config.artifacts.iter().find(|b| b.image == r.image) {
+                Some(b) if matches!(b.builder, Builder::Ko(_)) => queue.push(b),
+                _ => warnings.push(format!(
+                    "{}:{}:{}: requires {:?}, which is not a ko artifact of this file: an inputDigest tag leaves its files out",
+                    a.file.display(),
+                    a.position.line,
+                    a.position.column,
+                    r.image
+                )),
+            }
+        }
+    }
+    lists
 }

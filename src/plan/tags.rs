@@ -46,15 +46,25 @@ pub fn git_info(dir: &Path) -> GitInfo {
     }
 }
 
+/// One artifact's dependency patterns, as inputDigest lists them: its `context` as written
+/// (relative to the skaffold.yaml's directory) and `ko.dependencies`, defaults applied.
+#[derive(Clone, Debug, Default)]
+pub struct DepList {
+    pub context: String,
+    pub paths: Vec<String>,
+    pub ignore: Vec<String>,
+}
+
 pub struct TagContext<'a> {
     /// The artifact's `context` directory.
     pub dir: &'a Path,
     /// The image name as written (Skaffold's `IMAGE_NAME` for envTemplate).
     pub image: &'a str,
-    /// The artifact's dependency patterns (`ko.dependencies`, defaults applied), relative
-    /// to `dir`: what inputDigest hashes.
-    pub dep_paths: &'a [String],
-    pub dep_ignore: &'a [String],
+    /// The skaffold.yaml's directory, which `DepList::context` is relative to.
+    pub root: &'a Path,
+    /// What inputDigest hashes: the artifact's own list first, then those of the artifacts
+    /// it `requires`, transitively.
+    pub deps: &'a [DepList],
     pub env: &'a BTreeMap<String, String>,
     /// Unix seconds for `dateTime` (SOURCE_DATE_EPOCH, else now).
     pub now: i64,
@@ -102,7 +112,7 @@ pub fn tag(policy: &TagPolicy, cx: &TagContext) -> Result<String, template::Temp
             };
             template::format_go_time(cx.now, 0, layout)
         }
-        TagPolicy::InputDigest => match input_digest(cx.dir, cx.dep_paths, cx.dep_ignore) {
+        TagPolicy::InputDigest => match input_digest(cx.root, cx.deps) {
             Ok(t) => t,
             Err(e) => {
                 // Skaffold's tagger fallback.
@@ -140,16 +150,25 @@ fn sanitize_tag(t: &str) -> String {
 }
 
 /// Skaffold's inputDigest: sha256 of the JSON list of per-file `md5(relpath ‖ content)` hex
-/// digests over the artifact's dependency files, in sorted order. A symlink contributes its
-/// path only; a file that vanished is skipped.
-fn input_digest(dir: &Path, paths: &[String], ignore: &[String]) -> Result<String, DepsError> {
+/// digests over the dependency files of the artifact and of those it requires, sorted by
+/// their path from `root`; `relpath` is from the artifact's own context (`../base/x.go` for
+/// a required artifact's file). A symlink contributes its path only; a file that vanished is
+/// skipped.
+fn input_digest(root: &Path, deps: &[DepList]) -> Result<String, DepsError> {
+    let mut files = std::collections::BTreeSet::new();
+    for list in deps {
+        for rel in crate::deps::files(&root.join(&list.context), &list.paths, &list.ignore)? {
+            files.insert(join(&list.context, &rel));
+        }
+    }
+    let own = deps.first().map_or(".", |d| d.context.as_str());
     let mut hashes = Vec::new();
-    for rel in crate::deps::files(dir, paths, ignore)? {
-        let path = dir.join(&rel);
+    for joined in files {
+        let path = root.join(&joined);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let mut h = Md5::new_with_prefix(rel.as_bytes());
+        let mut h = Md5::new_with_prefix(relative(own, &joined).as_bytes());
         if meta.is_file() {
             let content = std::fs::read(&path).map_err(|source| DepsError::Read {
                 path: path.clone(),
@@ -168,6 +187,38 @@ fn input_digest(dir: &Path, paths: &[String], ignore: &[String]) -> Result<Strin
     Ok(Digest::of(format!("{json}\n").as_bytes()).hex().to_string())
 }
 
+/// The segments of a slash path, `.` and empty ones dropped (Go's `filepath.Clean`, short of
+/// `..` handling, which dependency paths from a walk do not hold).
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect()
+}
+
+/// Go's `filepath.Join` of a context and a path in it.
+fn join(context: &str, rel: &str) -> String {
+    let mut all = segments(context);
+    all.extend(segments(rel));
+    if all.is_empty() {
+        ".".into()
+    } else {
+        all.join("/")
+    }
+}
+
+/// Go's `filepath.Rel` between two clean relative paths.
+fn relative(base: &str, target: &str) -> String {
+    let (b, t) = (segments(base), segments(target));
+    let common = b.iter().zip(&t).take_while(|(x, y)| x == y).count();
+    let mut out: Vec<&str> = vec![".."; b.len() - common];
+    out.extend(&t[common..]);
+    if out.is_empty() {
+        ".".into()
+    } else {
+        out.join("/")
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -183,8 +234,8 @@ mod tests {
         let cx = TagContext {
             dir: dir.path(),
             image: "app",
-            dep_paths: &[],
-            dep_ignore: &[],
+            root: dir.path(),
+            deps: &[],
             env: &env,
             now: 1_700_000_000,
         };
@@ -212,37 +263,73 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let own = |paths: &[&str]| {
+            [DepList {
+                context: ".".into(),
+                paths: s(paths),
+                ignore: vec![],
+            }]
+        };
         assert_eq!(
-            input_digest(d, &[], &[]).unwrap(),
+            input_digest(d, &own(&[])).unwrap(),
             "38e0b9de817f645c4bec37c0d4a3e58baecccb040f5718dc069a72c7385a0bed"
         );
         std::fs::write(d.join("temp.file"), "hello\ngo\n").unwrap();
         let md5 = "3cced2dec96a8b41b22875686d8941a9";
         let want = Digest::of(format!("[\"{md5}\"]\n").as_bytes());
-        assert_eq!(
-            input_digest(d, &s(&["temp.file"]), &[]).unwrap(),
-            want.hex()
-        );
+        assert_eq!(input_digest(d, &own(&["temp.file"])).unwrap(), want.hex());
         // A symlink contributes its path only.
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink("temp.file", d.join("link")).unwrap();
             let path_only = hex(&Md5::digest(b"link"));
             let want = Digest::of(format!("[\"{path_only}\"]\n").as_bytes());
-            assert_eq!(input_digest(d, &s(&["link"]), &[]).unwrap(), want.hex());
+            assert_eq!(input_digest(d, &own(&["link"])).unwrap(), want.hex());
         }
         // No match: the tagger falls back to `latest`.
         let env = BTreeMap::new();
-        let paths = s(&["missing/**"]);
+        let deps = own(&["missing/**"]);
         let cx = TagContext {
             dir: d,
             image: "app",
-            dep_paths: &paths,
-            dep_ignore: &[],
+            root: d,
+            deps: &deps,
             env: &env,
             now: 0,
         };
         assert_eq!(tag(&TagPolicy::InputDigest, &cx).unwrap(), "latest");
+    }
+
+    /// A required artifact's files count too, named from the artifact's own context, all
+    /// sorted by their path from the skaffold.yaml.
+    #[test]
+    fn input_digest_takes_required_artifacts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (f, text) in [("app/main.go", "a"), ("base/x.go", "b"), ("app/z.go", "c")] {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        let list = |context: &str| DepList {
+            context: context.into(),
+            paths: vec!["**/*.go".into()],
+            ignore: vec![],
+        };
+        let md5 = |rel: &str, content: &str| hex(&Md5::digest(format!("{rel}{content}")));
+        // app/main.go, app/z.go, base/x.go in that order; relpaths from `app`.
+        let hashes = [
+            md5("main.go", "a"),
+            md5("z.go", "c"),
+            md5("../base/x.go", "b"),
+        ];
+        let want = Digest::of(format!("{}\n", serde_json::to_string(&hashes).unwrap()).as_bytes());
+        assert_eq!(
+            input_digest(d, &[list("app"), list("base")]).unwrap(),
+            want.hex()
+        );
+        assert_eq!(relative(".", "a/b"), "a/b");
+        assert_eq!(relative("a/b", "a/c/d"), "../c/d");
+        assert_eq!(join("./app/", "x.go"), "app/x.go");
     }
 
     #[test]
@@ -275,8 +362,8 @@ mod tests {
         let cx = TagContext {
             dir: dir.path(),
             image: "app",
-            dep_paths: &[],
-            dep_ignore: &[],
+            root: dir.path(),
+            deps: &[],
             env: &env,
             now: 0,
         };

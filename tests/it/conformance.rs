@@ -359,6 +359,53 @@ fn skaffold_cli_semantics_match() {
     }
 }
 
+/// inputDigest tags, dry run: an artifact's own files, those of the artifacts it
+/// `requires` (named from its own context), a kodata file listed in `dependencies`, and
+/// after an edit of a required artifact's file.
+#[test]
+fn input_digest_tags_match_with_required_artifacts() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let files = [
+        ("go.mod", "module example.com/req\n\ngo 1.22\n"),
+        ("app/main.go", "package main\n\nfunc main() {}\n"),
+        ("app/kodata/index.html", "<p>hi</p>\n"),
+        (
+            "base/main.go",
+            "package main\n\nfunc main() { println(1) }\n",
+        ),
+        ("lib/lib.go", "package lib\n"),
+    ];
+    for (f, text) in files {
+        fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        fs::write(dir.join(f), text).unwrap();
+    }
+    fs::write(
+        dir.join("skaffold.yaml"),
+        "apiVersion: skaffold/v4beta11\nkind: Config\nbuild:\n  tagPolicy:\n    inputDigest: {}\n  artifacts:\n  - image: app\n    context: app\n    requires:\n    - {image: base, alias: BASE}\n    ko:\n      dependencies:\n        paths: ['**/*.go', kodata]\n  - image: base\n    context: base\n    requires:\n    - {image: lib, alias: LIB}\n    ko: {}\n  - image: lib\n    context: lib\n    ko: {}\n",
+    )
+    .unwrap();
+    let tags =
+        |out: &Output, what: &str| -> Value { serde_json::from_str(&stdout(out, what)).unwrap() };
+    let args = ["-q", "--dry-run", "-d", "localhost:5000"];
+    let compare = |when: &str| {
+        let theirs = tags(
+            &skaffold(dir, &[&["build"][..], &args].concat(), &[]),
+            "skaffold",
+        );
+        let ours = tags(&kobuild(&[]).run_in(dir, &args), "kobuild");
+        assert_eq!(theirs, ours, "{when}");
+        theirs
+    };
+    let before = compare("as written");
+    fs::write(dir.join("lib/lib.go"), "package lib\n\nvar X = 1\n").unwrap();
+    let after = compare("after an edit of lib");
+    // The edit reaches every artifact that requires lib, directly or not.
+    for i in 0..3 {
+        assert_ne!(before["builds"][i]["tag"], after["builds"][i]["tag"], "{i}");
+    }
+}
+
 #[test]
 fn ko_builds_match() {
     let s = setup();
