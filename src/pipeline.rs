@@ -545,9 +545,8 @@ impl Builder<'_> {
             Some(_) => Link::Replaced,
         };
         if link != Link::Kept {
-            // It described the binary before this link; the new one is recorded with its
-            // layer.
-            let _ = std::fs::remove_file(layer_record_path(&path));
+            // The new binary is recorded with its layer.
+            cache::forget_layer(&path);
         }
         Ok(Binary { path, link })
     }
@@ -565,15 +564,13 @@ impl Builder<'_> {
         ahead: Option<&Ahead<'_>>,
     ) -> Result<(Layer, Binary), Error> {
         let mut binary = self.binary(a, t, platform).await?;
-        let record = layer_record_path(&binary.path);
         if binary.link == Link::Kept {
-            let recorded = crate::integrity::load::<LayerRecord>(&record);
-            let why = match recorded.filter(|r| r.app == app) {
-                Some(r) => {
+            let why = match cache::recorded_layer(&binary.path, app) {
+                Some(diff_id) => {
                     let (path, app, store) =
                         (binary.path.clone(), app.to_string(), layer_store(self.plan));
                     let kept =
-                        blocking(move || layer::kept_binary_layer(&path, &app, &store, &r.diff_id));
+                        blocking(move || layer::kept_binary_layer(&path, &app, &store, &diff_id));
                     match kept.await {
                         Ok(layer) => return Ok((layer, binary)),
                         Err(Error::Layer(LayerError::Changed { expected, .. })) => Some(format!(
@@ -597,11 +594,7 @@ impl Builder<'_> {
             }
             _ => blocking(move || layer::fresh_binary_layer(&path, &name, &store, None)).await?,
         };
-        let recorded = LayerRecord {
-            app: app.to_string(),
-            diff_id: layer.diff_id.clone(),
-        };
-        if let Err(e) = crate::integrity::store(&record, &recorded) {
+        if let Err(e) = cache::record_layer(&binary.path, app, &layer.diff_id) {
             // The next run links it again rather than trust it unchecked.
             tracing::debug!("cannot record the layer of {}: {e}", binary.path.display());
         }
@@ -779,21 +772,6 @@ fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
     let mut head = Vec::with_capacity(64 << 10);
     file.take(64 << 10).read_to_end(&mut head).ok()?;
     Some((len, head))
-}
-
-/// What a kept binary must still give: the layer made from it when it was linked (its
-/// DiffID hashes every byte of the binary), for the app name it was made for.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LayerRecord {
-    app: String,
-    diff_id: crate::digest::Digest,
-}
-
-/// `NAME.layer` beside the binary `NAME`.
-fn layer_record_path(binary: &std::path::Path) -> PathBuf {
-    let mut name = binary.file_name().unwrap_or_default().to_os_string();
-    name.push(".layer");
-    binary.with_file_name(name)
 }
 
 /// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.
