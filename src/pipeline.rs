@@ -18,7 +18,7 @@ use crate::image::layer::{self, Compression, Layer, LayerError, LayerStore};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PublishError, PushStats, Pushed};
-use crate::registry::{Client, ClientOptions, Keychain, Repository};
+use crate::registry::{Client, Repository};
 use crate::report::{self, Artifact, ImageReport};
 use crate::sbom::Sboms;
 
@@ -33,7 +33,7 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     let _lock = tokio::task::spawn_blocking(move || crate::integrity::lock(&dir))
         .await
         .map_err(|e| Error::Internal(format!("cache lock: {e}")))?;
-    let client = client(plan)?;
+    let client = plan.registry.client()?;
     let builder = Builder {
         plan,
         client: &client,
@@ -792,22 +792,6 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("layer task failed: {e}")))??)
-}
-
-fn client(plan: &Plan) -> Result<Client, Error> {
-    Ok(Client::new(ClientOptions {
-        keychain: plan
-            .credentials
-            .iter()
-            .fold(Keychain::new(plan.docker_config_dir.clone()), |k, c| {
-                k.with_credentials(&c.registry, &c.username, &c.password)
-            }),
-        insecure_registries: plan.insecure_registries.clone(),
-        extra_ca_files: plan.registry_ca.clone(),
-        user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
-        retry: Default::default(),
-        idle_timeout: plan.registry_timeout,
-    })?)
 }
 
 /// The repository an artifact is pushed to, if any.
