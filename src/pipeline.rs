@@ -12,7 +12,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
 use crate::cache::{self, ArtifactCache, Listable, Record, Recorded};
 use crate::error::Error;
-use crate::gobuild::{self, BinaryKey, GoBuild, GoError, Package, Target};
+use crate::gobuild::{self, Binary, BinaryKey, GoBuild, GoError, Link, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, Compression, Layer, LayerError, LayerStore};
 use crate::plan::{ArtifactPlan, Destination, Plan};
@@ -98,25 +98,6 @@ fn log_base(base: &ResolvedBase) {
     if let Some((name, digest)) = reference {
         tracing::info!("using base {name}@{digest}");
     }
-}
-
-/// A binary at its stable path, and what this run's `go build` did to it.
-#[derive(Clone)]
-struct Binary {
-    path: PathBuf,
-    link: Link,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// Up to date: its layer is most likely cached.
-    Kept,
-    /// Linked where there was none (a new cache): the layer may well be in the registry
-    /// already, from a build of the same source elsewhere.
-    New,
-    /// Linked over an older binary (the source changed): the layer is new, so it is
-    /// uploaded while it is compressed.
-    Replaced,
 }
 
 type BaseKey = (String, String);
@@ -335,7 +316,7 @@ impl Builder<'_> {
                 .await;
             // Without `go list`, what it would have said comes first: a build that failed,
             // or made a package archive, may not be a package main at all.
-            let archive = |b: &Vec<PathBuf>| b.iter().any(|b| is_archive(b));
+            let archive = |b: &Vec<PathBuf>| b.iter().any(|b| gobuild::is_archive(b));
             let suspect = match &artifact {
                 Ok((_, binaries)) => !listed && archive(binaries),
                 Err(e) => !listed && matches!(e, Error::Go(GoError::Build { .. })),
@@ -529,26 +510,19 @@ impl Builder<'_> {
     async fn link(&self, key: &BinaryKey, platform: &Platform) -> Result<Binary, GoError> {
         // The semaphore is never closed.
         let _permit = self.jobs.acquire().await.ok();
-        let output = key.output_path(&self.plan.cache_dir);
-        let before = link_stamp(&output);
-        let path = gobuild::build(&GoBuild {
+        let binary = gobuild::build(&GoBuild {
             go: &self.plan.go,
             key,
             platform: platform.to_string(),
-            output,
+            output: key.output_path(&self.plan.cache_dir),
             trimpath: !self.plan.debug,
         })
         .await?;
-        let link = match before {
-            None => Link::New,
-            Some(_) if link_stamp(&path) == before => Link::Kept,
-            Some(_) => Link::Replaced,
-        };
-        if link != Link::Kept {
+        if binary.link != Link::Kept {
             // The new binary is recorded with its layer.
-            cache::forget_layer(&path);
+            cache::forget_layer(&binary.path);
         }
-        Ok(Binary { path, link })
+        Ok(binary)
     }
 
     /// The binary's layer. A binary Go kept is used only while it gives the layer recorded
@@ -751,27 +725,6 @@ impl Builder<'_> {
         }
         Ok((image, binary.path))
     }
-}
-
-/// Whether `go build -o` wrote a package archive (a library) instead of a program.
-fn is_archive(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 8];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| &magic == b"!<arch>\n")
-}
-
-/// What tells a relinked binary from a kept one: its size and first 64 KiB, where Go's
-/// linker puts the build ID (a hash of the inputs). Not the mtime: Go touches an
-/// up-to-date output. A miss here only costs an optimization, never a wrong layer.
-fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let mut head = Vec::with_capacity(64 << 10);
-    file.take(64 << 10).read_to_end(&mut head).ok()?;
-    Some((len, head))
 }
 
 /// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.
