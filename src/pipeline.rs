@@ -155,6 +155,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// One artifact: its recorded image while nothing that decided it changed, else built,
+    /// published, and recorded for the next run.
     async fn build(&self, a: &ArtifactPlan) -> Result<ImageReport, Error> {
         let start = Instant::now();
         let cache = self
