@@ -207,19 +207,8 @@ pub struct ImageArgs {
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
 
-    /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-
-    /// Extra CA certificate (PEM) to trust for registries (repeatable).
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    pub registry_ca: Vec<PathBuf>,
-
-    /// Seconds a registry request may go without any data moving before it fails and is
-    /// retried; a slow link that keeps moving never times out (env KOBUILD_REGISTRY_TIMEOUT;
-    /// default 300).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub registry_timeout: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Layer compression: gzip (ko's, the default) or zstd (smaller and faster; needs
     /// containerd 1.5+ or Docker 23+ to pull).
@@ -343,18 +332,8 @@ pub struct MergeArgs {
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
     pub sbom: SbomFormat,
 
-    /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-
-    /// Extra CA certificate (PEM) to trust for registries (repeatable).
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    pub registry_ca: Vec<PathBuf>,
-
-    /// Seconds a registry request may go without data moving before it is retried
-    /// (env KOBUILD_REGISTRY_TIMEOUT; default 300).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub registry_timeout: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +357,24 @@ pub struct DepsArgs {
 
     #[command(flatten)]
     pub skaffold: SkaffoldArgs,
+}
+
+/// How to reach registries, for the commands that talk to them.
+#[derive(Clone, Debug, Default, Args)]
+pub struct RegistryArgs {
+    /// Registry that may be reached over plain HTTP or with an unverified certificate (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Extra CA certificate (PEM) to trust for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+
+    /// Seconds a registry request may go without any data moving before it fails and is
+    /// retried; a slow link that keeps moving never times out (env KOBUILD_REGISTRY_TIMEOUT;
+    /// default 300).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub registry_timeout: Option<String>,
 }
 
 /// The skaffold.yaml and its profiles, for the commands that read one.

@@ -19,11 +19,9 @@ use crate::image::oci::{
     self, ConfigFile, DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX,
     OCI_MANIFEST, Platform,
 };
-use crate::plan::Env;
+use crate::plan::{Env, RegistryAccess};
 use crate::publish::PublishError;
-use crate::registry::{
-    Client, ClientOptions, Keychain, Reference, RegistryError, Repository, valid_tag,
-};
+use crate::registry::{Client, Reference, RegistryError, Repository, valid_tag};
 use crate::report::{self, Artifact};
 use crate::sbom::{self, spdx::platform_string};
 
@@ -523,15 +521,8 @@ fn is_attestation(d: &Descriptor) -> bool {
 }
 
 fn client(args: &MergeArgs, env: &Env, cwd: &Path) -> Result<Client, MergeError> {
-    Client::new(ClientOptions {
-        keychain: Keychain::new(env.docker_config_dir()),
-        insecure_registries: args.insecure_registries.clone(),
-        extra_ca_files: crate::plan::ca_files(&args.registry_ca, cwd)?,
-        user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
-        retry: Default::default(),
-        idle_timeout: crate::plan::registry_timeout(args.registry_timeout.as_deref(), env)?,
-    })
-    .map_err(MergeError::Client)
+    let access = RegistryAccess::new(&args.registry, env, cwd)?;
+    access.client().map_err(MergeError::Client)
 }
 
 #[cfg(test)]

@@ -12,13 +12,13 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::base::{self, BaseChild, BaseSpec, ResolvedBase};
 use crate::cache::{self, ArtifactCache, Listable, Record, Recorded};
 use crate::error::Error;
-use crate::gobuild::{self, BinaryKey, GoBuild, GoError, Package, Target};
+use crate::gobuild::{self, Binary, BinaryKey, GoBuild, GoError, Link, Package, Target};
 use crate::image::assemble::{self, Built, BuiltImage, IndexChild, Recipe};
 use crate::image::layer::{self, BinaryEntry, Compression, Layer, LayerError, LayerStore};
 use crate::plan::{ArtifactPlan, Destination, Plan};
 use crate::platform::{Platform, Platforms};
 use crate::publish::{self, PublishError, PushStats, Pushed};
-use crate::registry::{Client, ClientOptions, Keychain, Repository};
+use crate::registry::{Client, Repository};
 use crate::report::{self, Artifact, ImageReport};
 use crate::sbom::Sboms;
 
@@ -33,7 +33,7 @@ pub async fn build(plan: &Plan) -> Result<Vec<ImageReport>, Error> {
     let _lock = tokio::task::spawn_blocking(move || crate::integrity::lock(&dir))
         .await
         .map_err(|e| Error::Internal(format!("cache lock: {e}")))?;
-    let client = client(plan)?;
+    let client = plan.registry.client()?;
     let builder = Builder {
         plan,
         client: &client,
@@ -100,25 +100,6 @@ fn log_base(base: &ResolvedBase) {
     }
 }
 
-/// A binary at its stable path, and what this run's `go build` did to it.
-#[derive(Clone)]
-struct Binary {
-    path: PathBuf,
-    link: Link,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// Up to date: its layer is most likely cached.
-    Kept,
-    /// Linked where there was none (a new cache): the layer may well be in the registry
-    /// already, from a build of the same source elsewhere.
-    New,
-    /// Linked over an older binary (the source changed): the layer is new, so it is
-    /// uploaded while it is compressed.
-    Replaced,
-}
-
 type BaseKey = (String, String);
 
 type BinaryCell = Arc<OnceCell<Result<Binary, GoError>>>;
@@ -174,6 +155,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// One artifact: its recorded image while nothing that decided it changed, else built,
+    /// published, and recorded for the next run.
     async fn build(&self, a: &ArtifactPlan) -> Result<ImageReport, Error> {
         let start = Instant::now();
         let cache = self
@@ -335,7 +318,7 @@ impl Builder<'_> {
                 .await;
             // Without `go list`, what it would have said comes first: a build that failed,
             // or made a package archive, may not be a package main at all.
-            let archive = |b: &Vec<PathBuf>| b.iter().any(|b| is_archive(b));
+            let archive = |b: &Vec<PathBuf>| b.iter().any(|b| gobuild::is_archive(b));
             let suspect = match &artifact {
                 Ok((_, binaries)) => !listed && archive(binaries),
                 Err(e) => !listed && matches!(e, Error::Go(GoError::Build { .. })),
@@ -529,27 +512,19 @@ impl Builder<'_> {
     async fn link(&self, key: &BinaryKey, platform: &Platform) -> Result<Binary, GoError> {
         // The semaphore is never closed.
         let _permit = self.jobs.acquire().await.ok();
-        let output = key.output_path(&self.plan.cache_dir);
-        let before = link_stamp(&output);
-        let path = gobuild::build(&GoBuild {
+        let binary = gobuild::build(&GoBuild {
             go: &self.plan.go,
             key,
             platform: platform.to_string(),
-            output,
+            output: key.output_path(&self.plan.cache_dir),
             trimpath: !self.plan.debug,
         })
         .await?;
-        let link = match before {
-            None => Link::New,
-            Some(_) if link_stamp(&path) == before => Link::Kept,
-            Some(_) => Link::Replaced,
-        };
-        if link != Link::Kept {
-            // It described the binary before this link; the new one is recorded with its
-            // layer.
-            let _ = std::fs::remove_file(layer_record_path(&path));
+        if binary.link != Link::Kept {
+            // The new binary is recorded with its layer.
+            cache::forget_layer(&binary.path);
         }
-        Ok(Binary { path, link })
+        Ok(binary)
     }
 
     /// The binary's layer. A binary Go kept is used only while it gives the layer recorded
@@ -565,14 +540,12 @@ impl Builder<'_> {
         ahead: Option<&Ahead<'_>>,
     ) -> Result<(Layer, Binary), Error> {
         let mut binary = self.binary(a, t, platform).await?;
-        let record = layer_record_path(&binary.path);
         let caps = a.capabilities.map(|c| c.xattr());
         // Each blocking task owns what it reads.
         let task = |path: PathBuf| (path, app.to_string(), layer_store(self.plan));
         if binary.link == Link::Kept {
-            let recorded = crate::integrity::load::<LayerRecord>(&record);
-            let why = match recorded.filter(|r| r.app == app && r.capabilities == caps) {
-                Some(r) => {
+            let why = match cache::recorded_layer(&binary.path, app, caps) {
+                Some(diff_id) => {
                     let (path, app, store) = task(binary.path.clone());
                     let kept = blocking(move || {
                         let entry = BinaryEntry {
@@ -580,7 +553,7 @@ impl Builder<'_> {
                             app_name: &app,
                             capabilities: caps,
                         };
-                        layer::kept_binary_layer(entry, &store, &r.diff_id)
+                        layer::kept_binary_layer(entry, &store, &diff_id)
                     });
                     match kept.await {
                         Ok(layer) => return Ok((layer, binary)),
@@ -612,12 +585,7 @@ impl Builder<'_> {
             }
             _ => blocking(move || fresh(None)).await?,
         };
-        let recorded = LayerRecord {
-            app: app.to_string(),
-            diff_id: layer.diff_id.clone(),
-            capabilities: caps,
-        };
-        if let Err(e) = crate::integrity::store(&record, &recorded) {
+        if let Err(e) = cache::record_layer(&binary.path, app, caps, &layer.diff_id) {
             // The next run links it again rather than trust it unchecked.
             tracing::debug!("cannot record the layer of {}: {e}", binary.path.display());
         }
@@ -786,45 +754,6 @@ impl Builder<'_> {
     }
 }
 
-/// Whether `go build -o` wrote a package archive (a library) instead of a program.
-fn is_archive(path: &std::path::Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 8];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| &magic == b"!<arch>\n")
-}
-
-/// What tells a relinked binary from a kept one: its size and first 64 KiB, where Go's
-/// linker puts the build ID (a hash of the inputs). Not the mtime: Go touches an
-/// up-to-date output. A miss here only costs an optimization, never a wrong layer.
-fn link_stamp(path: &std::path::Path) -> Option<(u64, Vec<u8>)> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let mut head = Vec::with_capacity(64 << 10);
-    file.take(64 << 10).read_to_end(&mut head).ok()?;
-    Some((len, head))
-}
-
-/// What a kept binary must still give: the layer made from it when it was linked (its
-/// DiffID hashes every byte of the binary), for the app name it was made for.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LayerRecord {
-    app: String,
-    diff_id: crate::digest::Digest,
-    /// The binary's `security.capability` bytes, which are in the layer too.
-    #[serde(default)]
-    capabilities: Option<[u8; 20]>,
-}
-
-/// `NAME.layer` beside the binary `NAME`.
-fn layer_record_path(binary: &std::path::Path) -> PathBuf {
-    let mut name = binary.file_name().unwrap_or_default().to_os_string();
-    name.push(".layer");
-    binary.with_file_name(name)
-}
-
 /// Where a `--cover` binary writes its coverage files: most bases have a writable /tmp.
 const COVER_ENV: &[&str] = &["GOCOVERDIR=/tmp"];
 
@@ -843,22 +772,6 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("layer task failed: {e}")))??)
-}
-
-fn client(plan: &Plan) -> Result<Client, Error> {
-    Ok(Client::new(ClientOptions {
-        keychain: plan
-            .credentials
-            .iter()
-            .fold(Keychain::new(plan.docker_config_dir.clone()), |k, c| {
-                k.with_credentials(&c.registry, &c.username, &c.password)
-            }),
-        insecure_registries: plan.insecure_registries.clone(),
-        extra_ca_files: plan.registry_ca.clone(),
-        user_agent: format!("kobuild/{}", env!("CARGO_PKG_VERSION")),
-        retry: Default::default(),
-        idle_timeout: plan.registry_timeout,
-    })?)
 }
 
 /// The repository an artifact is pushed to, if any.

@@ -6,11 +6,13 @@
 //! A record is used only when all of those still match and the registry still has the
 //! image; the tags are then pointed at it remotely.
 
+mod binary;
 mod inputs;
 mod record;
 mod reuse;
 pub mod shape;
 
+pub use binary::{forget_layer, record_layer, recorded_layer};
 pub use inputs::{Inputs, Listing, Snapshot};
 pub use record::{Listable, Recorded, snapshot};
 pub use reuse::ReuseError;

@@ -8,7 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::GhaError;
-use crate::cli::{BuildArgs, ImageArgs};
+use crate::cli::{BuildArgs, ImageArgs, RegistryArgs};
 use crate::plan::Env;
 use crate::registry::Repository;
 
@@ -220,13 +220,15 @@ impl ActionInputs {
                 env: inputs.lines("env"),
                 labels,
                 annotations: inputs.lines("annotations"),
-                insecure_registries: inputs.items("insecure-registries"),
-                registry_ca: inputs
-                    .lines("registry-ca")
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                registry_timeout: inputs.get("registry-timeout"),
+                registry: RegistryArgs {
+                    insecure_registries: inputs.items("insecure-registries"),
+                    registry_ca: inputs
+                        .lines("registry-ca")
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                    registry_timeout: inputs.get("registry-timeout"),
+                },
                 cache_dir: inputs.path("cache-dir"),
                 gocache: inputs.path("gocache"),
                 ..ImageArgs::default()

@@ -129,7 +129,8 @@ async fn step<W: Write>(
     }
 
     let mut plan = Plan::new(&inputs.build, env, inputs.cwd.clone()).map_err(plan_error)?;
-    plan.credentials = auth::credentials(&inputs, env, plan.docker_config_dir.as_deref()).await;
+    plan.registry.credentials =
+        auth::credentials(&inputs, env, plan.registry.docker_config_dir.as_deref()).await;
     if let Some(repo) = &inputs.derived_repo {
         tracing::info!("default-repo {repo}, from the repository's name");
     }

@@ -29,7 +29,27 @@ pub struct GoBuild<'a> {
     pub output: PathBuf,
 }
 
-pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
+/// A binary at its stable path, and what this run's `go build` did to it.
+#[derive(Clone)]
+pub struct Binary {
+    pub path: PathBuf,
+    pub link: Link,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Up to date: its layer is most likely cached.
+    Kept,
+    /// Linked where there was none (a new cache): the layer may well be in the registry
+    /// already, from a build of the same source elsewhere.
+    New,
+    /// Linked over an older binary (the source changed): the layer is new, so it is
+    /// uploaded while it is compressed.
+    Replaced,
+}
+
+/// `go build` into `b.output`, and what that did to the binary there.
+pub async fn build(b: &GoBuild<'_>) -> Result<Binary, GoError> {
     let out_err = |source| GoError::Output {
         path: b.output.clone(),
         source: std::sync::Arc::new(source),
@@ -37,6 +57,7 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
     if let Some(parent) = b.output.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(out_err)?;
     }
+    let before = link_stamp(&b.output);
     let BinaryKey {
         target,
         env,
@@ -76,7 +97,36 @@ pub async fn build(b: &GoBuild<'_>) -> Result<PathBuf, GoError> {
             output,
         });
     }
-    Ok(b.output.clone())
+    let link = match before {
+        None => Link::New,
+        Some(_) if link_stamp(&b.output) == before => Link::Kept,
+        Some(_) => Link::Replaced,
+    };
+    Ok(Binary {
+        path: b.output.clone(),
+        link,
+    })
+}
+
+/// Whether `go build -o` wrote a package archive (a library) instead of a program.
+pub fn is_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"!<arch>\n")
+}
+
+/// What tells a relinked binary from a kept one: its size and first 64 KiB, where Go's
+/// linker puts the build ID (a hash of the inputs). Not the mtime: Go touches an
+/// up-to-date output. A miss here only costs an optimization, never a wrong layer.
+fn link_stamp(path: &Path) -> Option<(u64, Vec<u8>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(64 << 10);
+    file.take(64 << 10).read_to_end(&mut head).ok()?;
+    Some((len, head))
 }
 
 impl BinaryKey {
@@ -135,5 +185,34 @@ impl BinaryKey {
             .join(format!("{}-{name}", &id.hex()[..16]))
             .join(platform)
             .join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_is_told_from_a_program_by_its_magic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (archive, program) = (tmp.path().join("lib.a"), tmp.path().join("app"));
+        std::fs::write(&archive, b"!<arch>\n__.PKGDEF").unwrap();
+        std::fs::write(&program, b"\x7fELF\x02\x01\x01\0").unwrap();
+        assert!(is_archive(&archive));
+        assert!(!is_archive(&program));
+        assert!(!is_archive(&tmp.path().join("missing")));
+    }
+
+    #[test]
+    fn a_stamp_changes_with_the_bytes_not_the_mtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("app");
+        assert_eq!(link_stamp(&path), None);
+        std::fs::write(&path, b"build id 1").unwrap();
+        let first = link_stamp(&path);
+        std::fs::write(&path, b"build id 1").unwrap();
+        assert_eq!(link_stamp(&path), first, "rewritten with the same bytes");
+        std::fs::write(&path, b"build id 2").unwrap();
+        assert_ne!(link_stamp(&path), first);
     }
 }

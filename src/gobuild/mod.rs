@@ -3,7 +3,7 @@
 mod build;
 mod resolve;
 
-pub use build::{BinaryKey, GoBuild, build};
+pub use build::{Binary, BinaryKey, GoBuild, Link, build, is_archive};
 pub use resolve::{Package, Target, resolve};
 
 use std::path::PathBuf;

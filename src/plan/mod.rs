@@ -5,11 +5,13 @@ mod env;
 mod field;
 mod go;
 pub mod matrix;
+mod registries;
 mod skaffold;
 mod tags;
 
 pub use env::Env;
 pub use field::{Field, Flag};
+pub use registries::RegistryAccess;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use crate::config::{FileCaps, KoConfig};
 use crate::digest::Digest;
 use crate::image::layer::Compression;
 use crate::platform::{Platform, Platforms};
-use crate::registry::{Reference, RegistryCredential, Repository, valid_tag};
+use crate::registry::{Reference, Repository, valid_tag};
 use crate::template::KoTemplateData;
 
 pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
@@ -247,14 +249,7 @@ pub struct Plan {
     pub sbom_dir: Option<PathBuf>,
     /// The skaffold.yaml the artifacts come from, if any.
     pub skaffold_file: Option<PathBuf>,
-    pub docker_config_dir: Option<PathBuf>,
-    /// Explicit logins (action inputs); they win over the docker config.
-    pub credentials: Vec<RegistryCredential>,
-    pub insecure_registries: Vec<String>,
-    pub registry_ca: Vec<PathBuf>,
-    /// `--registry-timeout` or `KOBUILD_REGISTRY_TIMEOUT`: how long a registry request may
-    /// go without data moving (None: the client's default).
-    pub registry_timeout: Option<std::time::Duration>,
+    pub registry: RegistryAccess,
     /// Things worth a warning line (skipped artifacts, ignored config keys).
     pub warnings: Vec<String>,
 }
@@ -417,7 +412,6 @@ impl Plan {
                 (None, None) => cwd.join(".kobuild/cache"),
             },
         };
-        let docker_config_dir = env.docker_config_dir();
         let build_concurrency = match (
             args.build_concurrency,
             env.get("SKAFFOLD_BUILD_CONCURRENCY"),
@@ -478,16 +472,11 @@ impl Plan {
                 None => None,
             },
             cover: args.opts.cover,
-            // `Default` (library and action callers) leaves the format empty: spdx, as the flag.
             sbom: args.opts.sbom != SbomFormat::None,
             push_by_digest: args.opts.push_by_digest,
             sbom_dir: args.opts.sbom_dir.as_ref().map(|d| cwd.join(d)),
             skaffold_file,
-            docker_config_dir,
-            credentials: Vec::new(),
-            insecure_registries: args.opts.insecure_registries.clone(),
-            registry_ca: ca_files(&args.opts.registry_ca, &cwd)?,
-            registry_timeout: registry_timeout(args.opts.registry_timeout.as_deref(), env)?,
+            registry: RegistryAccess::new(&args.opts.registry, env, &cwd)?,
             warnings,
             cwd,
         })
@@ -1100,29 +1089,6 @@ fn epoch(env: &Env, name: &str) -> Result<Option<i64>, PlanError> {
     }
 }
 
-/// `--registry-timeout`, else `KOBUILD_REGISTRY_TIMEOUT` (empty: unset): whole seconds, 1 to
-/// 86400.
-pub(crate) fn registry_timeout(
-    flag: Option<&str>,
-    env: &Env,
-) -> Result<Option<std::time::Duration>, PlanError> {
-    let (field, value) = match (flag, env.get("KOBUILD_REGISTRY_TIMEOUT")) {
-        (Some(v), _) => (Field::from(Flag::RegistryTimeout), v.to_string()),
-        (None, Some(v)) if !v.is_empty() => ("KOBUILD_REGISTRY_TIMEOUT".into(), v),
-        _ => return Ok(None),
-    };
-    match value.trim().parse::<u64>() {
-        Ok(secs @ 1..=86_400) => Ok(Some(std::time::Duration::from_secs(secs))),
-        _ => Err(err(
-            field,
-            format!(
-                "{value:?} is not a whole number of seconds from 1 to 86400 (how long a \
-                 registry request may go without data moving), e.g. 60"
-            ),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1210,8 +1176,8 @@ mod tests {
     #[test]
     fn registry_timeout_from_the_flag_else_the_environment() {
         let secs = |flag: Option<&str>, env: &[(&str, &str)]| {
-            let args = opts(|o| o.registry_timeout = flag.map(String::from));
-            plan(args, env).map(|p| p.registry_timeout.map(|d| d.as_secs()))
+            let args = opts(|o| o.registry.registry_timeout = flag.map(String::from));
+            plan(args, env).map(|p| p.registry.timeout.map(|d| d.as_secs()))
         };
         let var = "KOBUILD_REGISTRY_TIMEOUT";
         assert_eq!(secs(None, &[]).unwrap(), None);
