@@ -24,6 +24,7 @@ pub mod merge;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
+pub mod progress;
 pub(crate) mod publish;
 pub mod registry;
 pub mod render;

@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
+    // Not for the action step, whose stdout carries workflow commands.
+    if !matches!(cli.command, Command::Action) && env.status_line(std::io::stderr().is_terminal()) {
+        kobuild::progress::enable(kobuild::progress::terminal_width().unwrap_or(80));
+    }
     if let Err(e) = kobuild::interrupt::install() {
         eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
         return ExitCode::FAILURE;
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
         eprintln!("error: cannot keep --timeout: {e}");
         return ExitCode::FAILURE;
     }
-    match run(cli, env) {
+    let result = run(cli, env);
+    kobuild::progress::finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Through `Stderr`: a user value in the message must not start a workflow command.
@@ -100,6 +106,8 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
                 let reports = runtime.block_on(kobuild::pipeline::build(&plan))?;
                 reports.iter().map(|r| r.artifact()).collect()
             };
+            // Results may go to the same terminal as the status line.
+            kobuild::progress::finish();
             let mut out = std::io::stdout().lock();
             // A closed stdout (e.g. `| head`) is not a build failure.
             match (&plan.output_template, plan.quiet) {
@@ -135,6 +143,7 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
         Command::Resolve(args) => {
             let stdin = &mut std::io::stdin().lock();
             let rendered = runtime.block_on(kobuild::resolve::run(&args, &env, cwd, stdin))?;
+            kobuild::progress::finish();
             // A closed stdout (e.g. `| head`) is not a build failure.
             let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
             Ok(())
@@ -152,6 +161,7 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
         }
         Command::Merge(args) => {
             let merged = runtime.block_on(kobuild::merge::run(&args, &env, &cwd))?;
+            kobuild::progress::finish();
             let mut out = std::io::stdout().lock();
             for a in merged {
                 let _ = writeln!(out, "{}", a.tag);

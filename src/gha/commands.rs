@@ -105,7 +105,7 @@ pub struct Stderr;
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = defuse(&String::from_utf8_lossy(buf));
-        std::io::stderr().lock().write_all(text.as_bytes())?;
+        crate::progress::around_write(|| std::io::stderr().lock().write_all(text.as_bytes()))?;
         Ok(buf.len())
     }
 

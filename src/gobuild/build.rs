@@ -79,6 +79,13 @@ pub async fn build(b: &GoBuild<'_>) -> Result<Binary, GoError> {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     tracing::debug!(target = %target.name, platform = %b.platform, "go build");
+    let _shown = crate::progress::task(
+        || {
+            let app = b.output.file_name().unwrap_or_default().to_string_lossy();
+            format!("go build {app} {}", b.platform)
+        },
+        None,
+    );
     // If the run fails elsewhere first, Go must not keep building behind our back.
     let out = crate::interrupt::output(&mut cmd)
         .await

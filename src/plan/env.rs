@@ -65,6 +65,16 @@ impl Env {
         }
     }
 
+    /// Whether to draw a live status line on stderr: on a terminal that can take cursor
+    /// controls, not in Actions (whose log is a file, shown line by line).
+    pub fn status_line(&self, terminal: bool) -> bool {
+        terminal
+            && self.get("GITHUB_ACTIONS").as_deref() != Some("true")
+            && self
+                .get("TERM")
+                .is_some_and(|t| !t.is_empty() && t != "dumb")
+    }
+
     /// Every variable, for templates whose data is the whole environment.
     pub fn vars(&self) -> &BTreeMap<String, String> {
         &self.0

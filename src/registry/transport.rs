@@ -436,8 +436,15 @@ impl Transport {
                         source,
                     })?;
                 progress = Progress::new(0);
+                let shown =
+                    crate::progress::task(|| format!("upload {}", short(digest)), Some(*size));
                 let chunks = ReaderStream::with_capacity(file, idle::CHUNK);
                 let chunks = verified(chunks, *size, (*digest).clone(), bad_file.clone());
+                let chunks = futures_util::StreamExt::inspect(chunks, move |c| {
+                    if let Ok(c) = c {
+                        shown.add(c.len() as u64);
+                    }
+                });
                 rb.header(CONTENT_LENGTH, *size)
                     .body(reqwest::Body::wrap_stream(progress.count(chunks)))
             }
@@ -449,6 +456,13 @@ impl Transport {
                     message: "a streamed upload cannot be sent twice".into(),
                 })?;
                 progress = Progress::new(0);
+                // A layer still being compressed: its size is not known yet.
+                let shown = crate::progress::task(|| "upload (compressing)".to_string(), None);
+                let chunks = futures_util::StreamExt::inspect(chunks, move |c| {
+                    if let Ok(c) = c {
+                        shown.add(c.len() as u64);
+                    }
+                });
                 rb.body(reqwest::Body::wrap_stream(progress.count(chunks)))
             }
         };
@@ -816,6 +830,11 @@ fn form_encode(params: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// `sha256:0123abcd`: enough of a digest to tell uploads apart on the status line.
+fn short(digest: &crate::digest::Digest) -> String {
+    digest.as_str().chars().take("sha256:".len() + 8).collect()
 }
 
 #[cfg(test)]

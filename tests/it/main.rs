@@ -30,4 +30,5 @@ mod signals;
 mod skaffold;
 mod skaffold_parity;
 mod template_budget;
+mod terminal;
 mod workflows;
