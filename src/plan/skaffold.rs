@@ -300,6 +300,9 @@ fn now(common: &Common) -> i64 {
 
 /// `go list` in `dir`: the import path of the one package `pattern` names.
 pub(super) fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, String> {
+    if let Some(path) = import_path_from_go_mod(dir, pattern) {
+        return Ok(path);
+    }
     let out = Command::new(go)
         .args(["list", "-f", "{{.ImportPath}}", "--", pattern])
         .current_dir(dir)
@@ -324,6 +327,48 @@ pub(super) fn go_list(go: &str, dir: &Path, pattern: &str) -> Result<String, Str
             ))
         }
     }
+}
+
+/// The import path `go list` would give for a plain directory pattern (`.`, `./cmd/app`)
+/// in a module, read from the nearest go.mod: its `module` path joined with the directory's
+/// path below it. A monorepo's skaffold.yaml names dozens of packages, and a `go list` each
+/// costs tens of milliseconds. Anything else (`...`, a file, no go.mod, a directory without
+/// a non-test Go file) is left to `go list`, which also words the errors.
+fn import_path_from_go_mod(dir: &Path, pattern: &str) -> Option<String> {
+    if pattern != "." && !pattern.starts_with("./") || pattern.contains("...") {
+        return None;
+    }
+    let target = dir.join(pattern).canonicalize().ok()?;
+    let has_go = std::fs::read_dir(&target).ok()?.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".go") && !name.ends_with("_test.go") && e.path().is_file()
+    });
+    if !has_go {
+        return None;
+    }
+    let root = target.ancestors().find(|d| d.join("go.mod").is_file())?;
+    let module = module_path(&std::fs::read_to_string(root.join("go.mod")).ok()?)?;
+    let below = target.strip_prefix(root).ok()?;
+    let mut path = module;
+    for part in below.components() {
+        path.push('/');
+        path.push_str(part.as_os_str().to_str()?);
+    }
+    Some(path)
+}
+
+/// The `module` directive of a go.mod (quoted or not, comments dropped).
+fn module_path(go_mod: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        let line = line.split("//").next().unwrap_or("").trim();
+        let rest = line.strip_prefix("module")?;
+        if !rest.starts_with([' ', '\t', '"']) {
+            return None;
+        }
+        let path = rest.trim().trim_matches('"');
+        (!path.is_empty()).then(|| path.to_string())
+    })
 }
 
 /// The dependency patterns inputDigest hashes for `artifact`: its own, then those of the
@@ -364,4 +409,50 @@ fn dependency_lists(
         }
     }
     lists
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_paths_come_from_go_mod_as_go_list_gives_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let write = |f: &str, text: &str| {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            "go.mod",
+            "// a comment\nmodule \"example.com/mono\" // trailing\n\ngo 1.22\n",
+        );
+        write("main.go", "package main\n");
+        write("cmd/api/main.go", "package main\n");
+        write("cmd/tests/x_test.go", "package tests\n");
+        write("lib/go.mod", "module example.com/lib\n");
+        write("lib/sub/a.go", "package sub\n");
+        let go = |dir: &Path, pattern: &str| go_list("go", dir, pattern).unwrap();
+        for (dir, pattern) in [
+            (root, "."),
+            (root, "./cmd/api"),
+            (&root.join("lib"), "./sub"),
+        ] {
+            let listed = Command::new("go")
+                .args(["list", "-f", "{{.ImportPath}}", "--", pattern])
+                .current_dir(dir)
+                .env("GOFLAGS", "-mod=mod")
+                .output()
+                .unwrap();
+            let listed = String::from_utf8(listed.stdout).unwrap();
+            assert_eq!(go(dir, pattern), listed.trim(), "{pattern}");
+        }
+        assert_eq!(go(root, "./cmd/api"), "example.com/mono/cmd/api");
+        // Left to go list: patterns, test-only directories, files.
+        assert_eq!(import_path_from_go_mod(root, "./..."), None);
+        assert_eq!(import_path_from_go_mod(root, "./cmd/tests"), None);
+        assert_eq!(import_path_from_go_mod(root, "./main.go"), None);
+        assert_eq!(module_path("modulex foo\n"), None);
+    }
 }
