@@ -265,16 +265,8 @@ pub struct RenderArgs {
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1..)]
     pub files: Vec<PathBuf>,
 
-    /// skaffold.yaml profile to apply to its manifests section (repeatable; `-NAME` turns off
-    /// an auto-activated one).
-    #[arg(
-        short = 'p',
-        long = "profile",
-        value_name = "NAME",
-        value_delimiter = ',',
-        allow_hyphen_values = true
-    )]
-    pub profiles: Vec<String>,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
 
     /// Skaffold's artifacts.json, as `build --file-output` writes it, or - for stdin.
     #[arg(short = 'a', long = "build-artifacts", value_name = "FILE")]
@@ -385,6 +377,13 @@ pub struct SkaffoldArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+}
+
+/// skaffold.yaml profiles, for every command that reads one.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ProfileArgs {
     /// skaffold.yaml profile to apply (repeatable; `-NAME` turns off an auto-activated one).
     #[arg(
         short = 'p',

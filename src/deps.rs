@@ -42,7 +42,7 @@ pub fn run(
         kube_context: None,
     };
     // The error names FILE:LINE:COL already.
-    let config = crate::config::load_skaffold(&file, &args.skaffold.profiles, Some(&activation))
+    let config = crate::config::load_skaffold(&file, &args.skaffold.profile.profiles, Some(&activation))
         .map_err(|e| crate::Error::Config(e.to_string()))?;
     let dir = file.parent().unwrap_or(cwd);
     let ko: Vec<_> = config

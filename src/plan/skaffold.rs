@@ -36,7 +36,7 @@ pub(super) fn artifacts(
         kube_context: None,
     };
     let config =
-        load_skaffold(file, &args.skaffold.profiles, Some(&activation)).map_err(located)?;
+        load_skaffold(file, &args.skaffold.profile.profiles, Some(&activation)).map_err(located)?;
     warnings.extend(config.warnings.iter().cloned());
     let config_dir = file
         .parent()

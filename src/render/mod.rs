@@ -206,7 +206,7 @@ fn manifest_inputs(args: &RenderArgs, env: &Env, cwd: &Path) -> Result<Vec<Input
         if !file.is_file() {
             return Err(RenderError::NoInput);
         }
-        return skaffold::inputs(&file, &args.profiles, env);
+        return skaffold::inputs(&file, &args.profile.profiles, env);
     }
     let mut out = Vec::new();
     for path in &args.files {
@@ -216,7 +216,7 @@ fn manifest_inputs(args: &RenderArgs, env: &Env, cwd: &Path) -> Result<Vec<Input
             cwd.join(path)
         };
         if skaffold::is_config(&full) {
-            out.extend(skaffold::inputs(&full, &args.profiles, env)?);
+            out.extend(skaffold::inputs(&full, &args.profile.profiles, env)?);
         } else {
             out.extend(inputs(std::slice::from_ref(&full), args.recursive)?);
         }
