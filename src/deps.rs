@@ -27,7 +27,7 @@ pub enum DepsError {
 /// (paths relative to the artifact's context), or bare paths when one image was asked for.
 pub fn run(
     args: &crate::cli::DepsArgs,
-    env: &crate::plan::Env,
+    env: &crate::env::Env,
     cwd: &Path,
 ) -> Result<Vec<String>, crate::Error> {
     let file = cwd.join(
@@ -42,8 +42,9 @@ pub fn run(
         kube_context: None,
     };
     // The error names FILE:LINE:COL already.
-    let config = crate::config::load_skaffold(&file, &args.skaffold.profile.profiles, Some(&activation))
-        .map_err(|e| crate::Error::Config(e.to_string()))?;
+    let config =
+        crate::config::load_skaffold(&file, &args.skaffold.profile.profiles, Some(&activation))
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
     let dir = file.parent().unwrap_or(cwd);
     let ko: Vec<_> = config
         .artifacts

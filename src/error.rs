@@ -1,5 +1,7 @@
 //! The library's error, and which exit code each kind maps to.
 
+use std::path::{Path, PathBuf};
+
 use crate::base::BaseError;
 use crate::gobuild::GoError;
 use crate::image::layer::LayerError;
@@ -26,7 +28,7 @@ pub enum Error {
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
-    Gha(#[from] crate::gha::GhaError),
+    Gha(#[from] GhaError),
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
@@ -58,5 +60,47 @@ impl Error {
             _ => false,
         };
         if config { 2 } else { 1 }
+    }
+}
+
+/// What a GitHub Actions step (`kobuild action`) can fail with besides a build: kept here,
+/// not in `gha`, so that the crate's error does not depend on the action that returns it.
+#[derive(Debug, thiserror::Error)]
+pub enum GhaError {
+    #[error("input {name}: {reason}")]
+    Input { name: String, reason: String },
+    #[error("cannot write {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write workflow commands to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error("{0:?} cannot name a step output or environment variable")]
+    RecordName(String),
+    #[error("found no heredoc delimiter that the value of {0:?} does not contain")]
+    Delimiter(String),
+    #[error("the step summary would grow by {size} bytes, but the runner's 1 MiB leaves {room}")]
+    SummaryTooLarge { size: u64, room: u64 },
+}
+
+impl GhaError {
+    pub fn input(name: &str, reason: impl ToString) -> Self {
+        GhaError::Input {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn file(path: &Path, source: std::io::Error) -> Self {
+        GhaError::File {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Invalid inputs are the workflow's to fix (exit 2); the rest failed while running.
+    pub fn is_config(&self) -> bool {
+        matches!(self, GhaError::Input { .. })
     }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod deps;
 pub mod digest;
+pub mod env;
 pub mod error;
 pub(crate) mod fsutil;
 pub mod gha;

@@ -136,7 +136,7 @@ fn run(cli: Cli, env: Env) -> Result<(), kobuild::Error> {
             Ok(())
         }
         Command::Init(args) => {
-            let written = kobuild::init::run(&cwd, &env.go_command()?, args.force)?;
+            let written = kobuild::init::run(&cwd, &kobuild::plan::go_command(&env)?, args.force)?;
             let _ = writeln!(std::io::stdout().lock(), "{}", written.display());
             Ok(())
         }

@@ -3,7 +3,28 @@
 
 use std::fmt;
 
-use crate::image::oci;
+use serde::{Deserialize, Serialize};
+
+/// A platform as OCI indexes and image configs write it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciPlatform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub os_version: String,
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Platform {
@@ -119,7 +140,7 @@ impl Platform {
     }
 
     /// Empty fields of `self` match anything, so `linux/arm64` matches `linux/arm64/v8`.
-    pub fn matches(&self, p: &oci::Platform) -> bool {
+    pub fn matches(&self, p: &OciPlatform) -> bool {
         let field = |want: &str, have: &str| want.is_empty() || want == have;
         field(&self.os, &p.os)
             && field(&self.arch, &p.architecture)
@@ -127,8 +148,8 @@ impl Platform {
             && field(&self.os_version, &p.os_version)
     }
 
-    pub fn to_oci(&self) -> oci::Platform {
-        oci::Platform {
+    pub fn to_oci(&self) -> OciPlatform {
+        OciPlatform {
             architecture: self.arch.clone(),
             os: self.os.clone(),
             os_version: self.os_version.clone(),
@@ -225,7 +246,7 @@ impl Platforms {
     }
 
     /// Whether a base image for `p` is wanted; attestation entries never are.
-    pub fn wants(&self, p: &oci::Platform) -> bool {
+    pub fn wants(&self, p: &OciPlatform) -> bool {
         if p.os == "unknown" && p.architecture == "unknown" {
             return false;
         }
@@ -236,8 +257,8 @@ impl Platforms {
     }
 }
 
-impl From<&oci::Platform> for Platform {
-    fn from(p: &oci::Platform) -> Self {
+impl From<&OciPlatform> for Platform {
+    fn from(p: &OciPlatform) -> Self {
         Platform {
             os: p.os.clone(),
             arch: p.architecture.clone(),
@@ -303,7 +324,7 @@ mod tests {
 
     #[test]
     fn empty_fields_are_wildcards() {
-        let arm64v8 = oci::Platform {
+        let arm64v8 = OciPlatform {
             os: "linux".into(),
             architecture: "arm64".into(),
             variant: "v8".into(),
@@ -330,7 +351,7 @@ mod tests {
                 .unwrap_err()
                 .contains("no architecture")
         );
-        let unknown = oci::Platform {
+        let unknown = OciPlatform {
             os: "unknown".into(),
             architecture: "unknown".into(),
             ..Default::default()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrorKind, Fault, Pos, closest};
 use super::yaml::{Entry, Kind, Node, index, join, parse_documents, string};
-use crate::plan::Env;
+use crate::env::Env;
 
 /// Viper's `SupportedExts`, in its search order.
 const VIPER_EXTENSIONS: [&str; 12] = [

@@ -3,6 +3,9 @@
 //! artifact. Pure functions of their inputs: the environment comes in as a parameter, and
 //! templates are left for [`crate::template`].
 
+/// ko's default base image, when nothing names one.
+pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
+
 mod caps;
 mod error;
 mod koyaml;

@@ -212,10 +212,7 @@ pub fn effective_ko_build<E>(
         } else if let Some(image) = &ko_config.default_base_image {
             (image.clone(), BaseImageSource::KoDefault)
         } else {
-            (
-                crate::plan::DEFAULT_BASE.to_string(),
-                BaseImageSource::BuiltIn,
-            )
+            (super::DEFAULT_BASE.to_string(), BaseImageSource::BuiltIn)
         };
 
     build.platforms = split_platforms(if platforms.is_empty() {

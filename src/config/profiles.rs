@@ -6,7 +6,7 @@
 
 use super::error::{ConfigErrorKind, Fault, Pos};
 use super::yaml::{Entry, Fields, Kind, Node, index};
-use crate::plan::Env;
+use crate::env::Env;
 
 const PROFILE_FIELDS: &[&str] = &[
     "name",

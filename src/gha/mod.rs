@@ -22,45 +22,7 @@ use crate::pipeline;
 use crate::plan::{Env, Field, Flag, Plan, PlanError};
 use crate::report::{self, Artifact, ImageReport};
 
-#[derive(Debug, thiserror::Error)]
-pub enum GhaError {
-    #[error("input {name}: {reason}")]
-    Input { name: String, reason: String },
-    #[error("cannot write {}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write workflow commands to stdout: {0}")]
-    Stdout(std::io::Error),
-    #[error("{0:?} cannot name a step output or environment variable")]
-    RecordName(String),
-    #[error("found no heredoc delimiter that the value of {0:?} does not contain")]
-    Delimiter(String),
-    #[error("the step summary would grow by {size} bytes, but the runner's 1 MiB leaves {room}")]
-    SummaryTooLarge { size: u64, room: u64 },
-}
-
-impl GhaError {
-    pub fn input(name: &str, reason: impl ToString) -> Self {
-        GhaError::Input {
-            name: name.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn file(path: &Path, source: std::io::Error) -> Self {
-        GhaError::File {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    /// Invalid inputs are the workflow's to fix (exit 2); the rest failed while running.
-    pub fn is_config(&self) -> bool {
-        matches!(self, GhaError::Input { .. })
-    }
-}
+pub use crate::error::GhaError;
 
 /// Annotations the runner shows per step; more would only be dropped.
 const MAX_ANNOTATIONS: usize = 10;

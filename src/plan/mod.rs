@@ -1,7 +1,6 @@
 //! The plan: every input (command line, environment) resolved into plain values. This is the
 //! only place that reads environment variables; every later stage receives what it needs.
 
-mod env;
 mod field;
 mod go;
 pub mod matrix;
@@ -9,7 +8,7 @@ mod registries;
 mod skaffold;
 mod tags;
 
-pub use env::Env;
+pub use crate::env::Env;
 pub use field::{Field, Flag};
 pub use registries::RegistryAccess;
 
@@ -25,7 +24,7 @@ use crate::platform::{Platform, Platforms};
 use crate::registry::{Reference, Repository, valid_tag};
 use crate::template::KoTemplateData;
 
-pub const DEFAULT_BASE: &str = "cgr.dev/chainguard/static:latest";
+pub use crate::config::DEFAULT_BASE;
 
 #[derive(Debug, thiserror::Error)]
 pub struct PlanError {
@@ -42,6 +41,15 @@ impl std::fmt::Display for PlanError {
             write!(f, "{}: {}", self.field, self.reason)
         }
     }
+}
+
+/// The `go` to run: `KO_GO_PATH`, as ko reads it, else `go` from PATH. Refused while
+/// `GOFLAGS` holds `-toolexec`, which every go command would run, `go list` included.
+pub fn go_command(env: &Env) -> Result<String, PlanError> {
+    if let Some(flags) = env.get("GOFLAGS") {
+        refuse_toolexec("GOFLAGS", &[flags])?;
+    }
+    Ok(env.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()))
 }
 
 fn err(field: impl Into<Field>, reason: impl ToString) -> PlanError {
@@ -332,7 +340,7 @@ impl Plan {
                 .collect::<Result<_, _>>()?,
             source_date_epoch: epoch(env, "SOURCE_DATE_EPOCH")?,
         };
-        let go = env.go_command()?;
+        let go = go_command(env)?;
         let skaffold_file = match &args.skaffold.filename {
             Some(f) => Some(cwd.join(f)),
             None if args.targets.is_empty() && cwd.join("skaffold.yaml").is_file() => {
@@ -769,7 +777,7 @@ fn ko_data(
     Ok(KoData {
         data: Default::default(),
         dir: dir.to_path_buf(),
-        go: env.go_command()?,
+        go: go_command(env)?,
         env: vars,
         timestamp,
     })

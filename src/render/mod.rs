@@ -15,8 +15,8 @@ pub use images::ImageMap;
 pub use manifest::{find_ko_references, render_text};
 
 use crate::cli::RenderArgs;
+use crate::env::Env;
 use crate::fsutil::{self, WriteError, write_atomic};
-use crate::plan::Env;
 
 /// How stdin is named in messages.
 const STDIN: &str = "<stdin>";

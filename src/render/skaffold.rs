@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 
 use super::{Input, RenderError, io_error, metadata, walk};
 use crate::config::{ActivationContext, Kustomize, Manifests, load_skaffold};
+use crate::env::Env;
 use crate::fsutil;
-use crate::plan::Env;
 
 /// Whether `path` is a Skaffold configuration rather than a manifest: a file with a
 /// top-level `apiVersion: skaffold/…`, which no Kubernetes object has.

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::PlanError;
 use crate::cli::ColorChoice;
 
 #[derive(Clone, Debug, Default)]
@@ -21,15 +20,6 @@ impl Env {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect())
-    }
-
-    /// The `go` to run: `KO_GO_PATH`, as ko reads it, else `go` from PATH. Refused while
-    /// `GOFLAGS` holds `-toolexec`, which every go command would run, `go list` included.
-    pub fn go_command(&self) -> Result<String, PlanError> {
-        if let Some(flags) = self.get("GOFLAGS") {
-            super::refuse_toolexec("GOFLAGS", &[flags])?;
-        }
-        Ok(self.get("KO_GO_PATH").unwrap_or_else(|| "go".to_string()))
     }
 
     /// Whether the log gets ANSI colour. `auto` colours a terminal, and GitHub Actions, whose
