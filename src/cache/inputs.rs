@@ -280,8 +280,37 @@ impl Snapshot {
     pub fn unchanged(&self) -> bool {
         find_workspace(&self.start) == self.workspace
             && self.dirs.iter().all(|(d, names)| listing(d) == *names)
-            && self.files.iter().all(|(f, digest)| hash(f) == *digest)
+            && self.files.iter().all(|(f, digest)| hash_once(f) == *digest)
     }
+}
+
+/// [`hash`], once per run for each file as it is now: the images of a monorepo share
+/// go.mod, go.sum and common packages, and each image's check would read them again.
+/// Keyed by the file's identity and mtime (nanoseconds), so an edit during the run is read.
+fn hash_once(path: &Path) -> Option<Digest> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (PathBuf, u64, u64, i64, i64);
+    static SEEN: std::sync::Mutex<BTreeMap<Key, Option<Digest>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let Ok(meta) = fs::metadata(path) else {
+        return hash(path);
+    };
+    let key = (
+        path.to_path_buf(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    let seen = |m: &BTreeMap<Key, Option<Digest>>| m.get(&key).cloned();
+    if let Some(d) = seen(&SEEN.lock().unwrap_or_else(|e| e.into_inner())) {
+        return d;
+    }
+    let digest = hash(path);
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, digest.clone());
+    digest
 }
 
 async fn list(l: &Listing<'_>) -> Result<Vec<Listed>, String> {
@@ -357,6 +386,26 @@ fn find_workspace(start: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_hashed_once_per_run_until_it_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("go.mod");
+        fs::write(&f, "module a\n").unwrap();
+        let first = hash_once(&f);
+        assert_eq!(first, hash(&f));
+        // An edit (other bytes, another mtime) is read again.
+        fs::write(&f, "module b\n").unwrap();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        assert_ne!(hash_once(&f), first);
+        assert_eq!(hash_once(&f), hash(&f));
+    }
 
     fn app(dir: &Path) {
         fs::create_dir_all(dir.join("kodata/sub")).unwrap();
