@@ -53,8 +53,9 @@ pub fn enable(width: usize) {
             loop {
                 std::thread::sleep(TICK);
                 let mut s = state();
+                // Stopped by `finish`; a later `enable` starts a new thread.
                 if !ENABLED.load(Ordering::SeqCst) {
-                    continue;
+                    return;
                 }
                 let line = render(&s, Instant::now());
                 let mut err = std::io::stderr().lock();

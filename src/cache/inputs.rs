@@ -285,9 +285,10 @@ impl Snapshot {
 }
 
 /// [`hash`], once per run for each file as it is now: the images of a monorepo share
-/// go.mod, go.sum and common packages, and each image's check would read them again.
-/// Keyed by the file's identity and mtime (nanoseconds), so an edit during the run is read.
-fn hash_once(path: &Path) -> Option<Digest> {
+/// go.mod, go.sum and common packages, and each image's check would read them again (the
+/// toolchain's identity too). Keyed by the file's identity and mtime (nanoseconds), so an
+/// edit during the run is read.
+pub(super) fn hash_once(path: &Path) -> Option<Digest> {
     use std::os::unix::fs::MetadataExt;
     type Key = (PathBuf, u64, u64, i64, i64);
     static SEEN: std::sync::Mutex<BTreeMap<Key, Option<Digest>>> =

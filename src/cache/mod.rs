@@ -17,10 +17,8 @@ pub use inputs::{Inputs, Listing, Snapshot};
 pub use record::{Listable, Recorded, snapshot};
 pub use reuse::ReuseError;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -204,24 +202,10 @@ fn toolchain_identity(go: &Path) -> String {
     format!("{version} {}", content_identity(&go))
 }
 
-/// A file's contents as a digest, hashed once per process for each (path, size, mtime):
-/// the key holds only the digest, so it means the same on every machine.
+/// A file's contents as a digest (hashed once per run): the key holds only the digest, so
+/// it means the same on every machine.
 fn content_identity(path: &Path) -> String {
-    type Seen = BTreeMap<(PathBuf, u64, Option<SystemTime>), String>;
-    static SEEN: Mutex<Seen> = Mutex::new(BTreeMap::new());
-    let Ok(meta) = fs::metadata(path) else {
-        return "missing".into();
-    };
-    let id = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(d) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return d.clone();
-    }
-    let digest =
-        fs::read(path).map_or_else(|_| "unreadable".into(), |b| Digest::of(&b).to_string());
-    SEEN.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, digest.clone());
-    digest
+    inputs::hash_once(path).map_or_else(|| "unreadable".into(), |d| d.to_string())
 }
 
 #[cfg(test)]

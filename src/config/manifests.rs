@@ -4,7 +4,7 @@
 //! Skaffold itself has checked the rest, and `kobuild build` must not fail on them.
 
 use super::error::{Fault, Pos};
-use super::yaml::{Kind, Node, strings};
+use super::yaml::{Node, strings};
 
 /// Renderers kobuild does not run; `render` refuses them rather than leave manifests out.
 const UNSUPPORTED: &[&str] = &["helm", "kpt", "remoteManifests", "transform"];
@@ -62,7 +62,7 @@ pub(super) fn read(doc: &Node, upgraded: bool) -> Result<Manifests, Fault> {
             }
             if let Some(e) = kubectl
                 .entry("remoteManifests")
-                .filter(|e| non_empty(&e.value))
+                .filter(|e| e.value.non_empty())
             {
                 m.unsupported
                     .push(("deploy.kubectl.remoteManifests".into(), e.key_pos));
@@ -105,18 +105,9 @@ fn strings_at(node: &Node, key: &str, parent: &str) -> Result<Vec<String>, Fault
 
 fn unsupported(node: &Node, parent: &str, out: &mut Vec<(String, Pos)>) {
     for key in UNSUPPORTED {
-        if let Some(e) = node.entry(key).filter(|e| non_empty(&e.value)) {
+        if let Some(e) = node.entry(key).filter(|e| e.value.non_empty()) {
             out.push((format!("{parent}.{key}"), e.key_pos));
         }
-    }
-}
-
-fn non_empty(n: &Node) -> bool {
-    match &n.kind {
-        Kind::Null => false,
-        Kind::Seq(v) => !v.is_empty(),
-        Kind::Map(v) => !v.is_empty(),
-        Kind::Scalar { .. } => true,
     }
 }
 

@@ -292,15 +292,6 @@ fn regex_found(pattern: &str, actual: &str) -> Option<bool> {
     Some((0..=last).any(matches_at))
 }
 
-fn non_empty(node: &Node) -> bool {
-    match &node.kind {
-        Kind::Null => false,
-        Kind::Seq(items) => !items.is_empty(),
-        Kind::Map(entries) => !entries.is_empty(),
-        Kind::Scalar { text, .. } => !text.is_empty(),
-    }
-}
-
 fn set(entries: &mut Vec<Entry>, key: &str, value: Node, key_pos: Pos) {
     match entries.iter_mut().find(|e| e.key == key) {
         Some(e) => e.value = value,
@@ -374,7 +365,7 @@ pub(crate) fn apply(doc: &mut Node, profile: &Profile) -> Result<(), Fault> {
             }
             overlay_build(base, &section.value, section.key_pos)
         } else if LIST_SECTIONS.contains(&key) {
-            if !non_empty(&section.value) {
+            if !section.value.non_empty() {
                 continue;
             }
             section.value.clone()
@@ -387,7 +378,7 @@ pub(crate) fn apply(doc: &mut Node, profile: &Profile) -> Result<(), Fault> {
             let Kind::Map(over) = &section.value.kind else {
                 continue;
             };
-            for e in over.iter().filter(|e| non_empty(&e.value)) {
+            for e in over.iter().filter(|e| e.value.non_empty()) {
                 set(&mut merged, &e.key, e.value.clone(), e.key_pos);
             }
             Node::new(Kind::Map(merged), section.value.pos)

@@ -62,6 +62,16 @@ impl Node {
         matches!(self.kind, Kind::Null)
     }
 
+    /// Whether it holds anything: not null, an empty list, mapping or string.
+    pub fn non_empty(&self) -> bool {
+        match &self.kind {
+            Kind::Null => false,
+            Kind::Seq(items) => !items.is_empty(),
+            Kind::Map(entries) => !entries.is_empty(),
+            Kind::Scalar { text, .. } => !text.is_empty(),
+        }
+    }
+
     /// The entry for `key` when this is a mapping.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         match &self.kind {

@@ -14,21 +14,20 @@ use crate::env::Env;
 use crate::fsutil;
 
 /// Whether `path` is a Skaffold configuration rather than a manifest: a file with a
-/// top-level `apiVersion: skaffold/…`, which no Kubernetes object has.
+/// top-level `apiVersion: skaffold/…`, which no Kubernetes object has. Only the file's start
+/// is read, where every configuration names it: a manifest of megabytes is read once, later.
 pub(super) fn is_config(path: &Path) -> bool {
-    if !path.is_file() {
-        return false;
-    }
-    let Ok(text) = fsutil::read_string_bounded(path, fsutil::MAX_CONFIG_BYTES) else {
-        return false;
-    };
-    text.lines().any(|line| {
-        line.strip_prefix("apiVersion:").is_some_and(|v| {
-            v.trim()
-                .trim_matches(|c| c == '"' || c == '\'')
-                .starts_with("skaffold/")
+    const HEAD: u64 = 64 * 1024;
+    let mut head = Vec::new();
+    let read = fsutil::open_regular(path).and_then(|f| f.take(HEAD).read_to_end(&mut head));
+    read.is_ok()
+        && String::from_utf8_lossy(&head).lines().any(|line| {
+            line.strip_prefix("apiVersion:").is_some_and(|v| {
+                v.trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .starts_with("skaffold/")
+            })
         })
-    })
 }
 
 /// The manifests `file`'s configurations name, after `profiles`, in Skaffold's order.
@@ -75,7 +74,7 @@ fn manifests_of(
             }
             continue;
         }
-        let found = glob(&path).map_err(|e| io_error(dir, e))?;
+        let found = glob(&path);
         if found.is_empty() {
             tracing::warn!(
                 "{}: manifests.rawYaml {pattern:?} matched no file",
@@ -100,8 +99,9 @@ fn manifests_of(
 }
 
 /// `filepath.Glob` on an absolute pattern: each segment with `*`, `?` or `[` is matched
-/// against the directory's entries, the others are taken as written; results sorted.
-fn glob(pattern: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// against the directory's entries, the others are taken as written; files only, sorted
+/// within each directory.
+fn glob(pattern: &Path) -> Vec<PathBuf> {
     let mut found = vec![PathBuf::new()];
     for part in pattern.components() {
         let seg = part.as_os_str().to_string_lossy();
@@ -110,16 +110,12 @@ fn glob(pattern: &Path) -> std::io::Result<Vec<PathBuf>> {
         for base in &found {
             if !magic {
                 let p = base.join(part);
-                if p.symlink_metadata().is_ok() || p.as_os_str().is_empty() {
+                if p.symlink_metadata().is_ok() {
                     next.push(p);
                 }
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(if base.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                base
-            }) else {
+            let Ok(entries) = std::fs::read_dir(base) else {
                 continue;
             };
             let mut names: Vec<String> = entries
@@ -131,7 +127,7 @@ fn glob(pattern: &Path) -> std::io::Result<Vec<PathBuf>> {
         }
         found = next;
     }
-    Ok(found.into_iter().filter(|p| p.is_file()).collect())
+    found.into_iter().filter(|p| p.is_file()).collect()
 }
 
 /// `kustomize build [ARGS] DIR`, or `kubectl kustomize [ARGS] DIR` when only kubectl is
@@ -207,7 +203,6 @@ mod tests {
         }
         let names = |pattern: &str| -> Vec<String> {
             glob(&d.path().join(pattern))
-                .unwrap()
                 .iter()
                 .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
                 .collect()

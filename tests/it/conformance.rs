@@ -411,13 +411,10 @@ fn input_digest_tags_match_with_required_artifacts() {
     }
 }
 
-/// ko's own test app (kodata with a subdirectory) built from a skaffold.yaml by Skaffold and
-/// by kobuild: base and binary layers are the same; the kodata layers differ only by the
-/// subdirectory's entry, which Skaffold's embedded ko v0.18.1 leaves out (see `KEPT`).
-#[test]
-fn skaffold_kodata_layers_differ_only_by_directory_entries() {
-    let s = setup();
-    let module = s.root.join("ko");
+/// ko's own test app under `root/ko/test`, in a module made from ko's go.mod (its
+/// dependencies are in the module cache).
+fn ko_test_module(root: &Path) -> PathBuf {
+    let module = root.join("ko");
     let ko_src = Path::new(&gomodcache()).join("github.com/google/ko@v0.19.1");
     fs::create_dir_all(&module).unwrap();
     for f in ["go.mod", "go.sum"] {
@@ -430,6 +427,16 @@ fn skaffold_kodata_layers_differ_only_by_directory_entries() {
             .arg(module.join("test")),
     );
     run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&module));
+    module
+}
+
+/// ko's own test app (kodata with a subdirectory) built from a skaffold.yaml by Skaffold and
+/// by kobuild: base and binary layers are the same; the kodata layers differ only by the
+/// subdirectory's entry, which Skaffold's embedded ko v0.18.1 leaves out (see `KEPT`).
+#[test]
+fn skaffold_kodata_layers_differ_only_by_directory_entries() {
+    let s = setup();
+    let module = ko_test_module(&s.root);
     fs::write(
         module.join("skaffold.yaml"),
         format!(
@@ -483,20 +490,7 @@ fn skaffold_kodata_layers_differ_only_by_directory_entries() {
 #[test]
 fn ko_builds_match() {
     let s = setup();
-    // ko's own test app, in a module made from ko's go.mod (its dependencies are cached).
-    let module = s.root.join("ko");
-    let ko_src = Path::new(&gomodcache()).join("github.com/google/ko@v0.19.1");
-    fs::create_dir_all(&module).unwrap();
-    for f in ["go.mod", "go.sum"] {
-        fs::copy(ko_src.join(f), module.join(f)).unwrap();
-    }
-    run_checked(
-        Command::new("cp")
-            .arg("-r")
-            .arg(peer("KOBUILD_KO_TEST"))
-            .arg(module.join("test")),
-    );
-    run_checked(Command::new("chmod").args(["-R", "u+w"]).arg(&module));
+    let module = ko_test_module(&s.root);
     let repo = s.reg.host();
     let base_env = [("KO_DEFAULTBASEIMAGE", s.base.as_str())];
     let (theirs, ours) = ko_and_kobuild(&module, "./test", &repo, &base_env);
